@@ -68,9 +68,8 @@ class PrepareConfig:
 
     min_item_support: int = 5  # drop items with fewer clicks than this (over all days)
     min_session_length: int = 2  # sessions shorter than this are dropped (before and after the item filter)
-    test_days: float = 7.0  # test = sessions ending in the last N days (0 = no test split)
-    valid_days: float = 7.0  # validation = sessions ending in the N days before the test window
-    max_session_length: int = 0  # keep only the last N clicks of a session (0 = no limit)
+    test_days: int = 7  # test = sessions whose last click falls in the last N days (0 = none)
+    valid_days: int = 7  # validation = sessions ending in the N days before the test window (0 = none)
 
     def __post_init__(self) -> None:
         if self.min_item_support < 1:

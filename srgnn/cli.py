@@ -1,0 +1,145 @@
+"""The ``srgnn`` command line.
+
+Every option can also come from an environment variable (shown in ``--help``); flags win.
+User mistakes (a missing file, a bad column, an unknown format) print one line starting
+with ``error:`` and exit with code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .config import PrepareConfig, Settings
+from .io import FORMATS, InputError
+
+
+class _Group(click.Group):
+    """Turns user-facing errors into one line and exit code 1 instead of a stack trace."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+def _user_error(exc: ValueError) -> click.UsageError:
+    """A configuration value rejected by a config dataclass, reported as a usage error."""
+    return click.UsageError(str(exc))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="SRGNN_HOME",
+              default=Path("var"), show_default=True, show_envvar=True,
+              help="Project home: prepared runs, MLflow store (SQLite), warehouse (DuckDB).")
+@click.pass_context
+def cli(ctx: click.Context, home: Path) -> None:
+    """srgnn-pipeline: session-based next-item recommendations with SR-GNN.
+
+    Raw clicks -> Spark session graphs -> PyTorch SR-GNN tracked in MLflow -> nightly top-K
+    recommendations in a warehouse table, scheduled by Airflow. Start with `srgnn demo`.
+    """
+    ctx.obj = Settings.from_env(home=home)
+
+
+def _prepare_config(min_item_support, test_days, valid_days) -> PrepareConfig:
+    try:
+        return PrepareConfig(min_item_support=min_item_support, test_days=test_days, valid_days=valid_days)
+    except ValueError as exc:
+        raise _user_error(exc) from None
+
+
+def prepare_options(func):
+    """Options shared by `prepare` and `train` (they both run the prepare job)."""
+    defaults = PrepareConfig()
+    options = [
+        click.option("--clicks", required=True, help="Raw clicks: a file, a folder or a glob (CSV, CSV.gz, JSON Lines, Parquet)."),
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
+                     help="Input format; 'auto' decides from the file name and first line when unambiguous."),
+        click.option("--min-item-support", type=int, default=defaults.min_item_support, show_default=True,
+                     envvar="SRGNN_MIN_ITEM_SUPPORT", show_envvar=True, help="Drop items with fewer clicks."),
+        click.option("--test-days", type=int, default=defaults.test_days, show_default=True,
+                     envvar="SRGNN_TEST_DAYS", show_envvar=True, help="Sessions ending in the last N days are the test split."),
+        click.option("--valid-days", type=int, default=defaults.valid_days, show_default=True,
+                     envvar="SRGNN_VALID_DAYS", show_envvar=True, help="The N days before the test window are the validation split."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@prepare_options
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output run folder (default: <home>/runs/<UTC timestamp>).")
+@click.pass_obj
+def prepare(settings: Settings, clicks, fmt, min_item_support, test_days, valid_days, out) -> None:
+    """Raw clicks -> sessions -> train/valid/test session graphs (Parquet) with Spark."""
+    from .prepare import default_out_dir, run_prepare
+    from .spark import get_spark
+
+    config = _prepare_config(min_item_support, test_days, valid_days)
+    out = out or default_out_dir(settings.home)
+    from .io import resolve_inputs
+
+    resolve_inputs(clicks)  # fail fast, before Spark starts, on a missing or empty input
+    spark = get_spark(settings, app_name="srgnn-prepare")
+    result = run_prepare(spark, clicks, out, config, fmt)
+    _print_prepare_summary(result.summary)
+
+
+def _print_prepare_summary(s: dict) -> None:
+    click.echo(f"prepared {s['out_dir']}  ({s['format']}, {s['seconds']} s)")
+    click.echo(f"  clicks read        {s['clicks_read']:>12,}")
+    click.echo(f"  quarantined        {s['clicks_quarantined']:>12,}  {s['quarantine_reasons'] or ''}")
+    for name, n in s["clicks_removed"].items():
+        click.echo(f"  removed: {name:<24} {n:>10,}")
+    click.echo(f"  clicks kept        {s['clicks_kept']:>12,}")
+    click.echo(f"  items (vocabulary) {s['vocab_size']:>12,}")
+    for split, v in s["splits"].items():
+        click.echo(f"  {split:<6} sessions {v['sessions']:>10,}  examples {v['examples']:>10,}")
+    click.echo(f"  examples lost to items unseen in train: {s['examples_lost_to_unseen_items']:,}")
+
+
+@cli.command()
+@click.option("--out", required=True, type=click.Path(), help="Output CSV file, or folder with --by-day.")
+@click.option("--sessions", type=int, default=20_000, show_default=True)
+@click.option("--items", type=int, default=2_000, show_default=True)
+@click.option("--days", type=int, default=7, show_default=True)
+@click.option("--end-date", default="2026-11-28", show_default=True, help="Last day of clicks (YYYY-MM-DD).")
+@click.option("--bad-share", type=float, default=0.01, show_default=True, help="Share of malformed lines.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--by-day", is_flag=True, help="Write one file per day: OUT/ds=YYYY-MM-DD/clicks.csv.")
+@click.option("--gzip", "compress", is_flag=True, help="Gzip the output.")
+def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, compress) -> None:
+    """Write a realistic synthetic clickstream (latent intents, popularity skew, bad lines)."""
+    from .synth import SynthConfig, write_clickstream
+
+    if sessions < 1 or items < 2 or days < 1 or not 0 <= bad_share < 1:
+        raise _user_error(ValueError("--sessions >= 1, --items >= 2, --days >= 1 and 0 <= --bad-share < 1 are required."))
+    result = write_clickstream(out, SynthConfig(sessions=sessions, items=items, days=days, end_date=end_date,
+                                                bad_share=bad_share, seed=seed), by_day=by_day, compress=compress)
+    click.echo(f"wrote {result.clicks:,} clicks ({result.duplicates:,} logged twice) and "
+               f"{result.bad_lines:,} malformed lines in {len(result.files)} file(s): {out}")
+
+
+@cli.command()
+@click.pass_obj
+def demo(settings: Settings) -> None:
+    """Generate a week of clicks and run the pipeline end to end on the embedded defaults."""
+    from .demo import run_demo
+
+    run_demo(settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="srgnn")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

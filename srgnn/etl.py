@@ -1,0 +1,196 @@
+"""Session transforms (the "transform" step): pure DataFrame -> DataFrame functions.
+
+Each function takes its settings as arguments and starts no job of its own, so each can be
+tested alone on a few inline rows. The order used by :mod:`srgnn.prepare` follows the
+reference SR-GNN preprocessing:
+
+1. :func:`sessionize`: one row per session, clicks ordered by (timestamp, input order),
+   exact duplicate events removed;
+2. :func:`drop_short_sessions`: sessions with fewer than ``min_length`` clicks;
+3. :func:`drop_rare_items`: items with fewer than ``min_support`` clicks, then
+   :func:`drop_short_sessions` again;
+4. :func:`assign_split`: train / valid / test by the day of the session's last click;
+5. :func:`build_vocab` from train; :func:`index_sessions` maps items to 1..N and removes items
+   unseen in train from valid/test sessions (then :func:`drop_short_sessions` once more);
+6. :func:`prefix_examples` and :func:`add_graph_columns`: every prefix predicts its next item,
+   with the session graph built by :func:`srgnn.graph.build_graphs`.
+
+Session frames carry ``session_id`` and ``events``: ``array<struct<ts, item_id>>`` in click
+order (after :func:`index_sessions`: ``items array<int>`` plus ``start_ts``/``end_ts``).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from .graph import build_graphs, graphs_to_arrow
+
+SPLITS = ("train", "valid", "test")
+
+
+def sessionize(clicks: DataFrame) -> DataFrame:
+    """Group clicks into sessions ordered by time, removing exact duplicate events.
+
+    Input: ``session_id, ts, item_id, user_id, event_type, _seq``. Output: ``session_id,
+    events array<struct<ts timestamp, item_id string>>, raw_clicks int`` where ``raw_clicks``
+    counts the clicks before duplicates were removed. Ties on ``ts`` keep input order
+    (``_seq``). Two events are duplicates when session, time, item, user and event type are
+    all equal; the first one is kept.
+    """
+    grouped = clicks.groupBy("session_id").agg(
+        F.sort_array(F.collect_list(F.struct("ts", "_seq", "item_id", "user_id", "event_type"))).alias("_ev"),
+    )
+    # Drop _seq, then array_distinct keeps the first occurrence of each identical event.
+    distinct = F.array_distinct(F.transform("_ev", lambda e: F.struct(
+        e["ts"].alias("ts"), e["item_id"].alias("item_id"), e["user_id"].alias("user_id"),
+        e["event_type"].alias("event_type"))))
+    return grouped.select(
+        "session_id",
+        F.transform(distinct, lambda e: F.struct(e["ts"].alias("ts"), e["item_id"].alias("item_id"))).alias("events"),
+        F.size("_ev").alias("raw_clicks"),
+    )
+
+
+def drop_short_sessions(sessions: DataFrame, min_length: int, column: str = "events") -> DataFrame:
+    """Keep sessions with at least ``min_length`` clicks."""
+    return sessions.where(F.size(column) >= min_length)
+
+
+def item_counts(sessions: DataFrame) -> DataFrame:
+    """``item_id, clicks``: how often each item is clicked in the given sessions."""
+    return (sessions.select(F.explode("events").alias("e"))
+            .groupBy(F.col("e.item_id").alias("item_id")).agg(F.count(F.lit(1)).alias("clicks")))
+
+
+def drop_rare_items(sessions: DataFrame, min_support: int) -> DataFrame:
+    """Remove clicks on items with fewer than ``min_support`` clicks in ``sessions``.
+
+    Sessions keep their click order; a session may become shorter or empty (the caller drops
+    short sessions afterwards, as the reference preprocessing does).
+    """
+    if min_support <= 1:
+        return sessions
+    keep = item_counts(sessions).where(F.col("clicks") >= min_support).select("item_id")
+    exploded = sessions.select("session_id", F.posexplode("events").alias("pos", "e"))
+    kept = exploded.join(keep, exploded["e.item_id"] == keep["item_id"], "left_semi")
+    regrouped = kept.groupBy("session_id").agg(F.sort_array(F.collect_list(F.struct("pos", "e"))).alias("_p"))
+    regrouped = regrouped.select("session_id", F.transform("_p", lambda p: p["e"]).alias("events"))
+    # Sessions that lost every click disappear from the join; keep them (empty) for the counts.
+    emptied = sessions.join(regrouped.select("session_id"), "session_id", "left_anti").select(
+        "session_id", F.array().cast(sessions.schema["events"].dataType).alias("events"))
+    return regrouped.unionByName(emptied)
+
+
+def session_end_day(events_col: str = "events"):
+    """Column: the UTC date of the session's last click."""
+    return F.to_date(F.element_at(F.col(events_col), -1)["ts"])
+
+
+def assign_split(sessions: DataFrame, last_day, test_days: int, valid_days: int) -> DataFrame:
+    """Add ``split``: test = last click in the last ``test_days`` days up to ``last_day``
+    (inclusive), valid = the ``valid_days`` days before that, train = everything earlier.
+
+    ``last_day`` is a ``datetime.date`` (the latest session end over the whole input).
+    """
+    end = session_end_day()
+    test_start = F.date_sub(F.lit(last_day), test_days - 1) if test_days > 0 else None
+    valid_start = F.date_sub(F.lit(last_day), test_days + valid_days - 1)
+    split = F.lit("train")
+    if valid_days > 0:
+        split = F.when(end >= valid_start, F.lit("valid")).otherwise(split)
+    if test_days > 0:
+        split = F.when(end >= test_start, F.lit("test")).otherwise(split)
+    return sessions.withColumn("split", split)
+
+
+def build_vocab(train_sessions: DataFrame) -> DataFrame:
+    """Item vocabulary from the training sessions: ``item_id, item_index (1..N), train_clicks``.
+
+    Indices follow decreasing train popularity (ties by raw id), so index 1 is the most
+    clicked item; 0 is reserved for padding.
+    """
+    from pyspark.sql.window import Window
+
+    counts = item_counts(train_sessions).withColumnRenamed("clicks", "train_clicks")
+    order = Window.orderBy(F.col("train_clicks").desc(), F.col("item_id"))
+    return counts.select(
+        "item_id",
+        F.row_number().over(order).cast("int").alias("item_index"),
+        F.col("train_clicks").cast("long"),
+    )
+
+
+def index_sessions(sessions: DataFrame, vocab: DataFrame) -> DataFrame:
+    """Map every click to its vocabulary index; clicks on unknown items are removed.
+
+    Output: ``session_id, split, items array<int>, start_ts, end_ts, indexed_from int``
+    (``indexed_from`` = clicks before unknown items were removed).
+    """
+    exploded = sessions.select("session_id", "split", F.size("events").alias("indexed_from"),
+                               F.posexplode("events").alias("pos", "e"))
+    joined = exploded.join(F.broadcast(vocab.select("item_id", "item_index")),
+                           exploded["e.item_id"] == vocab["item_id"], "left")
+    regrouped = joined.groupBy("session_id", "split", "indexed_from").agg(
+        F.sort_array(F.collect_list(F.when(F.col("item_index").isNotNull(),
+                                           F.struct("pos", "item_index", F.col("e.ts").alias("ts"))))).alias("_p"))
+    return regrouped.select(
+        "session_id", "split",
+        F.transform("_p", lambda p: p["item_index"]).alias("items"),
+        F.try_element_at("_p", F.lit(1))["ts"].alias("start_ts"),
+        F.try_element_at("_p", F.lit(-1))["ts"].alias("end_ts"),
+        "indexed_from",
+    )
+
+
+def prefix_examples(sessions: DataFrame) -> DataFrame:
+    """SR-GNN data augmentation: a session ``[v1..vn]`` gives ``n - 1`` examples
+    ``([v1..vk], v(k+1))`` for ``k = 1..n-1``.
+
+    Input ``session_id, split, items``; output ``session_id, split, prefix, target,
+    prefix_length``.
+    """
+    with_k = sessions.where(F.size("items") >= 2).select(
+        "session_id", "split", "items",
+        F.explode(F.sequence(F.lit(1), F.size("items") - 1)).alias("k"))
+    return with_k.select(
+        "session_id", "split",
+        F.slice("items", 1, F.col("k")).alias("prefix"),
+        F.element_at("items", F.col("k") + 1).alias("target"),
+        F.col("k").cast("int").alias("prefix_length"),
+    )
+
+
+GRAPH_FIELDS = ("nodes", "alias", "edge_src", "edge_dst")
+
+
+def _graph_batches(batches):
+    """mapInArrow body: add the graph columns to each Arrow batch of examples."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for batch in batches:
+        prefix = batch.column("prefix")
+        offsets = np.asarray(prefix.offsets, dtype=np.int64)
+        values = np.asarray(pc.list_flatten(prefix), dtype=np.int64)
+        graphs = graphs_to_arrow(build_graphs(values, offsets - offsets[0]))
+        arrays = [batch.column(name) for name in batch.schema.names]
+        names = list(batch.schema.names)
+        for name in GRAPH_FIELDS:
+            arrays.append(graphs[name])
+            names.append(name)
+        yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def add_graph_columns(examples: DataFrame) -> DataFrame:
+    """Add ``nodes, alias, edge_src, edge_dst`` (see docs/contracts.md) to prefix examples.
+
+    Runs :func:`srgnn.graph.build_graphs` on whole Arrow batches inside Spark's Python
+    workers (``mapInArrow``): no per-row Python.
+    """
+    examples = examples.withColumn("prefix", F.col("prefix").cast(T.ArrayType(T.IntegerType())))
+    schema = T.StructType(examples.schema.fields + [
+        T.StructField(name, T.ArrayType(T.IntegerType())) for name in GRAPH_FIELDS])
+    return examples.mapInArrow(_graph_batches, schema)
