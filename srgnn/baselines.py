@@ -213,7 +213,9 @@ class SessionRecommender:
         self._fit(values, offsets, session_times)
         return self
 
-    def recommend(self, prefix_values, prefix_offsets, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(
+        self, prefix_values, prefix_offsets, k: int = 20
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items for every prefix.
 
         Args:
@@ -228,7 +230,9 @@ class SessionRecommender:
         if not hasattr(self, "num_items_"):
             raise RuntimeError(f"{type(self).__name__} must be fitted before recommend().")
         if not 1 <= k <= self.num_items_:
-            raise ValueError(f"k must be between 1 and the number of items ({self.num_items_}), got {k}.")
+            raise ValueError(
+                f"k must be between 1 and the number of items ({self.num_items_}), got {k}."
+            )
         values = np.asarray(prefix_values, dtype=np.int64)
         offsets = np.asarray(prefix_offsets, dtype=np.int64)
         _check_offsets(values, offsets)
@@ -268,7 +272,9 @@ class SessionRecommender:
         self._fill_with_popular(top_items, np.minimum(counts, k))
         return top_items, top_scores
 
-    def _fill_with_popular(self, top_items: np.ndarray, filled: np.ndarray, chunk: int = 4096) -> None:
+    def _fill_with_popular(
+        self, top_items: np.ndarray, filled: np.ndarray, chunk: int = 4096
+    ) -> None:
         """Complete rows holding ``filled[r] < k`` items with the most popular missing items.
 
         The ``k`` most popular items always suffice: a row already holds at most ``filled``
@@ -327,7 +333,8 @@ class Popularity(SessionRecommender):
         num_rows = len(offsets) - 1
         items = self.popularity_order_[:k]
         top_items = np.repeat(items[None, :], num_rows, axis=0)
-        top_scores = np.repeat(self.item_clicks_[items][None, :].astype(np.float64), num_rows, axis=0)
+        scores = self.item_clicks_[items].astype(np.float64)
+        top_scores = np.repeat(scores[None, :], num_rows, axis=0)
         return top_items, top_scores
 
 
@@ -416,7 +423,9 @@ class ItemKNN(SessionRecommender):
             keys, counts, _ = _group_sum(left[distinct] * span + right[distinct])
             pair_keys.append(keys)
             pair_counts.append(counts)
-        keys, _, together = _group_sum(np.concatenate(pair_keys), np.concatenate(pair_counts).astype(np.float64))
+        keys, _, together = _group_sum(
+            np.concatenate(pair_keys), np.concatenate(pair_counts).astype(np.float64)
+        )
         left, right = keys // span, keys % span
         lam, alpha = self.regularization, self.alpha
         similarity = together / (
@@ -507,39 +516,52 @@ class SessionKNN(SessionRecommender):
         for first, stop in _chunks_by_budget(cost, candidate_budget):
             lo, hi = pair_starts[first], pair_starts[stop]
             rows, scored_items, scores = self._score_chunk(
-                row[lo:hi] - first, item[lo:hi], weight[lo:hi], prefix_sizes[first:stop], stop - first
+                row[lo:hi] - first, item[lo:hi], weight[lo:hi],
+                prefix_sizes[first:stop], stop - first,
             )
             out_rows.append(rows + first)
             out_items.append(scored_items)
             out_scores.append(scores)
+        if not out_rows:  # no prefixes at all
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
         return np.concatenate(out_rows), np.concatenate(out_items), np.concatenate(out_scores)
 
     def _score_chunk(self, row, item, weight, prefix_sizes, num_rows):
         num_sessions = len(self.session_recency_)
+        recency = self.session_recency_
         # 1. every (prefix, candidate session) hit through the item -> session index
-        owner, position = _expand_ranges(self.item_indptr_[item], self.item_indptr_[item + 1] - self.item_indptr_[item])
-        keys, hits, weighted_hits = _group_sum(row[owner] * num_sessions + self.item_sessions_[position], weight[owner])
+        list_starts = self.item_indptr_[item]
+        owner, position = _expand_ranges(list_starts, self.item_indptr_[item + 1] - list_starts)
+        pair_keys = row[owner] * num_sessions + self.item_sessions_[position]
+        keys, hits, weighted_hits = _group_sum(pair_keys, weight[owner])
         pair_row, neighbor = keys // num_sessions, keys % num_sessions
         # 2. keep the sample_size most recent candidates per prefix
-        order = np.lexsort((self.session_recency_[neighbor], pair_row))
-        pair_row, neighbor, hits, weighted_hits = pair_row[order], neighbor[order], hits[order], weighted_hits[order]
+        order = np.lexsort((recency[neighbor], pair_row))
+        pair_row, neighbor = pair_row[order], neighbor[order]
+        hits, weighted_hits = hits[order], weighted_hits[order]
         position, _ = _position_in_group(pair_row, num_rows)
         sampled = position < self.sample_size
         pair_row, neighbor = pair_row[sampled], neighbor[sampled]
         similarity = self._similarity(
-            hits[sampled].astype(np.float64), weighted_hits[sampled],
-            prefix_sizes[pair_row], self.session_sizes_[neighbor],
+            hits[sampled].astype(np.float64),
+            weighted_hits[sampled],
+            prefix_sizes[pair_row],
+            self.session_sizes_[neighbor],
         )
         # 3. the num_neighbors most similar (ties: more recent first)
-        order = np.lexsort((self.session_recency_[neighbor], -similarity, pair_row))
+        order = np.lexsort((recency[neighbor], -similarity, pair_row))
         pair_row, neighbor, similarity = pair_row[order], neighbor[order], similarity[order]
         position, _ = _position_in_group(pair_row, num_rows)
         nearest = position < self.num_neighbors
         pair_row, neighbor, similarity = pair_row[nearest], neighbor[nearest], similarity[nearest]
         # 4. item scores: sum of the similarities of the neighbours holding the item
-        owner, position = _expand_ranges(self.session_indptr_[neighbor], self.session_sizes_[neighbor].astype(np.int64))
+        session_starts = self.session_indptr_[neighbor]
+        owner, position = _expand_ranges(
+            session_starts, self.session_indptr_[neighbor + 1] - session_starts
+        )
         span = self.num_items_ + 1
-        keys, _, scores = _group_sum(pair_row[owner] * span + self.session_items_[position], similarity[owner])
+        item_keys = pair_row[owner] * span + self.session_items_[position]
+        keys, _, scores = _group_sum(item_keys, similarity[owner])
         return keys // span, keys % span, scores
 
 

@@ -211,12 +211,13 @@ def load_sessions(run_dir, split: str = "train") -> TrainSessions:
     values, offsets = _list_column(table, "items")
     end = table.column("end_ts")
     end_times = None
-    if end.null_count == 0:
+    if end.null_count == 0 and hasattr(end.type, "unit"):
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        # timestamps of any unit -> epoch seconds, so that recency is comparable
-        end_times = pc.cast(pc.cast(end, pa.timestamp("us")), pa.int64()).to_numpy() / 1e6
+        # stored ticks of any unit (time zones do not change them) -> epoch seconds
+        ticks_per_second = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[end.type.unit]
+        end_times = pc.cast(end, pa.int64()).to_numpy() / ticks_per_second
     return TrainSessions(values=values, offsets=offsets, end_times=end_times)
 
 
@@ -265,11 +266,16 @@ def evaluate_baselines(
     for name in names:
         model = make_baseline(name, **params.get(name, {}))
         started = time.perf_counter()
-        model.fit_flat(sessions.values, sessions.offsets, num_items=num_items, session_times=sessions.end_times)
+        model.fit_flat(
+            sessions.values, sessions.offsets,
+            num_items=num_items, session_times=sessions.end_times,
+        )
         fitted = time.perf_counter()
         top_items, _ = model.recommend(examples.prefix_values, examples.prefix_offsets, k)
         done = time.perf_counter()
-        result = evaluate_ranked(top_items, examples.targets, examples.prefix_lengths, popularity, k)
+        result = evaluate_ranked(
+            top_items, examples.targets, examples.prefix_lengths, popularity, k
+        )
         result["fit_s"] = fitted - started
         result["recommend_s"] = done - fitted
         results[name] = result

@@ -195,11 +195,11 @@ def test_evaluate_baselines_on_a_run_folder(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    from srgnn.evaluate import evaluate_baselines, format_table, load_split
+    from srgnn.evaluate import evaluate_baselines, format_table, load_sessions, load_split
 
     (tmp_path / "sessions" / "train").mkdir(parents=True)
     (tmp_path / "graphs" / "test").mkdir(parents=True)
-    ts = pa.array(np.arange(len(TRAIN)) * 1_000_000, type=pa.timestamp("us"))
+    ts = pa.array(np.arange(len(TRAIN)) * 10**9, type=pa.timestamp("ns", tz="UTC"))
     pq.write_table(
         pa.table({"session_id": [f"s{i}" for i in range(len(TRAIN))],
                   "items": pa.array(TRAIN, type=pa.list_(pa.int32())), "start_ts": ts, "end_ts": ts}),
@@ -212,6 +212,9 @@ def test_evaluate_baselines_on_a_run_folder(tmp_path):
                   "prefix_length": pa.array([2, 1, 2], type=pa.int32())}),
         tmp_path / "graphs" / "test" / "part-0.parquet",
     )
+    sessions = load_sessions(tmp_path, "train")
+    assert sessions.end_times.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # epoch seconds
+    assert sessions.offsets.tolist() == [0, 3, 6, 8, 10, 13, 16]
     examples = load_split(tmp_path, "test")
     assert examples.prefix_values.tolist() == [1, 2, 6, 2, 4]
     assert examples.prefix_offsets.tolist() == [0, 2, 3, 5]
@@ -263,3 +266,9 @@ def test_session_knn_matches_a_direct_loop(cls):
         got = {i: s for i, s in zip(items[row].tolist(), scores[row].tolist()) if s > 0}
         assert got.keys() == expected.keys()
         assert [got[i] for i in expected] == pytest.approx(list(expected.values()))
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_no_prefixes_give_empty_lists(name):
+    items, scores = fitted(BASELINES[name]).recommend(np.zeros(0, np.int64), np.array([0]), 3)
+    assert items.shape == (0, 3) and scores.shape == (0, 3)
