@@ -682,6 +682,8 @@ class Warehouse:
         """``table`` with exactly the columns and types of ``recommendations``."""
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
+        elif isinstance(table, pa.RecordBatchReader):
+            table = table.read_all()
         if not isinstance(table, pa.Table):
             raise TypeError(f"expected a pyarrow.Table, got {type(table).__name__}")
         names = set(table.column_names)

@@ -88,9 +88,12 @@ class PostgresServer:
 
         bindir = find_bindir()
         if bindir is None:
+            where = (f"SRGNN_PG_BINDIR={os.environ['SRGNN_PG_BINDIR']} has no pg_ctl"
+                     if os.environ.get("SRGNN_PG_BINDIR") else
+                     "looked in /usr/lib/postgresql/*/bin and on PATH")
             raise PostgresUnavailable(
-                "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and "
-                "on PATH); install Debian's `postgresql` package or set SRGNN_TEST_POSTGRES_URL"
+                f"PostgreSQL server binaries not found ({where}); install Debian's `postgresql` "
+                "package or set SRGNN_TEST_POSTGRES_URL"
             )
 
         run_as: list[str] = []

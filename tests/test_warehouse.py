@@ -1,0 +1,570 @@
+"""Warehouse tests, each run on a DuckDB file and on a real PostgreSQL server.
+
+The PostgreSQL server is started once per test session from the installed server binaries
+(see tests/pg.py); every test gets its own database. Without the binaries the PostgreSQL
+variants skip and say why.
+
+    .venv/bin/python -m pytest -q tests/test_warehouse.py
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pyarrow as pa
+import pytest
+
+from srgnn.warehouse import (
+    DataQualityError,
+    Warehouse,
+    WarehouseURL,
+    compile_sql,
+    redact_url,
+    split_statements,
+    sql_files,
+)
+
+try:  # tests/ as a package (python -m pytest from the repository root) or as a folder on sys.path
+    from tests.pg import PostgresServer, PostgresUnavailable
+except ImportError:  # pragma: no cover
+    from pg import PostgresServer, PostgresUnavailable
+
+DAY = dt.date(2024, 3, 1)
+NEXT_DAY = dt.date(2024, 3, 2)
+RUN = {"model_name": "srgnn", "model_version": "srgnn:3"}
+_database_names = itertools.count()
+
+
+# ------------------------------------------------------------------------------------------
+# Fixtures and helpers
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres_server():
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "duckdb":
+        return f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+    server = request.getfixturevalue("postgres_server")
+    return server.create_database(f"warehouse_test_{next(_database_names)}")
+
+
+@pytest.fixture
+def warehouse(url):
+    with Warehouse.connect(url) as connected:
+        yield connected
+
+
+def day_table(sessions: dict[str, list[tuple]], **columns) -> pa.Table:
+    """Rows from {session_id: [(item_id, score), ...]} in rank order (1, 2, ...).
+
+    An entry may be (item_id, score, rank) to force a rank; extra columns go in as given.
+    """
+    rows = {"session_id": [], "rank": [], "item_id": [], "score": []}
+    for session_id, items in sessions.items():
+        for position, entry in enumerate(items, start=1):
+            item_id, score = entry[0], entry[1]
+            rows["session_id"].append(session_id)
+            rows["rank"].append(entry[2] if len(entry) > 2 else position)
+            rows["item_id"].append(item_id)
+            rows["score"].append(score)
+    table = pa.table({
+        "session_id": pa.array(rows["session_id"], pa.string()),
+        "rank": pa.array(rows["rank"], pa.int64()),
+        "item_id": pa.array(rows["item_id"], pa.string()),
+        "score": pa.array(rows["score"], pa.float64()),
+    })
+    for name, values in columns.items():
+        table = table.append_column(name, pa.array(values))
+    return table
+
+
+def stored(warehouse: Warehouse, ds: dt.date) -> list[tuple]:
+    """The day's rows as (session_id, rank, item_id, score, model_version), sorted in Python
+    (the engines may collate unicode differently)."""
+    result = warehouse.run_query("day_recommendations", ds=ds)
+    index = {name: i for i, name in enumerate(result.columns)}
+    return sorted(
+        (r[index["session_id"]], r[index["rank"]], r[index["item_id"]], r[index["score"]],
+         r[index["model_version"]])
+        for r in result.rows
+    )
+
+
+def runs(warehouse: Warehouse, ds: dt.date) -> list[dict]:
+    return warehouse.run_query("scoring_runs", start_ds=ds, end_ds=ds).to_dicts()
+
+
+BASE = {  # three sessions, K = 3
+    "s1": [("i1", 0.9), ("i2", 0.8), ("i3", 0.7)],
+    "s2": [("i2", 0.6), ("i1", 0.6), ("i4", 0.1)],
+    "s3": [("i4", 0.5), ("i3", 0.4), ("i1", 0.3)],
+}
+
+
+# ------------------------------------------------------------------------------------------
+# SQL plumbing (no database)
+# ------------------------------------------------------------------------------------------
+def test_compile_sql_converts_named_parameters_per_dialect():
+    sql = ("SELECT x::date, ':not_a_param', \"col:x\", 100 % 7 -- 50% :nor_this\n"
+           "FROM t WHERE a = :a AND b = :b OR c = :a")
+    duck = compile_sql(sql, "duckdb")
+    pg = compile_sql(sql, "postgresql")
+    assert duck.params == pg.params == ("a", "b")
+    assert duck.sql == ("SELECT x::date, ':not_a_param', \"col:x\", 100 % 7 -- 50% :nor_this\n"
+                        "FROM t WHERE a = $a AND b = $b OR c = $a")
+    assert pg.sql == ("SELECT x::date, ':not_a_param', \"col:x\", 100 %% 7 -- 50%% :nor_this\n"
+                      "FROM t WHERE a = %(a)s AND b = %(b)s OR c = %(a)s")
+
+
+def test_compile_sql_only_fills_known_placeholders():
+    assert compile_sql("SELECT * FROM {table}", "duckdb", {"table": '"t"'}).sql == 'SELECT * FROM "t"'
+    with pytest.raises(ValueError, match="placeholder"):
+        compile_sql("SELECT * FROM {other}", "duckdb", {"table": '"t"'})
+    with pytest.raises(ValueError, match="dialect"):
+        compile_sql("SELECT 1", "sqlite")
+
+
+def test_split_statements_ignores_semicolons_in_literals_and_comments():
+    text = "CREATE TABLE a (x VARCHAR DEFAULT ';'); -- done; really\n/* ; */ CREATE INDEX i ON a (x);\n-- end\n"
+    assert [s.strip() for s in split_statements(text)] == [
+        "CREATE TABLE a (x VARCHAR DEFAULT ';')",
+        "-- done; really\n/* ; */ CREATE INDEX i ON a (x)",
+    ]
+
+
+@pytest.mark.parametrize("url, dialect, target", [
+    ("duckdb:///var/warehouse.duckdb", "duckdb", "var/warehouse.duckdb"),
+    ("duckdb:////tmp/w/warehouse.duckdb", "duckdb", "/tmp/w/warehouse.duckdb"),
+    ("duckdb:///:memory:", "duckdb", ":memory:"),
+    ("duckdb://", "duckdb", ":memory:"),
+    ("some/file.duckdb", "duckdb", "some/file.duckdb"),
+    ("postgresql+psycopg://u:p%40ss@db:5432/wh", "postgresql", "postgresql://u:p%40ss@db:5432/wh"),
+    ("postgresql://u@db/wh?sslmode=require", "postgresql", "postgresql://u@db/wh?sslmode=require"),
+    ("postgres://u@db/wh", "postgresql", "postgresql://u@db/wh"),
+])
+def test_url_parsing(url, dialect, target):
+    assert WarehouseURL.parse(url) == WarehouseURL(dialect, target)
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "duckdb://host/file.duckdb",
+                                 "postgresql+asyncpg://u@h/db", ""])
+def test_url_parsing_rejects_what_it_cannot_serve(url):
+    with pytest.raises(ValueError):
+        WarehouseURL.parse(url)
+
+
+def test_redact_url_hides_the_password():
+    assert redact_url("postgresql+psycopg://user:s3cret@host:5432/db") == \
+        "postgresql+psycopg://user:***@host:5432/db"
+    assert redact_url("duckdb:///var/w.duckdb") == "duckdb:///var/w.duckdb"
+
+
+def test_engine_specific_sql_files_win(tmp_path):
+    (tmp_path / "queries").mkdir()
+    for name in ("a.sql", "a.postgresql.sql", "b.sql", "c.duckdb.sql"):
+        (tmp_path / "queries" / name).write_text("SELECT 1")
+    assert {k: v.name for k, v in sql_files(tmp_path, "queries", "duckdb").items()} == \
+        {"a": "a.sql", "b": "b.sql", "c": "c.duckdb.sql"}
+    assert {k: v.name for k, v in sql_files(tmp_path, "queries", "postgresql").items()} == \
+        {"a": "a.postgresql.sql", "b": "b.sql"}
+
+
+# ------------------------------------------------------------------------------------------
+# Schema and loading, on both engines
+# ------------------------------------------------------------------------------------------
+def test_connect_applies_the_schema_idempotently(url):
+    expected = {
+        "recommendations": ["ds", "session_id", "rank", "item_id", "score", "model_name",
+                            "model_version", "generated_at"],
+        "scoring_runs": ["run_id", "ds", "status", "model_name", "model_version", "sessions_in",
+                         "sessions_scored", "fallbacks", "quarantined", "expected_k",
+                         "rows_written", "rows_replaced", "duration_seconds", "started_at",
+                         "finished_at", "message"],
+    }
+    for _ in range(2):  # the second connect re-applies the DDL on existing tables
+        with Warehouse.connect(url) as warehouse:
+            for table, columns in expected.items():
+                found = warehouse._execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = :table ORDER BY ordinal_position", {"table": table})
+                assert [row[0] for row in found.rows] == columns
+
+
+def test_percent_signs_and_casts_reach_the_engine_unchanged(warehouse):
+    found = warehouse._execute("SELECT '100%' AS text, 7 % 3 AS remainder, "
+                               "CAST(:day AS DATE) AS day -- 50% done", {"day": "2024-03-01"})
+    assert found.rows == [("100%", 1, DAY)]
+
+
+def test_replace_day_writes_rows_and_logs_the_run(warehouse):
+    started = dt.datetime(2024, 3, 2, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    run = {**RUN, "sessions_in": 4, "sessions_scored": 3, "fallbacks": 1, "quarantined": 2,
+           "started_at": started}
+    result = warehouse.replace_day(DAY.isoformat(), day_table(BASE), expected_k=3, run=run)
+
+    assert (result.ds, result.rows_written, result.rows_replaced, result.sessions_scored) == \
+        (DAY, 9, 0, 3)
+    assert set(result.checks) == set(warehouse.list_checks()) and len(result.checks) == 5
+    assert stored(warehouse, DAY)[:3] == [
+        ("s1", 1, "i1", 0.9, "srgnn:3"), ("s1", 2, "i2", 0.8, "srgnn:3"),
+        ("s1", 3, "i3", 0.7, "srgnn:3"),
+    ]
+    recommendations = warehouse.run_query("session_recommendations", ds=DAY, session_id="s2")
+    assert recommendations.columns[:3] == ("rank", "item_id", "score")
+    # started_at is stored as UTC and is the rows' generated_at
+    assert recommendations.to_dicts()[0]["generated_at"] == dt.datetime(2024, 3, 2, 1, 0)
+
+    [logged] = runs(warehouse, DAY)
+    assert logged["run_id"] == result.run_id
+    assert {k: logged[k] for k in ("status", "model_name", "model_version", "sessions_in",
+                                   "sessions_scored", "fallbacks", "quarantined", "expected_k",
+                                   "rows_written", "rows_replaced", "started_at", "message")} == {
+        "status": "succeeded", "model_name": "srgnn", "model_version": "srgnn:3",
+        "sessions_in": 4, "sessions_scored": 3, "fallbacks": 1, "quarantined": 2,
+        "expected_k": 3, "rows_written": 9, "rows_replaced": 0,
+        "started_at": dt.datetime(2024, 3, 2, 1, 0), "message": None,
+    }
+    assert logged["finished_at"] > logged["started_at"]
+    assert logged["duration_seconds"] > 0
+    assert warehouse.check_day(DAY, expected_k=3) == result.checks
+
+
+def test_rerun_of_a_day_replaces_it_without_duplicates(warehouse):
+    warehouse.replace_day(NEXT_DAY, day_table({"t1": [("i9", 1.0), ("i8", 0.5), ("i7", 0.1)]}),
+                          expected_k=3, run=RUN)
+    first = warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+    rows_after_first = stored(warehouse, DAY)
+    second = warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+
+    assert stored(warehouse, DAY) == rows_after_first and len(rows_after_first) == 9
+    assert (first.rows_replaced, second.rows_replaced, second.rows_written) == (0, 9, 9)
+
+    # A smaller rerun leaves nothing of the previous version behind, and other days alone.
+    third = warehouse.replace_day(DAY, day_table({"s9": [("i5", 0.2), ("i6", 0.1)]}),
+                                  expected_k=2, run={**RUN, "model_version": "srgnn:4"})
+    assert stored(warehouse, DAY) == [("s9", 1, "i5", 0.2, "srgnn:4"), ("s9", 2, "i6", 0.1, "srgnn:4")]
+    assert (third.rows_replaced, third.rows_written) == (9, 2)
+    assert len(stored(warehouse, NEXT_DAY)) == 3
+    assert [r["status"] for r in runs(warehouse, DAY)] == ["succeeded"] * 3
+
+
+def test_small_catalogue_and_empty_day(warehouse):
+    # K = min(top_k, catalogue size): with two items in the catalogue every session has 2 rows
+    small = day_table({"a": [("x", 0.6), ("y", 0.4)], "b": [("y", 0.9), ("x", 0.1)]})
+    assert warehouse.replace_day(DAY, small, expected_k=2, run=RUN).rows_written == 4
+    # A day with no active session clears the day
+    empty = day_table({})
+    result = warehouse.replace_day(DAY, empty, expected_k=20, run=RUN)
+    assert (result.rows_written, result.rows_replaced, result.sessions_scored) == (0, 4, 0)
+    assert stored(warehouse, DAY) == []
+
+
+@pytest.mark.parametrize("failure", ["python_error", "database_error"])
+def test_error_after_the_delete_leaves_the_previous_day_whole(warehouse, url, monkeypatch, failure):
+    warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+    before = stored(warehouse, DAY)
+    seen_by_reader = []
+    real_insert = Warehouse._insert_day
+
+    def insert_then_fail(self, day):
+        real_insert(self, day)  # the old rows are deleted and the new ones inserted ...
+        with Warehouse.connect(url, read_only=self.dialect == "postgresql") as reader:
+            seen_by_reader.extend(stored(reader, day))  # ... but no reader sees that yet
+        if failure == "python_error":
+            raise RuntimeError("simulated crash in the middle of the write")
+        real_insert(self, day)  # the same rows again: the engine rejects the duplicate key
+
+    monkeypatch.setattr(Warehouse, "_insert_day", insert_then_fail)
+    replacement = day_table({"new": [("n1", 0.9), ("n2", 0.8), ("n3", 0.7)]})
+    expected_error = RuntimeError if failure == "python_error" else Exception
+    with pytest.raises(expected_error) as caught:
+        warehouse.replace_day(DAY, replacement, expected_k=3, run={**RUN, "model_version": "srgnn:4"})
+    if failure == "database_error":
+        assert "duplicate" in str(caught.value).lower() or "constraint" in str(caught.value).lower()
+
+    assert seen_by_reader == before
+    assert stored(warehouse, DAY) == before
+    statuses = [(r["status"], r["model_version"]) for r in runs(warehouse, DAY)]
+    assert sorted(statuses) == [("failed", "srgnn:4"), ("succeeded", "srgnn:3")]
+    failed = next(r for r in runs(warehouse, DAY) if r["status"] == "failed")
+    assert failed["rows_written"] is None and type(caught.value).__name__ in failed["message"]
+    # The connection is still usable after the rollback
+    monkeypatch.undo()
+    assert warehouse.replace_day(DAY, replacement, expected_k=3, run=RUN).rows_written == 3
+
+
+def test_process_killed_mid_write_leaves_the_previous_day_whole(url):
+    with Warehouse.connect(url) as warehouse:
+        warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+        before = stored(warehouse, DAY)
+    # A child process deletes the day, inserts new rows, then dies before committing.
+    child = textwrap.dedent("""
+        import os, sys
+        import pyarrow as pa
+        from srgnn.warehouse import Warehouse
+
+        real_insert = Warehouse._insert_day
+        def insert_then_die(self, day):
+            real_insert(self, day)
+            os._exit(17)
+        Warehouse._insert_day = insert_then_die
+
+        table = pa.table({"session_id": ["new"] * 3, "rank": [1, 2, 3],
+                          "item_id": ["n1", "n2", "n3"], "score": [0.9, 0.8, 0.7]})
+        warehouse = Warehouse.connect(sys.argv[1])
+        warehouse.replace_day(sys.argv[2], table, expected_k=3, run={"model_version": "srgnn:4"})
+        sys.exit("the load finished although the process should have died")
+    """)
+    done = subprocess.run([sys.executable, "-c", child, url, DAY.isoformat()],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 17, done.stderr
+    with Warehouse.connect(url) as warehouse:
+        assert stored(warehouse, DAY) == before
+        assert [r["status"] for r in runs(warehouse, DAY)] == ["succeeded"]
+
+
+def _break(table: pa.Table, column: str, index: int, value) -> pa.Table:
+    values = table[column].to_pylist()
+    values[index] = value
+    position = table.schema.get_field_index(column)
+    return table.set_column(position, column, pa.array(values, table.schema.field(column).type))
+
+
+# Each case: (how to break the BASE day, the check that must catch it, text in the message)
+BROKEN_DAYS = {
+    "duplicate_rank": (lambda t: _break(t, "rank", 4, 1), "ranks_complete", "'s2'"),
+    "rank_out_of_range": (lambda t: _break(t, "rank", 8, 4), "ranks_complete", "max_rank=4"),
+    "missing_rank": (lambda t: t.slice(0, 8), "ranks_complete", "n_rows=2"),
+    "increasing_scores": (lambda t: _break(t, "score", 5, 0.95), "scores_non_increasing",
+                          "score=0.95"),
+    "null_item": (lambda t: _break(t, "item_id", 4, None), "missing_values", "item_id=None"),
+    "nan_score": (lambda t: _break(t, "score", 7, math.nan), "missing_values", "'s3'"),
+    "duplicate_item": (lambda t: _break(t, "item_id", 5, "i2"), "distinct_items",
+                       "item_id='i2'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_DAYS))
+def test_failed_check_raises_and_keeps_the_previous_day(warehouse, case):
+    warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+    before = stored(warehouse, DAY)
+    make_broken, check, detail = BROKEN_DAYS[case]
+
+    with pytest.raises(DataQualityError) as caught:
+        warehouse.replace_day(DAY, make_broken(day_table(BASE)), expected_k=3,
+                              run={**RUN, "model_version": "srgnn:bad"})
+    error = caught.value
+    assert error.check == check and error.ds == DAY and error.total >= 1
+    assert f"check '{check}' failed for ds=2024-03-01" in str(error)
+    assert detail in str(error)
+    assert stored(warehouse, DAY) == before
+    failed = [r for r in runs(warehouse, DAY) if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["model_version"] == "srgnn:bad"
+    assert check in failed[0]["message"]
+
+
+def test_row_count_check_compares_with_the_expected_rows(warehouse):
+    # All sessions complete, but the scoring job says it scored four sessions.
+    with pytest.raises(DataQualityError, match="row_count.*n_rows=9, expected_rows=12") as caught:
+        warehouse.replace_day(DAY, day_table(BASE), expected_k=3,
+                              run={**RUN, "sessions_scored": 4})
+    assert caught.value.rows == [(9, 12)]
+    with pytest.raises(DataQualityError, match="row_count"):
+        warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN, expected_rows=10)
+    assert stored(warehouse, DAY) == []
+
+
+def test_violations_are_counted_and_a_few_shown(warehouse):
+    many = {f"s{i:02d}": [("a", 0.1), ("b", 0.9)] for i in range(12)}
+    with pytest.raises(DataQualityError) as caught:
+        warehouse.replace_day(DAY, day_table(many), expected_k=2, run=RUN)
+    assert caught.value.check == "scores_non_increasing"
+    assert caught.value.total == 12 and len(caught.value.rows) == 5
+    assert "12 offending row(s) (first 5 shown)" in str(caught.value)
+
+
+HOSTILE = [
+    "x'); DROP TABLE recommendations;--",
+    "'; DELETE FROM scoring_runs WHERE ''='",
+    'double "quotes" and \\backslashes\\',
+    "\\.",  # COPY's end-of-data marker
+    "multi\nline\r\nid",
+    "tab\there, comma, semicolon;",
+    "%s %(ds)s :ds $1 ? {table}",
+    "emoji 😀🚀 and ünïcödé, עברית",
+    "  padded  ",
+    "",
+    "NULL",
+    "x" * 5000,
+]
+
+
+def test_hostile_ids_are_stored_literally(warehouse):
+    sessions = {
+        session_id: [(HOSTILE[(i + j) % len(HOSTILE)], 1.0 - j / 10) for j in range(3)]
+        for i, session_id in enumerate(HOSTILE)
+    }
+    table = day_table(sessions)
+    warehouse.replace_day(DAY, table, expected_k=3,
+                          run={"model_name": "srgnn'; --", "model_version": "v'1"})
+
+    expected = sorted(zip(table["session_id"].to_pylist(), table["rank"].to_pylist(),
+                          table["item_id"].to_pylist(), table["score"].to_pylist(),
+                          ["v'1"] * table.num_rows))
+    assert stored(warehouse, DAY) == expected
+    for i, session_id in enumerate(HOSTILE):
+        found = warehouse.run_query("session_recommendations", ds=DAY, session_id=session_id)
+        assert [row[1] for row in found.rows] == [HOSTILE[(i + j) % len(HOSTILE)] for j in range(3)]
+    # "" is an id, not a missing value; the tables are all still there
+    assert warehouse.run_query("session_recommendations", ds=DAY, session_id="").rows
+    assert len(runs(warehouse, DAY)) == 1
+
+
+def test_scores_round_trip_exactly(warehouse):
+    scores = [1e308, 123456789.123456789, 1 / 3, 0.1, 5e-324, 0.0, -0.0, -1 / 3, -1e308]
+    table = day_table({"s": [(f"i{k}", score) for k, score in enumerate(scores)]})
+    warehouse.replace_day(DAY, table, expected_k=len(scores), run=RUN)
+    assert [row[3] for row in stored(warehouse, DAY)] == scores
+
+
+def test_named_queries_on_hand_made_data(warehouse):
+    generated = dt.datetime(2024, 3, 2, 4, 30)
+    first = day_table(
+        {"s1": [("i1", 0.9), ("i2", 0.8)], "s2": [("i1", 0.7), ("i3", 0.6)],
+         "s3": [("i4", 0.5), ("i1", 0.4)]},
+        model_version=["srgnn:3"] * 4 + ["fallback:pop"] * 2,
+    )
+    warehouse.replace_day(DAY, first, expected_k=2,
+                          run={**RUN, "started_at": generated, "fallbacks": 1})
+    second = day_table({"s9": [("i2", 0.3), ("i5", 0.2)]}, ds=[NEXT_DAY] * 2)
+    warehouse.replace_day(NEXT_DAY, second, expected_k=2,
+                          run={"model_version": "srgnn:4", "started_at": generated})
+
+    assert warehouse.run_query("session_recommendations", ds=DAY, session_id="s2").rows == [
+        (1, "i1", 0.7, "srgnn", "srgnn:3", generated),
+        (2, "i3", 0.6, "srgnn", "srgnn:3", generated),
+    ]
+    assert warehouse.run_query("session_recommendations", ds=NEXT_DAY, session_id="s2").rows == []
+
+    top = warehouse.run_query("top_items", ds=DAY, limit=10)
+    assert top.columns == ("item_id", "times_recommended", "best_rank", "mean_rank")
+    assert [row[:3] for row in top.rows] == [("i1", 3, 1), ("i4", 1, 1), ("i2", 1, 2), ("i3", 1, 2)]
+    assert top.rows[0][3] == pytest.approx(4 / 3)
+    assert [row[0] for row in warehouse.run_query("top_items", ds=DAY, limit=2).rows] == ["i1", "i4"]
+
+    coverage = warehouse.run_query("coverage_by_day", start_ds=DAY, end_ds="2024-03-31")
+    assert coverage.columns == ("ds", "sessions", "n_rows", "distinct_items")
+    assert coverage.rows == [(DAY, 3, 6, 4), (NEXT_DAY, 1, 2, 2)]
+    assert warehouse.run_query("coverage_by_day", start_ds=NEXT_DAY, end_ds=NEXT_DAY).rows == \
+        [(NEXT_DAY, 1, 2, 2)]
+
+    versions = warehouse.run_query("model_version_by_day", start_ds=DAY, end_ds=NEXT_DAY)
+    assert versions.columns == ("ds", "model_name", "model_version", "sessions", "n_rows",
+                                "generated_at")
+    assert versions.rows == [
+        (DAY, "srgnn", "srgnn:3", 2, 4, generated),
+        (DAY, "srgnn", "fallback:pop", 1, 2, generated),
+        (NEXT_DAY, "srgnn", "srgnn:4", 1, 2, generated),
+    ]
+    assert set(warehouse.list_queries()) >= {"session_recommendations", "top_items",
+                                             "coverage_by_day", "model_version_by_day"}
+
+
+def test_run_query_rejects_unknown_names_and_parameters(warehouse):
+    for name in ("../ddl/01_recommendations", "no_such_query", "Top_Items", "top_items.sql"):
+        with pytest.raises(ValueError, match="unknown query"):
+            warehouse.run_query(name, ds=DAY, limit=1)
+    with pytest.raises(ValueError, match=r"takes parameters \['ds', 'limit'\]"):
+        warehouse.run_query("top_items", ds=DAY)
+    with pytest.raises(ValueError, match="takes parameters"):
+        warehouse.run_query("top_items", ds=DAY, limit=1, extra="x")
+
+
+def test_log_run_records_runs_that_wrote_nothing(warehouse):
+    run_id = warehouse.log_run(DAY, {"sessions_in": 0}, status="skipped", message="no clicks")
+    [logged] = runs(warehouse, DAY)
+    assert (logged["run_id"], logged["status"], logged["model_version"], logged["message"]) == \
+        (run_id, "skipped", None, "no clicks")
+
+
+@pytest.mark.parametrize("table, kwargs, error, match", [
+    (day_table(BASE).drop_columns(["score"]), {}, ValueError, "missing \\['score'\\]"),
+    (day_table(BASE).append_column("extra", pa.array([1] * 9)), {}, ValueError, "unknown \\['extra'\\]"),
+    (day_table(BASE, ds=[NEXT_DAY] * 9), {}, ValueError, "9 row\\(s\\) have a ds other than"),
+    (day_table({"s\x00": [("i", 1.0)]}), {"expected_k": 1}, ValueError, "NUL"),
+    (day_table(BASE).set_column(1, "rank", pa.array([2**40] * 9)), {}, ValueError, "'rank'"),
+    (day_table(BASE), {"ds": dt.datetime(2024, 3, 1)}, TypeError, "not a datetime"),
+    (day_table(BASE), {"ds": "03/01/2024"}, ValueError, "YYYY-MM-DD"),
+    (day_table(BASE), {"run": {"model_name": "srgnn"}}, ValueError, "model_version"),
+    (day_table(BASE), {"run": {**RUN, "sesions_in": 3}}, ValueError, "unknown run key"),
+    (day_table(BASE), {"expected_k": -1}, ValueError, "expected_k"),
+])
+def test_bad_input_is_rejected_before_anything_is_written(tmp_path, table, kwargs, error, match):
+    with Warehouse.connect(f"duckdb:///{tmp_path / 'w.duckdb'}") as warehouse:
+        arguments = {"ds": DAY, "table": table, "expected_k": 3, "run": RUN, **kwargs}
+        with pytest.raises(error, match=match):
+            warehouse.replace_day(**arguments)
+        assert stored(warehouse, DAY) == [] and runs(warehouse, DAY) == []
+
+
+def test_input_types_are_normalised(tmp_path):
+    table = pa.table({
+        "session_id": pa.array([7, 7], pa.int64()),  # numeric raw ids become strings
+        "rank": pa.array([1, 2], pa.int8()),
+        "item_id": pa.array(["a", "b"]).dictionary_encode(),
+        "score": pa.array([0.5, 0.25], pa.float32()),
+        "generated_at": pa.array([dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone.utc)] * 2,
+                                 pa.timestamp("ns", tz="Europe/Paris")),
+    })
+    with Warehouse.connect(f"duckdb:///{tmp_path / 'w.duckdb'}") as warehouse:
+        warehouse.replace_day(DAY, table, expected_k=2, run=RUN)
+        found = warehouse.run_query("session_recommendations", ds=DAY, session_id="7")
+        assert [(r[1], r[2], r[5]) for r in found.rows] == [
+            ("a", 0.5, dt.datetime(2024, 3, 1, 12)), ("b", 0.25, dt.datetime(2024, 3, 1, 12))]
+
+
+def test_concurrent_loads_of_a_day_are_serialised_on_postgres(request, monkeypatch):
+    server = request.getfixturevalue("postgres_server")
+    url = server.create_database(f"warehouse_test_{next(_database_names)}")
+    other_table = day_table({"other": [("o1", 0.9), ("o2", 0.8), ("o3", 0.7)]})
+    outcome = {}
+
+    def second_writer():
+        try:
+            with Warehouse.connect(url) as other:
+                outcome["result"] = other.replace_day(DAY, other_table, expected_k=3, run=RUN)
+        except Exception as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    real_insert = Warehouse._insert_day
+    writer = threading.Thread(target=second_writer)
+
+    def insert_then_let_another_writer_start(self, day):
+        real_insert(self, day)
+        if not writer.is_alive() and "result" not in outcome:
+            writer.start()
+            writer.join(timeout=1.0)
+            outcome["blocked"] = writer.is_alive()  # waits for our lock, does not collide
+
+    with Warehouse.connect(url) as warehouse:
+        monkeypatch.setattr(Warehouse, "_insert_day", insert_then_let_another_writer_start)
+        warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+        writer.join(timeout=30)
+        assert outcome.get("blocked") is True and "error" not in outcome, outcome
+        assert outcome["result"].rows_replaced == 9
+        assert stored(warehouse, DAY) == [("other", r, f"o{r}", round(1 - r / 10, 1), "srgnn:3")
+                                          for r in (1, 2, 3)]
