@@ -85,9 +85,9 @@ def prepare(settings: Settings, clicks, fmt, min_item_support, test_days, valid_
 
     config = _prepare_config(min_item_support, test_days, valid_days)
     out = out or default_out_dir(settings.home)
-    from .io import resolve_inputs
+    from .io import check_input
 
-    resolve_inputs(clicks)  # fail fast, before Spark starts, on a missing or empty input
+    check_input(clicks, fmt)  # fail fast, before Spark starts, on a user mistake
     spark = get_spark(settings, app_name="srgnn-prepare")
     result = run_prepare(spark, clicks, out, config, fmt)
     _print_prepare_summary(result.summary)

@@ -161,7 +161,7 @@ def detect_format(files: list[str]) -> str:
     columns = [c.strip().strip('"').lower() for c in line.split(",")]
     if "session_id" in columns:
         return "csv"
-    if len(columns) == 4 and columns[0].isdigit() and "T" in columns[1] and columns[1][:4].isdigit():
+    if len(columns) == 4 and columns[0].isdigit() and "t" in columns[1] and columns[1][:4].isdigit():
         return "yoochoose"
     raise InputError(f"{first}: cannot tell the format from the first line; pass --format "
                      f"({', '.join(FORMATS[1:])})")
@@ -203,13 +203,26 @@ def _check_json_keys(files: list[str], required: tuple[str, ...]) -> None:
                 raise InputError(f"{f}: missing required field(s) {', '.join(missing)} in the records")
 
 
-def read_clicks(spark, path: str, fmt: str = "auto") -> RawClicks:
-    """Read raw clicks in any supported format; see the module docstring."""
+def check_input(path: str, fmt: str = "auto") -> tuple[list[str], str]:
+    """Checks that need no Spark: the files exist, the format is known, headers have the
+    required columns. Returns the input files and the (detected) format."""
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     files = resolve_inputs(path)
     if fmt == "auto":
         fmt = detect_format(files)
+    if fmt == "csv":
+        _check_header(files, ",", REQUIRED_COLUMNS)
+    elif fmt == "diginetica":
+        _check_header(files, ";", DIGINETICA_HEADER)
+    elif fmt == "json":
+        _check_json_keys(files, REQUIRED_COLUMNS)
+    return files, fmt
+
+
+def read_clicks(spark, path: str, fmt: str = "auto") -> RawClicks:
+    """Read raw clicks in any supported format; see the module docstring."""
+    files, fmt = check_input(path, fmt)
     reader = {
         "csv": _read_generic_csv,
         "json": _read_generic_json,
@@ -238,7 +251,7 @@ def _string_schema(names, corrupt: bool = True):
     return T.StructType(fields)
 
 
-def _finish_raw(df, session, ts, item, user=None, event=None, raw_cols=()):
+def _finish_raw(df, session, ts, item, user=None, event=None, raw_cols=(), hint=None):
     from pyspark.sql import functions as F
 
     def clean(col):
@@ -257,6 +270,7 @@ def _finish_raw(df, session, ts, item, user=None, event=None, raw_cols=()):
         (F.col("_corrupt") if "_corrupt" in df.columns else F.lit(None).cast("string")).alias("_corrupt"),
         raw_json.alias("_raw"),
         F.input_file_name().alias("_file"),
+        (hint if hint is not None else F.lit(None).cast("string")).alias("_hint"),
     ).withColumn("_seq", F.monotonically_increasing_id())
 
 
@@ -353,9 +367,10 @@ def _read_otto(spark, files):
     # is quarantined rather than lost.
     df = df.select("session", "_corrupt", F.explode_outer("events").alias("e"))
     df = df.select("session", "_corrupt", F.col("e.aid").alias("aid"), F.col("e.ts").alias("ts"),
-                   F.col("e.type").alias("type"))
+                   F.col("e.type").alias("type"), F.col("e").isNull().alias("_no_event"))
+    hint = F.when(F.col("_no_event") & F.col("_corrupt").isNull(), F.lit("no_events"))
     return _finish_raw(df, F.col("session"), F.col("ts"), F.col("aid"), None, F.col("type"),
-                       raw_cols=("session", "aid", "ts", "type"))
+                       raw_cols=("session", "aid", "ts", "type"), hint=hint)
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -386,6 +401,7 @@ def validate_raw(raw):
         F.col("ts") >= F.lit(MAX_TIMESTAMP).cast("timestamp"))
     reason = (
         F.when(F.col("_corrupt").isNotNull(), F.lit("malformed_row"))
+        .when(F.col("_hint").isNotNull(), F.col("_hint"))
         .when(F.col("session_id").isNull() & F.col("item_id").isNull() & F.col("ts_raw").isNull(),
               F.lit("empty_row"))
         .when(F.col("session_id").isNull(), F.lit("missing_session_id"))

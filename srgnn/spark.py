@@ -38,6 +38,9 @@ def get_spark(settings: Settings | None = None, app_name: str = "srgnn", shuffle
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.ui.showConsoleProgress", "false")
+        # Without this, a CSV line with a missing trailing field is only flagged as corrupt
+        # when every column happens to be selected.
+        .config("spark.sql.csv.parser.columnPruning.enabled", "false")
     )
     if local:
         # Python workers run this interpreter (and so this environment's pyarrow and numpy).

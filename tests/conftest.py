@@ -1,0 +1,35 @@
+"""Shared fixtures: one local SparkSession for the whole test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from srgnn.config import Settings
+    from srgnn.spark import get_spark
+
+    home = tmp_path_factory.mktemp("spark-home")
+    session = get_spark(Settings(home=home, spark_master="local[2]"), app_name="srgnn-tests",
+                        shuffle_partitions=4)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def write_text(path: Path, text: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return os.fspath(path)
