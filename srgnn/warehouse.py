@@ -93,21 +93,33 @@ class DataQualityError(WarehouseError):
     """
 
     def __init__(self, check: str, ds: dt.date, columns: Sequence[str], rows: Sequence[tuple],
-                 total: int):
+                 total: int, during_load: bool = True):
         self.check = check
         self.ds = ds
         self.columns = tuple(columns)
         self.rows = list(rows)
         self.total = total
+        self.during_load = during_load
         shown = "; ".join(
-            "(" + ", ".join(f"{c}={v!r}" for c, v in zip(self.columns, row)) + ")"
+            "(" + ", ".join(f"{c}={_short_repr(v)}" for c, v in zip(self.columns, row)) + ")"
             for row in self.rows
         )
         more = f" (first {len(self.rows)} shown)" if total > len(self.rows) else ""
+        outcome = (" The load was rolled back; the stored day is unchanged." if during_load
+                   else "")
         super().__init__(
             f"data-quality check {check!r} failed for ds={ds.isoformat()}: {total} offending "
-            f"row(s){more}: {shown}. The load was rolled back; the stored day is unchanged."
+            f"row(s){more}: {shown}.{outcome}"
         )
+
+    def __reduce__(self):  # keeps the fields when the error crosses a process boundary
+        return (type(self), (self.check, self.ds, self.columns, self.rows, self.total,
+                             self.during_load))
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'"
 
 
 @dataclass(frozen=True)
@@ -175,7 +187,8 @@ def _drop_comments(match: re.Match) -> str:
     return "" if match.lastgroup == "comment" else match.group(0)
 
 
-def compile_sql(text: str, dialect: str, identifiers: Mapping[str, str] | None = None) -> Statement:
+def compile_sql(text: str, dialect: str,
+                identifiers: Mapping[str, str] | None = None) -> Statement:
     """Turn neutral SQL (``:name`` parameters) into the driver's style.
 
     DuckDB gets ``$name``; psycopg gets ``%(name)s``, with literal ``%`` doubled. ``{name}``
@@ -206,6 +219,13 @@ def compile_sql(text: str, dialect: str, identifiers: Mapping[str, str] | None =
         return match.group(0)
 
     return Statement(_TOKENS.sub(replace, text), tuple(names))
+
+
+def _single_statement(path: Path) -> str:
+    statements = split_statements(path.read_text())
+    if len(statements) != 1:
+        raise ValueError(f"{path} must hold exactly one SQL statement, not {len(statements)}")
+    return statements[0]
 
 
 def quote_identifier(name: str, allowed: frozenset[str]) -> str:
@@ -299,13 +319,16 @@ class _DuckDB:
         import duckdb
 
         if target != ":memory:":
-            Path(target).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(target).expanduser()
+            if not read_only:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            target = str(path)
         self.con = duckdb.connect(target, read_only=read_only)
         self._staged = False
 
     def execute(self, statement: Statement, params: Mapping[str, Any]) -> QueryResult:
         values = {name: params[name] for name in statement.params}
-        cursor = self.con.execute(statement.sql, values) if values else self.con.execute(statement.sql)
+        cursor = self.con.execute(statement.sql, values or None)
         if cursor.description is None:
             return QueryResult(())
         columns = tuple(d[0] for d in cursor.description)
@@ -317,7 +340,10 @@ class _DuckDB:
         try:
             yield
         except BaseException:
-            self.con.rollback()
+            try:
+                self.con.rollback()
+            except Exception:  # a dead connection rolls back by itself; keep the first error
+                log.warning("rollback failed", exc_info=True)
             raise
         self.con.commit()
 
@@ -358,8 +384,8 @@ class _Postgres:
         options.setdefault("application_name", "srgnn-warehouse")
         # Autocommit outside explicit transactions: queries never leave one open.
         self.con = psycopg.connect(**options, autocommit=True)
-        if read_only:
-            self.con.read_only = True
+        if read_only:  # for the session, so that autocommit statements are covered too
+            self.con.execute("SET default_transaction_read_only = on")
 
     def execute(self, statement: Statement, params: Mapping[str, Any]) -> QueryResult:
         values = {name: params[name] for name in statement.params}
@@ -389,7 +415,8 @@ class _Postgres:
             cursor.execute(self._CREATE_STAGING)
             # CSV from Arrow's C++ writer: strings always quoted (so "" is an empty string and
             # an unquoted empty field is NULL), doubles in shortest round-trip form.
-            with cursor.copy(f'COPY "{STAGING_TABLE}" ({columns}) FROM STDIN (FORMAT csv)') as copy:
+            copy_sql = f'COPY "{STAGING_TABLE}" ({columns}) FROM STDIN (FORMAT csv)'
+            with cursor.copy(copy_sql) as copy:
                 for batch in table.to_batches(max_chunksize=_COPY_BATCH_ROWS):
                     buffer = io.BytesIO()
                     pacsv.write_csv(batch, buffer, write_options=options)
@@ -434,9 +461,9 @@ class Warehouse:
                 sql_dir: str | os.PathLike | None = None) -> "Warehouse":
         """Open the warehouse at ``url`` and, unless ``read_only``, apply the DDL."""
         parsed = WarehouseURL.parse(url)
-        sql_path = Path(sql_dir or os.environ.get("SRGNN_SQL_DIR") or DEFAULT_SQL_DIR)
+        sql_path = Path(sql_dir) if sql_dir is not None else DEFAULT_SQL_DIR
         if not (sql_path / "ddl").is_dir():
-            raise FileNotFoundError(f"no sql/ddl folder under {sql_path} (set SRGNN_SQL_DIR)")
+            raise FileNotFoundError(f"no ddl/ folder under {sql_path} (pass sql_dir=)")
         engine_cls = _DuckDB if parsed.dialect == "duckdb" else _Postgres
         warehouse = cls(engine_cls(parsed.target, read_only), os.fspath(url), sql_path)
         try:
@@ -495,7 +522,7 @@ class Warehouse:
         files = self._files("queries")
         if not _NAME.match(name) or name not in files:
             raise ValueError(f"unknown query {name!r}; available: {', '.join(files)}")
-        sql = files[name].read_text()
+        sql = _single_statement(files[name])
         wanted = set(compile_sql(sql, self.dialect).params)
         if set(params) != wanted:
             raise ValueError(
@@ -508,12 +535,13 @@ class Warehouse:
         """Names of the data-quality checks in ``sql/checks/``."""
         return list(self._files("checks"))
 
-    def _run_checks(self, table: str, ds: dt.date, expected_k: int, expected_rows: int) -> tuple[str, ...]:
+    def _run_checks(self, table: str, ds: dt.date, expected_k: int,
+                    expected_rows: int) -> tuple[str, ...]:
         identifiers = {"table": quote_identifier(table, CHECK_TABLES)}
         params = {"ds": ds, "expected_k": expected_k, "expected_rows": expected_rows}
         names = []
         for name, path in self._files("checks").items():
-            check = path.read_text().strip().rstrip(";")
+            check = _single_statement(path)
             # The newline keeps a trailing `-- comment` from swallowing the parenthesis.
             found = self._execute(
                 f"SELECT * FROM (\n{check}\n) AS violations LIMIT {_SHOWN_VIOLATIONS}",
@@ -521,11 +549,13 @@ class Warehouse:
             if found.rows:
                 total = self._execute(f"SELECT COUNT(*) FROM (\n{check}\n) AS violations",
                                       params, identifiers).rows[0][0]
-                raise DataQualityError(name, ds, found.columns, found.rows, total)
+                raise DataQualityError(name, ds, found.columns, found.rows, total,
+                                       during_load=table == STAGING_TABLE)
             names.append(name)
         return tuple(names)
 
-    def check_day(self, ds: dt.date | str, expected_k: int, expected_rows: int | None = None) -> tuple[str, ...]:
+    def check_day(self, ds: dt.date | str, expected_k: int,
+                  expected_rows: int | None = None) -> tuple[str, ...]:
         """Run the checks on a stored day; raise :class:`DataQualityError` or return their names.
 
         ``expected_rows`` defaults to (sessions stored for the day) x ``expected_k``.
@@ -558,8 +588,10 @@ class Warehouse:
         ``scoring_runs`` afterwards.
         """
         day = _as_date(ds)
-        if not isinstance(expected_k, int) or expected_k < 0:
+        if (isinstance(expected_k, bool) or not isinstance(expected_k, numbers.Integral)
+                or expected_k < 0):
             raise ValueError(f"expected_k must be a non-negative int, got {expected_k!r}")
+        expected_k = int(expected_k)
         run = self._validate_run(run)
         rows = self._canonical_table(table, day, run)
         sessions_scored = run.get("sessions_scored")

@@ -134,8 +134,9 @@ class PostgresServer:
                     "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
                 )
                 result = cls._run(run_as, base, [
-                    str(bindir / "pg_ctl"), "-D", str(base / "data"), "-l", str(base / "server.log"),
-                    "-o", options, "-w", "-t", str(startup_timeout), "start",
+                    str(bindir / "pg_ctl"), "-D", str(base / "data"),
+                    "-l", str(base / "server.log"), "-o", options,
+                    "-w", "-t", str(startup_timeout), "start",
                 ], check=False)
                 if result.returncode == 0:
                     break
@@ -157,7 +158,8 @@ class PostgresServer:
         result = subprocess.run(run_as + args, cwd=cwd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, timeout=120)
         if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:1])} failed ({result.returncode}):\n{result.stdout}")
+            raise RuntimeError(f"{Path(args[0]).name} failed ({result.returncode}):\n"
+                               f"{result.stdout}")
         return result
 
     def stop(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -131,7 +132,8 @@ def test_compile_sql_converts_named_parameters_per_dialect():
 
 
 def test_compile_sql_only_fills_known_placeholders():
-    assert compile_sql("SELECT * FROM {table}", "duckdb", {"table": '"t"'}).sql == 'SELECT * FROM "t"'
+    filled = compile_sql("SELECT * FROM {table}", "duckdb", {"table": '"t"'})
+    assert filled.sql == 'SELECT * FROM "t"'
     with pytest.raises(ValueError, match="placeholder"):
         compile_sql("SELECT * FROM {other}", "duckdb", {"table": '"t"'})
     with pytest.raises(ValueError, match="dialect"):
@@ -139,7 +141,8 @@ def test_compile_sql_only_fills_known_placeholders():
 
 
 def test_split_statements_ignores_semicolons_in_literals_and_comments():
-    text = "CREATE TABLE a (x VARCHAR DEFAULT ';'); -- done; really\n/* ; */ CREATE INDEX i ON a (x);\n-- end\n"
+    text = ("CREATE TABLE a (x VARCHAR DEFAULT ';'); -- done; really\n"
+            "/* ; */ CREATE INDEX i ON a (x);\n-- end\n")
     assert [s.strip() for s in split_statements(text)] == [
         "CREATE TABLE a (x VARCHAR DEFAULT ';')",
         "-- done; really\n/* ; */ CREATE INDEX i ON a (x)",
@@ -256,7 +259,8 @@ def test_rerun_of_a_day_replaces_it_without_duplicates(warehouse):
     # A smaller rerun leaves nothing of the previous version behind, and other days alone.
     third = warehouse.replace_day(DAY, day_table({"s9": [("i5", 0.2), ("i6", 0.1)]}),
                                   expected_k=2, run={**RUN, "model_version": "srgnn:4"})
-    assert stored(warehouse, DAY) == [("s9", 1, "i5", 0.2, "srgnn:4"), ("s9", 2, "i6", 0.1, "srgnn:4")]
+    assert stored(warehouse, DAY) == [("s9", 1, "i5", 0.2, "srgnn:4"),
+                                      ("s9", 2, "i6", 0.1, "srgnn:4")]
     assert (third.rows_replaced, third.rows_written) == (9, 2)
     assert len(stored(warehouse, NEXT_DAY)) == 3
     assert [r["status"] for r in runs(warehouse, DAY)] == ["succeeded"] * 3
@@ -292,7 +296,8 @@ def test_error_after_the_delete_leaves_the_previous_day_whole(warehouse, url, mo
     replacement = day_table({"new": [("n1", 0.9), ("n2", 0.8), ("n3", 0.7)]})
     expected_error = RuntimeError if failure == "python_error" else Exception
     with pytest.raises(expected_error) as caught:
-        warehouse.replace_day(DAY, replacement, expected_k=3, run={**RUN, "model_version": "srgnn:4"})
+        warehouse.replace_day(DAY, replacement, expected_k=3,
+                              run={**RUN, "model_version": "srgnn:4"})
     if failure == "database_error":
         assert "duplicate" in str(caught.value).lower() or "constraint" in str(caught.value).lower()
 
@@ -395,6 +400,8 @@ def test_violations_are_counted_and_a_few_shown(warehouse):
     assert caught.value.check == "scores_non_increasing"
     assert caught.value.total == 12 and len(caught.value.rows) == 5
     assert "12 offending row(s) (first 5 shown)" in str(caught.value)
+    copy = pickle.loads(pickle.dumps(caught.value))  # e.g. raised in a worker process
+    assert (copy.check, copy.total, str(copy)) == (caught.value.check, 12, str(caught.value))
 
 
 HOSTILE = [
@@ -464,7 +471,8 @@ def test_named_queries_on_hand_made_data(warehouse):
     assert top.columns == ("item_id", "times_recommended", "best_rank", "mean_rank")
     assert [row[:3] for row in top.rows] == [("i1", 3, 1), ("i4", 1, 1), ("i2", 1, 2), ("i3", 1, 2)]
     assert top.rows[0][3] == pytest.approx(4 / 3)
-    assert [row[0] for row in warehouse.run_query("top_items", ds=DAY, limit=2).rows] == ["i1", "i4"]
+    top_two = warehouse.run_query("top_items", ds=DAY, limit=2)
+    assert [row[0] for row in top_two.rows] == ["i1", "i4"]
 
     coverage = warehouse.run_query("coverage_by_day", start_ds=DAY, end_ds="2024-03-31")
     assert coverage.columns == ("ds", "sessions", "n_rows", "distinct_items")
@@ -494,6 +502,16 @@ def test_run_query_rejects_unknown_names_and_parameters(warehouse):
         warehouse.run_query("top_items", ds=DAY, limit=1, extra="x")
 
 
+def test_read_only_connections_can_query_but_not_write(url):
+    with Warehouse.connect(url) as warehouse:
+        warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+    with Warehouse.connect(url, read_only=True) as reader:
+        assert len(stored(reader, DAY)) == 9
+        with pytest.raises(Exception, match="(?i)read.only"):
+            reader.replace_day(DAY, day_table({}), expected_k=3, run=RUN)
+        assert len(stored(reader, DAY)) == 9
+
+
 def test_log_run_records_runs_that_wrote_nothing(warehouse):
     run_id = warehouse.log_run(DAY, {"sessions_in": 0}, status="skipped", message="no clicks")
     [logged] = runs(warehouse, DAY)
@@ -503,7 +521,8 @@ def test_log_run_records_runs_that_wrote_nothing(warehouse):
 
 @pytest.mark.parametrize("table, kwargs, error, match", [
     (day_table(BASE).drop_columns(["score"]), {}, ValueError, "missing \\['score'\\]"),
-    (day_table(BASE).append_column("extra", pa.array([1] * 9)), {}, ValueError, "unknown \\['extra'\\]"),
+    (day_table(BASE).append_column("extra", pa.array([1] * 9)), {}, ValueError,
+     "unknown \\['extra'\\]"),
     (day_table(BASE, ds=[NEXT_DAY] * 9), {}, ValueError, "9 row\\(s\\) have a ds other than"),
     (day_table({"s\x00": [("i", 1.0)]}), {"expected_k": 1}, ValueError, "NUL"),
     (day_table(BASE).set_column(1, "rank", pa.array([2**40] * 9)), {}, ValueError, "'rank'"),
