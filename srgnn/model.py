@@ -1,0 +1,261 @@
+"""SR-GNN: Session-based Recommendation with Graph Neural Networks (Wu et al., AAAI 2019).
+
+The whole forward pass lives in this file. It follows the paper and the behaviour of the
+authors' PyTorch code (CRIPAC-DIG/SR-GNN): the same parameters, the same initialisation
+(every parameter uniform in ``[-1/sqrt(d), 1/sqrt(d)]``), the same gate arrangement.
+
+Notation: ``N`` items (indices ``1..N``, 0 is padding), hidden size ``d``, ``B`` sessions per
+batch, ``L`` clicks in the longest prefix of the batch; for one session, ``n`` nodes (its
+distinct items) with embeddings ``v_1 .. v_n``.
+
+1. Item embeddings ``E`` of shape ``(N + 1, d)``; node ``i`` starts from ``v_i = E[item_i]``.
+2. :class:`GatedGraphCell`, repeated ``steps`` times (paper eq. 1-5)::
+
+       a_in  = A_in  (v W_in^T  + b_in)  + b_iah          # (n, d)
+       a_out = A_out (v W_out^T + b_out) + b_oah          # (n, d)
+       a     = [a_in ; a_out]                              # (n, 2d)
+       r     = sigmoid(W_r a + b_r + U_r v + c_r)          # reset gate
+       z     = sigmoid(W_z a + b_z + U_z v + c_z)          # update gate
+       c     = tanh(W_c a + b_c + r * (U_c v + c_c))       # candidate state
+       v'    = (1 - z) * c + z * v
+
+   with ``A_in[i, j] = 1[j -> i] / indeg(i)`` and ``A_out[i, j] = 1[i -> j] / outdeg(i)``
+   (:func:`srgnn.graph.normalized_adjacency`). As in the authors' code, ``z`` weighs the
+   previous state; the paper writes the same gate as ``1 - z``.
+3. :class:`AttentionReadout` over the click sequence ``x_1 .. x_m`` (``x_t`` is the state of
+   the node clicked at position ``t``, ``x_m`` the last click; paper eq. 6-7)::
+
+       alpha_t = q^T sigmoid(W_1 x_m + W_2 x_t + c)        # no softmax, as in the paper
+       s_g     = sum_t alpha_t x_t                         # over real clicks only
+       s_h     = W_3 [s_g ; x_m] + b_3                     # hybrid; s_h = s_g if nonhybrid
+
+4. Scores over the whole catalogue: ``z_j = s_h . E[j]`` for ``j = 1..N``; score column
+   ``k`` is item ``k + 1``. Training minimises the cross-entropy of ``softmax(z)``.
+
+Batches come from :mod:`srgnn.batching`, where graphs are built with whole-array operations
+(never inside ``forward``): the block-diagonal :class:`~srgnn.batching.GraphBatch` used for
+training and scoring, or the padded dense :class:`~srgnn.batching.PaddedGraphBatch` of the
+reference implementation. Both give the same scores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srgnn.batching import GraphBatch, PaddedGraphBatch
+
+__all__ = ["ModelConfig", "GatedGraphCell", "AttentionReadout", "SRGNN"]
+
+
+@dataclass
+class ModelConfig:
+    """Shape of an SR-GNN model (everything needed to rebuild it from a state dict)."""
+
+    num_items: int  # N: catalogue size; item indices are 1..N and 0 is padding
+    hidden_size: int = 100  # d: width of item embeddings and node states
+    steps: int = 1  # propagation steps of the gated graph cell (the paper's t)
+    nonhybrid: bool = False  # True: session embedding s_g only; False: W_3 [s_g ; x_last]
+
+    def __post_init__(self) -> None:
+        if self.num_items < 1:
+            raise ValueError(f"num_items must be a positive integer, got {self.num_items}.")
+        if self.hidden_size < 1:
+            raise ValueError(f"hidden_size must be a positive integer, got {self.hidden_size}.")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}.")
+
+
+def _uniform_(module: nn.Module, hidden_size: int) -> None:
+    bound = 1.0 / math.sqrt(hidden_size)
+    for parameter in module.parameters():
+        nn.init.uniform_(parameter, -bound, bound)
+
+
+class GatedGraphCell(nn.Module):
+    r"""One propagation step of SR-GNN's gated graph network over session graphs.
+
+    From "Session-based Recommendation with Graph Neural Networks" (Wu et al., AAAI 2019),
+    a gated graph layer (Li et al., 2016) whose messages travel along in- and out-edges with
+    separate linear maps::
+
+        a_in  = A_in  (h W_in^T  + b_in)  + b_iah
+        a_out = A_out (h W_out^T + b_out) + b_oah
+        [r, z, c] gates of a GRU cell with input [a_in ; a_out] and state h
+        h'    = (1 - z) * c + z * h
+
+    Args:
+        hidden_size: ``d``, the node state width.
+
+    Shapes:
+        - block-diagonal batch: ``hidden`` (T, d) for the T nodes of the batch -> (T, d)
+        - padded batch: ``hidden`` (B, n, d) -> (B, n, d)
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.edge_in = nn.Linear(hidden_size, hidden_size)  # W_in, b_in
+        self.edge_out = nn.Linear(hidden_size, hidden_size)  # W_out, b_out
+        self.bias_in = nn.Parameter(torch.empty(hidden_size))  # b_iah
+        self.bias_out = nn.Parameter(torch.empty(hidden_size))  # b_oah
+        self.input_gates = nn.Linear(2 * hidden_size, 3 * hidden_size)  # [W_r; W_z; W_c], b
+        self.state_gates = nn.Linear(hidden_size, 3 * hidden_size)  # [U_r; U_z; U_c], c
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform_(self, self.hidden_size)
+
+    def forward(self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+        messages_in = self.edge_in(hidden)  # (T, d) or (B, n, d)
+        messages_out = self.edge_out(hidden)
+        if isinstance(batch, GraphBatch):
+            # Sparse A_in: node dst gathers (W_in h_src + b_in) / indeg(dst) over its in-edges.
+            weight_in = batch.edge_weight_in.unsqueeze(1)  # (E, 1)
+            weight_out = batch.edge_weight_out.unsqueeze(1)
+            incoming = torch.zeros_like(messages_in).index_add_(
+                0, batch.edge_dst, messages_in[batch.edge_src] * weight_in
+            )  # (T, d)
+            outgoing = torch.zeros_like(messages_out).index_add_(
+                0, batch.edge_src, messages_out[batch.edge_dst] * weight_out
+            )  # (T, d)
+        else:
+            incoming = torch.bmm(batch.adjacency_in, messages_in)  # (B, n, d)
+            outgoing = torch.bmm(batch.adjacency_out, messages_out)
+        inputs = torch.cat([incoming + self.bias_in, outgoing + self.bias_out], dim=-1)  # (.., 2d)
+        input_reset, input_update, input_candidate = self.input_gates(inputs).chunk(3, dim=-1)
+        state_reset, state_update, state_candidate = self.state_gates(hidden).chunk(3, dim=-1)
+        reset = torch.sigmoid(input_reset + state_reset)
+        update = torch.sigmoid(input_update + state_update)
+        candidate = torch.tanh(input_candidate + reset * state_candidate)
+        return candidate + update * (hidden - candidate)  # (1 - z) c + z h
+
+
+class AttentionReadout(nn.Module):
+    r"""SR-GNN's soft-attention session embedding (Wu et al., 2019, eq. 6-7).
+
+    ::
+
+        alpha_t = q^T sigmoid(W_1 x_last + W_2 x_t + c)
+        s_g     = sum_t mask_t * alpha_t * x_t
+        s_h     = W_3 [s_g ; x_last] + b_3        (hybrid; s_h = s_g when nonhybrid)
+
+    ``c`` is the sum of the biases of ``W_1`` and ``W_2``.
+
+    Args:
+        hidden_size: ``d``.
+        nonhybrid: drop the last-click term and return ``s_g``.
+
+    Shapes:
+        ``sequence`` (B, L, d), ``mask`` (B, L) bool, ``last_position`` (B,) -> (B, d)
+    """
+
+    def __init__(self, hidden_size: int, nonhybrid: bool = False) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.nonhybrid = nonhybrid
+        self.last_query = nn.Linear(hidden_size, hidden_size)  # W_1 (bias: part of c)
+        self.click_key = nn.Linear(hidden_size, hidden_size)  # W_2 (bias: part of c)
+        self.attention = nn.Linear(hidden_size, 1, bias=False)  # q
+        self.transform = None if nonhybrid else nn.Linear(2 * hidden_size, hidden_size)  # W_3, b_3
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform_(self, self.hidden_size)
+
+    def forward(
+        self, sequence: torch.Tensor, mask: torch.Tensor, last_position: torch.Tensor
+    ) -> torch.Tensor:
+        rows = torch.arange(sequence.shape[0], device=sequence.device)
+        last = sequence[rows, last_position]  # (B, d)
+        alpha = self.attention(
+            torch.sigmoid(self.last_query(last).unsqueeze(1) + self.click_key(sequence))
+        )  # (B, L, 1)
+        alpha = alpha * mask.unsqueeze(-1).to(alpha.dtype)  # zero at padded positions
+        global_embedding = (alpha * sequence).sum(dim=1)  # (B, d)
+        if self.transform is None:
+            return global_embedding
+        return self.transform(torch.cat([global_embedding, last], dim=-1))  # (B, d)
+
+
+class SRGNN(nn.Module):
+    """The SR-GNN next-item model: item embeddings, gated graph cell, attention readout.
+
+    ``model(batch)`` returns ``(B, N)`` scores over items ``1..N`` (column ``k`` is item
+    ``k + 1``); feed them to ``F.cross_entropy(scores, batch.targets - 1)`` to train, or to
+    ``torch.topk`` to recommend. See the module docstring for the equations.
+
+    Args:
+        config: the model's :class:`ModelConfig`.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.num_items + 1, config.hidden_size)  # E: (N + 1, d)
+        self.gnn = GatedGraphCell(config.hidden_size)
+        self.readout = AttentionReadout(config.hidden_size, nonhybrid=config.nonhybrid)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every parameter uniform in ``[-1/sqrt(d), 1/sqrt(d)]``, as the reference code does."""
+        _uniform_(self, self.config.hidden_size)
+
+    def session_embedding(self, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+        """The session representation ``s_h`` of every session in ``batch``: (B, d).
+
+        Raises:
+            ValueError: if the batch holds an item index outside ``0..N`` or is not a batch.
+        """
+        if isinstance(batch, GraphBatch):
+            items = batch.node_items  # (T,)
+        elif isinstance(batch, PaddedGraphBatch):
+            items = batch.items  # (B, n)
+        else:
+            raise ValueError(
+                f"SRGNN expects a GraphBatch or a PaddedGraphBatch, got {type(batch).__name__}."
+            )
+        if items.numel() and (int(items.min()) < 0 or int(items.max()) > self.config.num_items):
+            raise ValueError(
+                f"the batch holds item index {int(items.max())} (or a negative one) but the "
+                f"model knows items 1..{self.config.num_items}; map ids through the model's "
+                "vocabulary first."
+            )
+        hidden = self.embedding(items)  # (T, d) or (B, n, d)
+        for _ in range(self.config.steps):
+            hidden = self.gnn(hidden, batch)
+        if isinstance(batch, GraphBatch):
+            sequence = hidden[batch.alias]  # (B, L, d)
+        else:
+            rows = torch.arange(batch.batch_size, device=hidden.device).unsqueeze(1)  # (B, 1)
+            sequence = hidden[rows, batch.alias]  # (B, L, d)
+        return self.readout(sequence, batch.mask, batch.last_position)  # (B, d)
+
+    def score_items(
+        self, session_embedding: torch.Tensor, start: int = 0, stop: int | None = None
+    ) -> torch.Tensor:
+        """Scores of items ``start + 1 .. stop`` (score columns ``start:stop``).
+
+        Args:
+            session_embedding: (B, d) from :meth:`session_embedding`.
+            start, stop: column range; the default is the whole catalogue. Scoring in chunks
+                bounds memory for large catalogues.
+
+        Returns:
+            (B, stop - start) scores.
+        """
+        stop = self.config.num_items if stop is None else stop
+        if not 0 <= start <= stop <= self.config.num_items:
+            raise ValueError(
+                f"the column range [{start}, {stop}) must lie within [0, {self.config.num_items}]."
+            )
+        item_embeddings = self.embedding.weight[start + 1 : stop + 1]  # (stop - start, d)
+        return F.linear(session_embedding, item_embeddings)  # (B, stop - start)
+
+    def forward(self, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+        """Scores of every item for every session: (B, N)."""
+        return self.score_items(self.session_embedding(batch))

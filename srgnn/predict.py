@@ -1,0 +1,171 @@
+"""Top-K next-item recommendations from a trained SR-GNN, for scoring and serving.
+
+:class:`Scorer` takes prefixes the way Arrow stores a ``list<int>`` column (flat item indices
+plus offsets), builds their graphs with :func:`srgnn.graph.build_graphs` (the code that
+prepared the training data), batches them with :func:`srgnn.batching.collate`, and returns
+the ``k`` best items of the whole catalogue for every prefix. Empty prefixes (a session whose
+clicks were all unknown to the vocabulary) are allowed: they are flagged in
+:attr:`TopK.empty` so that the caller can apply a fallback such as a popularity ranking.
+
+Example::
+
+    scorer = Scorer.from_checkpoint("runs/r1/model/best_model.pt")
+    top = scorer.top_k(values=np.array([5, 9, 5, 7]), offsets=np.array([0, 3, 3, 4]), k=20)
+    top.items[0]     # 20 item indices (1..N) for the prefix [5, 9, 5]
+    top.empty        # [False, True, False]: the second prefix has no known click
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srgnn.batching import collate
+from srgnn.graph import build_graphs
+from srgnn.model import SRGNN, ModelConfig
+
+__all__ = ["TopK", "Scorer"]
+
+
+@dataclass(frozen=True)
+class TopK:
+    """Recommendations for ``S`` prefixes, best first.
+
+    Attributes:
+        items: (S, k) int64 item indices (1..N); 0 in the rows of empty prefixes.
+        scores: (S, k) float32 model scores; NaN in the rows of empty prefixes.
+        empty: (S,) bool, True where the prefix had no clicks (no recommendation made).
+    """
+
+    items: np.ndarray
+    scores: np.ndarray
+    empty: np.ndarray
+
+
+class Scorer:
+    """Holds a trained model and returns top-K items for batches of prefixes.
+
+    Args:
+        model: a trained :class:`SRGNN` (put in eval mode here).
+        batch_size: prefixes per forward pass.
+        item_chunk_size: items scored at once; with ``batch_size`` it bounds memory at about
+            ``4 * batch_size * item_chunk_size`` bytes of scores.
+        device: where the model runs.
+    """
+
+    def __init__(
+        self,
+        model: SRGNN,
+        *,
+        batch_size: int = 1000,
+        item_chunk_size: int = 65_536,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if batch_size < 1 or item_chunk_size < 1:
+            raise ValueError("batch_size and item_chunk_size must be positive integers.")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config: ModelConfig = model.config
+        self.batch_size = batch_size
+        self.item_chunk_size = item_chunk_size
+
+    @classmethod
+    def from_state_dict(
+        cls, state_dict: dict[str, torch.Tensor], model_config: ModelConfig | dict, **options
+    ) -> "Scorer":
+        """A scorer for the weights ``state_dict`` of a model shaped by ``model_config``."""
+        if isinstance(model_config, dict):
+            model_config = ModelConfig(**model_config)
+        model = SRGNN(model_config)
+        model.load_state_dict(state_dict)
+        return cls(model, **options)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **options) -> "Scorer":
+        """A scorer for ``best_model.pt`` or ``checkpoint.pt`` written by :func:`srgnn.train.train`."""
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return cls.from_state_dict(payload["model"], payload["model_config"], **options)
+
+    @property
+    def num_items(self) -> int:
+        return self.config.num_items
+
+    def top_k(self, values, offsets, k: int = 20) -> TopK:
+        """The ``k`` best items (``min(k, N)`` columns) for each of ``S`` prefixes.
+
+        Args:
+            values: flat item indices (1..N) of all prefixes, in click order.
+            offsets: (S + 1,) prefix ``s`` is ``values[offsets[s]:offsets[s + 1]]``; equal
+                neighbouring offsets make an empty prefix.
+            k: recommendations per prefix.
+
+        Returns:
+            A :class:`TopK`.
+
+        Raises:
+            ValueError: for bad offsets, ``k < 1``, or an item index outside ``1..N``.
+        """
+        if k < 1:
+            raise ValueError(f"k must be a positive integer, got {k}.")
+        values = np.asarray(values, dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if offsets.ndim != 1 or len(offsets) == 0:
+            raise ValueError("offsets must be a one-dimensional array with at least one entry.")
+        if values.ndim != 1:
+            raise ValueError(f"values must be one-dimensional, got shape {values.shape}.")
+        if len(values) and (values.min() < 1 or values.max() > self.num_items):
+            raise ValueError(
+                f"item indices must lie in 1..{self.num_items}; map raw ids through the model's "
+                "vocabulary and drop unknown ones first."
+            )
+        if offsets[0] != 0 or offsets[-1] != len(values):
+            raise ValueError(
+                "offsets must start at 0 and end at len(values) "
+                f"(got {len(offsets)} offsets for {len(values)} values)."
+            )
+        lengths = np.diff(offsets)
+        if (lengths < 0).any():
+            raise ValueError("offsets must be non-decreasing.")
+        k = min(k, self.num_items)
+        empty = lengths == 0
+        items = np.zeros((len(lengths), k), dtype=np.int64)
+        scores = np.full((len(lengths), k), np.nan, dtype=np.float32)
+
+        rows = np.flatnonzero(~empty)
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            graphs = build_graphs(*_gather_lists(values, offsets, chunk))
+            top_scores, top_items = self._top_k_batch(collate(graphs).to(self.device), k)
+            items[chunk] = top_items
+            scores[chunk] = top_scores
+        return TopK(items=items, scores=scores, empty=empty)
+
+    @torch.inference_mode()
+    def _top_k_batch(self, batch, k: int) -> tuple[np.ndarray, np.ndarray]:
+        session = self.model.session_embedding(batch)  # (B, d)
+        best_scores = best_columns = None
+        for start in range(0, self.num_items, self.item_chunk_size):
+            stop = min(start + self.item_chunk_size, self.num_items)
+            chunk_scores = self.model.score_items(session, start, stop)  # (B, stop - start)
+            chunk_best, chunk_columns = torch.topk(chunk_scores, min(k, stop - start), dim=1)
+            chunk_columns += start
+            if best_scores is None:
+                best_scores, best_columns = chunk_best, chunk_columns
+            else:  # merge with the best of the previous chunks
+                merged_scores = torch.cat([best_scores, chunk_best], dim=1)
+                merged_columns = torch.cat([best_columns, chunk_columns], dim=1)
+                best_scores, order = torch.topk(merged_scores, min(k, merged_scores.shape[1]), dim=1)
+                best_columns = merged_columns.gather(1, order)
+        return best_scores.float().cpu().numpy(), (best_columns + 1).cpu().numpy()  # item = column + 1
+
+
+def _gather_lists(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
+    """Flat values and offsets of the lists ``rows`` of a (values, offsets) list column."""
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
+    return values[np.repeat(starts, lengths) + within], new_offsets

@@ -1,0 +1,227 @@
+"""Tests of srgnn.model (parity with the paper's equations) and srgnn.predict (top-K)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from graphdata import clustered_sessions, expand_prefixes, sessions_to_arrays
+from srgnn.batching import collate
+from srgnn.graph import build_graphs
+from srgnn.model import SRGNN, ModelConfig
+from srgnn.predict import Scorer
+
+
+def batch_of(sessions):
+    values, offsets = sessions_to_arrays(sessions)
+    return collate(build_graphs(values, offsets))
+
+
+# ------------------------------------------------------------------------------------------
+# The paper's equations, transcribed independently with dense matrices, one session at a time
+# ------------------------------------------------------------------------------------------
+def paper_scores(model: SRGNN, node_items, adjacency_in, adjacency_out, clicks, steps, hybrid):
+    """SR-GNN scores of one session, written from Wu et al. (2019), eq. 1-8.
+
+    node_items: (n,) item of each node; adjacency_in / adjacency_out: (n, n) hand-written
+    A_in / A_out; clicks: (m,) node index of each click, the last one last.
+    """
+    p = dict(model.named_parameters())
+    E = p["embedding.weight"]  # (N + 1, d)
+    W_in, b_in = p["gnn.edge_in.weight"], p["gnn.edge_in.bias"]
+    W_out, b_out = p["gnn.edge_out.weight"], p["gnn.edge_out.bias"]
+    b_iah, b_oah = p["gnn.bias_in"], p["gnn.bias_out"]
+    W_r, W_z, W_c = p["gnn.input_gates.weight"].chunk(3, dim=0)  # each (d, 2d)
+    b_r, b_z, b_c = p["gnn.input_gates.bias"].chunk(3)
+    U_r, U_z, U_c = p["gnn.state_gates.weight"].chunk(3, dim=0)  # each (d, d)
+    c_r, c_z, c_c = p["gnn.state_gates.bias"].chunk(3)
+
+    v = E[torch.as_tensor(node_items)]  # (n, d)
+    for _ in range(steps):
+        # eq. 1: a = [A_in (v W_in^T + b_in) + b_iah ; A_out (v W_out^T + b_out) + b_oah]
+        a_in = adjacency_in @ (v @ W_in.T + b_in) + b_iah  # (n, d)
+        a_out = adjacency_out @ (v @ W_out.T + b_out) + b_oah  # (n, d)
+        a = torch.cat([a_in, a_out], dim=1)  # (n, 2d)
+        z = torch.sigmoid(a @ W_z.T + b_z + v @ U_z.T + c_z)  # eq. 2
+        r = torch.sigmoid(a @ W_r.T + b_r + v @ U_r.T + c_r)  # eq. 3
+        candidate = torch.tanh(a @ W_c.T + b_c + r * (v @ U_c.T + c_c))  # eq. 4
+        # eq. 5 with the authors' code's convention: z keeps the old state (the paper's 1 - z).
+        v = (1 - z) * candidate + z * v
+
+    x = v[torch.as_tensor(clicks)]  # (m, d) click sequence
+    x_last = x[-1]  # (d,)
+    W1, b1 = p["readout.last_query.weight"], p["readout.last_query.bias"]
+    W2, b2 = p["readout.click_key.weight"], p["readout.click_key.bias"]
+    q = p["readout.attention.weight"][0]  # (d,)
+    alpha = torch.sigmoid(W1 @ x_last + b1 + x @ W2.T + b2) @ q  # eq. 6: (m,)
+    s_g = (alpha[:, None] * x).sum(dim=0)
+    if hybrid:
+        W3, b3 = p["readout.transform.weight"], p["readout.transform.bias"]
+        s_h = W3 @ torch.cat([s_g, x_last]) + b3  # eq. 7
+    else:
+        s_h = s_g
+    return E[1:] @ s_h  # eq. 8: scores of items 1..N
+
+
+# Items A=3, B=5, C=2, D=4 of a 6-item catalogue.
+A, B, C, D = 3, 5, 2, 4
+SESSIONS = [[A, B, C, B], [D, D, A], [C]]
+HAND_GRAPHS = [
+    # A -> B -> C -> B: nodes in item order [C, A, B]; edges A->B, B->C, C->B.
+    dict(
+        nodes=[C, A, B],
+        adjacency_in=[[0, 0, 1], [0, 0, 0], [0.5, 0.5, 0]],  # C <- B; B <- A, C (1/2 each)
+        adjacency_out=[[0, 0, 1], [0, 0, 1], [1, 0, 0]],  # C -> B; A -> B; B -> C
+        clicks=[1, 2, 0, 2],
+    ),
+    # D -> D -> A: nodes [A, D]; edges D->D (self-loop), D->A; outdeg(D) = 2.
+    dict(
+        nodes=[A, D],
+        adjacency_in=[[0, 1], [0, 1]],  # A <- D; D <- D
+        adjacency_out=[[0, 0], [0.5, 0.5]],  # D -> A, D -> D
+        clicks=[1, 1, 0],
+    ),
+    # One click, no edge.
+    dict(nodes=[C], adjacency_in=[[0]], adjacency_out=[[0]], clicks=[0]),
+]
+
+
+@pytest.mark.parametrize("steps,nonhybrid", [(1, False), (2, False), (1, True)])
+def test_forward_matches_the_paper_equations(steps, nonhybrid):
+    torch.manual_seed(0)
+    model = SRGNN(ModelConfig(num_items=6, hidden_size=8, steps=steps, nonhybrid=nonhybrid))
+    batch = batch_of(SESSIONS)
+    with torch.no_grad():
+        scores = model(batch)  # (3, 6)
+        padded_scores = model(batch.to_padded())
+        for row, graph in enumerate(HAND_GRAPHS):
+            expected = paper_scores(
+                model,
+                graph["nodes"],
+                torch.tensor(graph["adjacency_in"], dtype=torch.float32),
+                torch.tensor(graph["adjacency_out"], dtype=torch.float32),
+                graph["clicks"],
+                steps,
+                hybrid=not nonhybrid,
+            )
+            torch.testing.assert_close(scores[row], expected, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(padded_scores[row], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_positions_do_not_change_a_session_score():
+    torch.manual_seed(1)
+    model = SRGNN(ModelConfig(num_items=6, hidden_size=8))
+    with torch.no_grad():
+        alone = model(batch_of([[D, A]]))[0]
+        with_longer_neighbour = model(batch_of([[D, A], [A, B, C, B, A, D]]))[0]
+    torch.testing.assert_close(alone, with_longer_neighbour)
+
+
+def test_block_diagonal_and_padded_layouts_agree_with_gradients():
+    sessions = clustered_sessions(num_items=40, num_sessions=30, seed=2)
+    values, offsets = sessions_to_arrays(sessions)
+    prefix_values, prefix_offsets, targets, _ = expand_prefixes(values, offsets)
+    batch = collate(build_graphs(prefix_values, prefix_offsets), targets)
+    torch.manual_seed(2)
+    model = SRGNN(ModelConfig(num_items=40, hidden_size=16, steps=2))
+    grads = []
+    for layout in (batch, batch.to_padded()):
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(layout), layout.targets - 1)
+        loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
+
+
+def test_parameters_are_uniform_in_the_reference_range_and_reset():
+    torch.manual_seed(3)
+    model = SRGNN(ModelConfig(num_items=50, hidden_size=25))
+    bound = 1 / math.sqrt(25)
+    for name, parameter in model.named_parameters():
+        assert parameter.abs().max() <= bound, name
+    assert float(model.embedding.weight.detach().std()) == pytest.approx(bound / math.sqrt(3), rel=0.1)
+    before = model.embedding.weight.detach().clone()
+    model.reset_parameters()
+    assert not torch.equal(before, model.embedding.weight)
+    assert model.readout.transform is not None
+    assert SRGNN(ModelConfig(num_items=5, nonhybrid=True)).readout.transform is None
+
+
+def test_scores_have_one_column_per_item_and_chunks_agree():
+    torch.manual_seed(4)
+    model = SRGNN(ModelConfig(num_items=6, hidden_size=8))
+    with torch.no_grad():
+        session = model.session_embedding(batch_of(SESSIONS))
+        full = model.score_items(session)
+        assert full.shape == (3, 6)
+        torch.testing.assert_close(torch.cat([model.score_items(session, 0, 4),
+                                              model.score_items(session, 4, 6)], dim=1), full)
+        # Column j is item j + 1: its score is the dot product with E[j + 1].
+        torch.testing.assert_close(full[:, 0], session @ model.embedding.weight[1])
+
+
+def test_bad_input_raises_value_errors():
+    with pytest.raises(ValueError, match="num_items"):
+        ModelConfig(num_items=0)
+    with pytest.raises(ValueError, match="steps"):
+        ModelConfig(num_items=5, steps=0)
+    model = SRGNN(ModelConfig(num_items=4, hidden_size=4))
+    with pytest.raises(ValueError, match="vocabulary"):
+        model(batch_of([[1, 9]]))
+    with pytest.raises(ValueError, match="GraphBatch"):
+        model({"items": torch.tensor([[1]])})
+    with pytest.raises(ValueError, match="column range"):
+        model.score_items(torch.zeros(1, 4), 2, 9)
+
+
+# ------------------------------------------------------------------------------------------
+# Scorer
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scorer_model():
+    torch.manual_seed(5)
+    return SRGNN(ModelConfig(num_items=30, hidden_size=8)).eval()
+
+
+def test_scorer_returns_the_model_ranking_and_flags_empty_prefixes(scorer_model):
+    values = np.array([3, 4, 3, 7, 8, 9, 10, 1])
+    offsets = np.array([0, 3, 3, 7, 7, 8])  # prefixes 0, 2 and 4 have clicks; 1 and 3 are empty
+    top = Scorer(scorer_model, batch_size=2, item_chunk_size=7).top_k(values, offsets, k=5)
+    assert top.empty.tolist() == [False, True, False, True, False]
+    assert top.items.shape == (5, 5) and top.scores.shape == (5, 5)
+    assert (top.items[[1, 3]] == 0).all() and np.isnan(top.scores[[1, 3]]).all()
+
+    with torch.no_grad():
+        scores = scorer_model(batch_of([[3, 4, 3], [7, 8, 9, 10], [1]])).numpy()  # (3, 30)
+    for row, prefix in zip(range(3), [0, 2, 4]):
+        best_columns = np.argsort(-scores[row], kind="stable")[:5]
+        assert top.items[prefix].tolist() == (best_columns + 1).tolist()
+        np.testing.assert_allclose(top.scores[prefix], scores[row][best_columns], rtol=1e-6)
+
+
+def test_scorer_chunking_does_not_change_results(scorer_model):
+    values = np.array([5, 6, 5, 2, 30, 11])
+    offsets = np.array([0, 3, 5, 6])
+    one_chunk = Scorer(scorer_model).top_k(values, offsets, k=10)
+    many_chunks = Scorer(scorer_model, batch_size=1, item_chunk_size=4).top_k(values, offsets, k=10)
+    assert np.array_equal(one_chunk.items, many_chunks.items)
+    np.testing.assert_allclose(one_chunk.scores, many_chunks.scores, rtol=1e-6)
+    assert Scorer(scorer_model).top_k(values, offsets, k=100).items.shape == (3, 30)
+
+
+def test_scorer_from_state_dict_and_bad_input(scorer_model):
+    scorer = Scorer.from_state_dict(scorer_model.state_dict(), {"num_items": 30, "hidden_size": 8})
+    all_empty = scorer.top_k(np.array([], dtype=np.int64), np.array([0, 0]), k=3)
+    assert all_empty.empty.tolist() == [True]
+    with pytest.raises(ValueError, match="1..30"):
+        scorer.top_k(np.array([0, 4]), np.array([0, 2]))
+    with pytest.raises(ValueError, match="1..30"):
+        scorer.top_k(np.array([31]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="offsets"):
+        scorer.top_k(np.array([1, 2]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="k must"):
+        scorer.top_k(np.array([1]), np.array([0, 1]), k=0)
