@@ -1,0 +1,497 @@
+"""Training loop for SR-GNN: streamed batches, Adam, per-epoch checkpoints, early stopping.
+
+``train`` reads the ``train`` and ``valid`` splits of the session-graph Parquet
+(docs/contracts.md) with :class:`srgnn.batching.GraphParquetReader`, minimises the
+cross-entropy over the whole catalogue with Adam (L2 penalty ``l2``, learning rate
+multiplied by ``lr_decay_rate`` every ``lr_decay_step`` epochs), evaluates HR@K and MRR@K on
+the validation split after every epoch, and keeps the epoch with the best validation HR@K.
+It stops early after ``patience`` epochs without improvement.
+
+Checkpoints: with an ``output_dir``, every finished epoch atomically rewrites
+``checkpoint.pt`` (model, optimizer, scheduler, RNG states, epoch, best metric, history) and,
+when the epoch is the best so far, ``best_model.pt``. ``train(..., resume=True)`` continues
+from the last finished epoch. Since the order of every epoch is a function of the seed and the
+epoch number only, and the model has no other randomness, a resumed run produces exactly the
+epochs an uninterrupted run would have produced (same thread count, same machine).
+
+Differences from the reference code, on purpose: the learning-rate scheduler steps at the end
+of an epoch (the reference steps it first, so its decay comes one epoch early); the model is
+selected on a validation split, never on the test set.
+
+Example::
+
+    from srgnn.train import TrainConfig, train
+    result = train("runs/r1/graphs/train", "runs/r1/graphs/valid", num_items=43097,
+                   config=TrainConfig(epochs=10), output_dir="runs/r1/model")
+    print(result.best_epoch, result.history[-1])
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from srgnn.batching import GraphBatch, GraphParquetReader
+from srgnn.metrics import hit_rate_at_k, mrr_at_k, ranks_from_scores
+from srgnn.model import SRGNN, ModelConfig
+
+__all__ = [
+    "TrainConfig",
+    "EpochStats",
+    "TrainResult",
+    "Evaluation",
+    "train",
+    "training_step",
+    "evaluate",
+    "target_ranks",
+    "num_items_from_vocab",
+    "CHECKPOINT_NAME",
+    "BEST_MODEL_NAME",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_MODEL_NAME = "best_model.pt"
+
+# Fields that may differ between a checkpoint and the run that resumes it: they change how
+# long or how visibly the run goes, not what any epoch computes.
+_RESUMABLE_CHANGES = {"epochs", "patience", "progress", "num_threads", "eval_batch_size"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, with the SR-GNN paper's values as defaults."""
+
+    hidden_size: int = 100  # d: item embedding and node state width
+    steps: int = 1  # propagation steps of the gated graph cell
+    nonhybrid: bool = False  # True: session embedding from attention only (no last-click term)
+    batch_size: int = 100  # training examples per optimizer step
+    lr: float = 0.001  # Adam learning rate
+    lr_decay_step: int = 3  # multiply the learning rate by lr_decay_rate every this many epochs
+    lr_decay_rate: float = 0.1  # step decay factor
+    l2: float = 1e-5  # L2 penalty (Adam weight_decay, added to the gradient as in the reference)
+    epochs: int = 30  # upper bound on training epochs
+    patience: int = 5  # stop after this many epochs without a better validation HR@top_k
+    top_k: int = 20  # K of the validation metrics HR@K and MRR@K (HR@K selects the epoch)
+    seed: int = 2019  # seeds the initial weights and the shuffling of every epoch
+    num_threads: int = 0  # torch CPU threads; 0 = every core this process may use
+    max_examples_per_epoch: int | None = None  # cap on training examples per epoch (quick runs)
+    max_valid_examples: int | None = None  # cap on validation examples (quick runs); None = all
+    eval_batch_size: int = 500  # examples per batch when scoring the validation split
+    shuffle_buffer: int = 200_000  # rows shuffled together when streaming the training split
+    progress: bool = True  # show a tqdm progress bar per epoch
+
+    def __post_init__(self) -> None:
+        positive = ("hidden_size", "steps", "batch_size", "lr_decay_step", "epochs", "patience",
+                    "top_k", "eval_batch_size", "shuffle_buffer")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}.")
+        if not 0 < self.lr_decay_rate <= 1:
+            raise ValueError(f"lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
+        if self.l2 < 0:
+            raise ValueError(f"l2 must be non-negative, got {self.l2}.")
+        if self.num_threads < 0:
+            raise ValueError(f"num_threads must be 0 (all cores) or positive, got {self.num_threads}.")
+        for name in ("max_examples_per_epoch", "max_valid_examples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be a positive integer or None, got {value}.")
+
+    def model_config(self, num_items: int) -> ModelConfig:
+        return ModelConfig(
+            num_items=num_items,
+            hidden_size=self.hidden_size,
+            steps=self.steps,
+            nonhybrid=self.nonhybrid,
+        )
+
+    def threads(self) -> int:
+        """The number of torch threads this config asks for (0 resolved to all usable cores)."""
+        if self.num_threads:
+            return self.num_threads
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
+
+
+@dataclass
+class EpochStats:
+    """What one epoch did (``epoch`` counts from 1)."""
+
+    epoch: int
+    train_loss: float  # mean cross-entropy over the epoch's training examples
+    valid_hit_rate: float  # HR@K on the validation split
+    valid_mrr: float  # MRR@K on the validation split
+    examples_per_second: float  # training throughput (reading + batching + step)
+    learning_rate: float  # the rate used during this epoch
+    train_examples: int
+    seconds: float  # wall time of the epoch, validation included
+
+    def metrics(self, k: int = 20) -> dict[str, float]:
+        """Flat metric names, for logging (e.g. to MLflow)."""
+        return {
+            "train_loss": self.train_loss,
+            f"valid_hr_at_{k}": self.valid_hit_rate,
+            f"valid_mrr_at_{k}": self.valid_mrr,
+            "examples_per_second": self.examples_per_second,
+            "learning_rate": self.learning_rate,
+        }
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`."""
+
+    config: TrainConfig
+    model_config: ModelConfig
+    best_epoch: int  # epoch (from 1) with the best validation HR@K
+    best_valid_hit_rate: float
+    best_valid_mrr: float  # MRR@K of the best epoch
+    history: list[EpochStats]
+    best_state_dict: dict[str, torch.Tensor]
+    stopped_early: bool  # True when patience ran out before config.epochs
+    output_dir: Path | None = None
+
+    def best_model(self) -> SRGNN:
+        """A fresh :class:`SRGNN` holding the best epoch's weights, in eval mode."""
+        model = SRGNN(self.model_config)
+        model.load_state_dict(self.best_state_dict)
+        return model.eval()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """HR@K and MRR@K of a model on one split."""
+
+    hit_rate: float
+    mrr: float
+    k: int
+    examples: int
+
+
+def training_step(model: SRGNN, optimizer: torch.optim.Optimizer, batch: GraphBatch) -> float:
+    """One optimizer step on ``batch``; returns the batch's mean cross-entropy."""
+    optimizer.zero_grad(set_to_none=True)
+    scores = model(batch)  # (B, N)
+    loss = F.cross_entropy(scores, batch.targets - 1)  # column j is item j + 1
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.inference_mode()
+def target_ranks(model: SRGNN, batches) -> tuple[np.ndarray, np.ndarray]:
+    """1-based rank of every target among all items, and the prefix lengths.
+
+    Ranks are ``1 +`` the number of items scored strictly higher than the target
+    (:func:`srgnn.metrics.ranks_from_scores`).
+    """
+    was_training = model.training
+    model.eval()
+    ranks, lengths = [], []
+    try:
+        for batch in batches:
+            scores = model(batch)  # (B, N)
+            ranks.append(ranks_from_scores(scores, batch.targets.numpy()))
+            lengths.append(batch.prefix_lengths.numpy())
+    finally:
+        model.train(was_training)
+    if not ranks:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(ranks), np.concatenate(lengths)
+
+
+def evaluate(
+    model: SRGNN,
+    source: str | Path,
+    *,
+    k: int = 20,
+    batch_size: int = 500,
+    max_examples: int | None = None,
+) -> Evaluation:
+    """HR@K and MRR@K of ``model`` on a session-graph Parquet split, in file order."""
+    reader = GraphParquetReader(source, batch_size, shuffle=False, max_examples=max_examples)
+    ranks, _ = target_ranks(model, reader.batches())
+    return Evaluation(hit_rate_at_k(ranks, k), mrr_at_k(ranks, k), k, len(ranks))
+
+
+def num_items_from_vocab(vocab_path: str | Path) -> int:
+    """Catalogue size ``N`` from a prepare run's ``vocab.parquet`` (its largest item index)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    column = pq.read_table(vocab_path, columns=["item_index"]).column("item_index")
+    if len(column) == 0:
+        raise ValueError(f"the vocabulary {vocab_path} is empty.")
+    return int(pc.max(column).as_py())
+
+
+def train(
+    train_data: str | Path,
+    valid_data: str | Path,
+    num_items: int,
+    config: TrainConfig | None = None,
+    *,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    on_epoch_end: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Train SR-GNN and return the best epoch's weights with the whole history.
+
+    Args:
+        train_data: the training split of the session-graph Parquet (file or folder).
+        valid_data: the validation split; selects the epoch and drives early stopping.
+        num_items: catalogue size ``N`` (item indices ``1..N``), e.g. from
+            :func:`num_items_from_vocab`.
+        config: training settings; defaults to ``TrainConfig()``.
+        output_dir: folder for ``checkpoint.pt`` and ``best_model.pt``; ``None`` keeps
+            everything in memory (no resume possible).
+        resume: continue from ``output_dir/checkpoint.pt`` when it exists (a fresh start
+            otherwise). The checkpoint's settings must match ``config`` except for
+            ``epochs``, ``patience``, ``progress``, ``num_threads`` and ``eval_batch_size``.
+        on_epoch_end: called with each epoch's :class:`EpochStats` after its checkpoint is
+            written (e.g. to log metrics as they come).
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError: for ``resume`` without ``output_dir``, a checkpoint made with other
+            settings, or an empty training split.
+    """
+    config = config or TrainConfig()
+    model_config = config.model_config(num_items)
+    if resume and output_dir is None:
+        raise ValueError("resume=True needs the output_dir that holds the checkpoint.")
+    out = Path(output_dir) if output_dir is not None else None
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads())
+    try:
+        return _train(train_data, valid_data, config, model_config, out, resume, on_epoch_end)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(train_data, valid_data, config, model_config, out, resume, on_epoch_end) -> TrainResult:
+    train_reader = GraphParquetReader(
+        train_data,
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        shuffle_buffer=config.shuffle_buffer,
+        max_examples=config.max_examples_per_epoch,
+    )
+    valid_reader = GraphParquetReader(
+        valid_data, config.eval_batch_size, shuffle=False, max_examples=config.max_valid_examples
+    )
+    if train_reader.num_examples == 0:
+        raise ValueError(f"the training split {train_data} holds no examples.")
+
+    torch.manual_seed(config.seed)  # the initial weights
+    model = SRGNN(model_config)
+    optimizer = _make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=config.lr_decay_step, gamma=config.lr_decay_rate
+    )
+    state = _RunState()
+    if resume and out is not None and (out / CHECKPOINT_NAME).exists():
+        state = _load_checkpoint(out, config, model_config, model, optimizer, scheduler)
+        logger.info("resuming after epoch %d from %s", state.epoch, out / CHECKPOINT_NAME)
+
+    while state.epoch < config.epochs and not state.stopped_early:
+        epoch = state.epoch + 1
+        started = time.perf_counter()
+        learning_rate = optimizer.param_groups[0]["lr"]
+        loss, examples, train_seconds = _train_epoch(model, optimizer, train_reader, epoch, config)
+        ranks, _ = target_ranks(model, valid_reader.batches())
+        hit_rate, mrr = hit_rate_at_k(ranks, config.top_k), mrr_at_k(ranks, config.top_k)
+        scheduler.step()
+        stats = EpochStats(
+            epoch=epoch,
+            train_loss=loss,
+            valid_hit_rate=hit_rate,
+            valid_mrr=mrr,
+            examples_per_second=examples / train_seconds if train_seconds > 0 else math.nan,
+            learning_rate=learning_rate,
+            train_examples=examples,
+            seconds=time.perf_counter() - started,
+        )
+        state.epoch = epoch
+        state.history.append(stats)
+        if state.best_epoch == 0 or hit_rate > state.best_hit_rate:
+            state.best_epoch, state.best_hit_rate, state.best_mrr = epoch, hit_rate, mrr
+            state.best_state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if out is not None:
+                _save_best(out, state, config, model_config)
+        elif epoch - state.best_epoch >= config.patience and epoch < config.epochs:
+            state.stopped_early = True
+        logger.info(
+            "epoch %d: loss %.4f, valid HR@%d %.4f, MRR@%d %.4f, %.0f examples/s%s",
+            epoch, loss, config.top_k, hit_rate, config.top_k, mrr, stats.examples_per_second,
+            " (early stop)" if state.stopped_early else "",
+        )
+        if out is not None:
+            _save_checkpoint(out, state, config, model_config, model, optimizer, scheduler)
+        if on_epoch_end is not None:
+            on_epoch_end(stats)
+
+    if state.best_state_dict is None:  # resumed a run that had already finished
+        state.best_state_dict = model.state_dict()
+    return TrainResult(
+        config=config,
+        model_config=model_config,
+        best_epoch=state.best_epoch,
+        best_valid_hit_rate=state.best_hit_rate,
+        best_valid_mrr=state.best_mrr,
+        history=list(state.history),
+        best_state_dict=state.best_state_dict,
+        stopped_early=state.stopped_early,
+        output_dir=out,
+    )
+
+
+def _make_optimizer(model: SRGNN, config: TrainConfig) -> torch.optim.Adam:
+    # The fused kernel updates the (N + 1, d) embedding table in one pass instead of several:
+    # about 3 ms instead of 19 ms per step at N = 43k on 2 cores.
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2, fused=True)
+
+
+def _train_epoch(model, optimizer, reader: GraphParquetReader, epoch: int, config: TrainConfig):
+    from tqdm.auto import tqdm
+
+    model.train()
+    total_loss, examples = 0.0, 0
+    started = time.perf_counter()
+    with tqdm(
+        total=len(reader), desc=f"epoch {epoch}", unit="batch", disable=not config.progress,
+        leave=False, dynamic_ncols=True,
+    ) as bar:
+        # Epochs count from 1; the shuffle order of epoch e is seeded by (seed, e - 1).
+        for step, batch in enumerate(reader.batches(epoch - 1)):
+            loss = training_step(model, optimizer, batch)
+            total_loss += loss * batch.batch_size
+            examples += batch.batch_size
+            bar.update(1)
+            if step % 20 == 0:
+                rate = examples / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{rate:.0f}", refresh=False)
+    seconds = time.perf_counter() - started
+    return total_loss / max(examples, 1), examples, seconds
+
+
+# ------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------
+@dataclass
+class _RunState:
+    epoch: int = 0  # last finished epoch
+    best_epoch: int = 0
+    best_hit_rate: float = -math.inf
+    best_mrr: float = math.nan
+    stopped_early: bool = False
+    history: list[EpochStats] = field(default_factory=list)
+    best_state_dict: dict[str, torch.Tensor] | None = None
+
+
+def _atomic_save(payload: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)  # readers see the old file or the new one, never half of one
+
+
+def _rng_states() -> dict[str, Any]:
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, keys.tolist(), position, has_gauss, cached],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _save_checkpoint(out, state, config, model_config, model, optimizer, scheduler) -> None:
+    _atomic_save(
+        {
+            "config": asdict(config),
+            "model_config": asdict(model_config),
+            "epoch": state.epoch,
+            "best_epoch": state.best_epoch,
+            "best_hit_rate": state.best_hit_rate,
+            "best_mrr": state.best_mrr,
+            "stopped_early": state.stopped_early,
+            "history": [asdict(stats) for stats in state.history],
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_states(),
+        },
+        out / CHECKPOINT_NAME,
+    )
+
+
+def _save_best(out, state, config, model_config) -> None:
+    _atomic_save(
+        {
+            "config": asdict(config),
+            "model_config": asdict(model_config),
+            "epoch": state.best_epoch,
+            "valid_hit_rate": state.best_hit_rate,
+            "valid_mrr": state.best_mrr,
+            "model": state.best_state_dict,
+        },
+        out / BEST_MODEL_NAME,
+    )
+
+
+def _load_checkpoint(out, config, model_config, model, optimizer, scheduler) -> _RunState:
+    checkpoint = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    saved = checkpoint["config"]
+    current = asdict(config)
+    changed = sorted(
+        name for name in current
+        if name not in _RESUMABLE_CHANGES and saved.get(name) != current[name]
+    )
+    if changed or checkpoint["model_config"] != asdict(model_config):
+        raise ValueError(
+            f"the checkpoint in {out} was made with other settings ({', '.join(changed) or 'num_items'} "
+            "differ); resume with the same settings or train into a new output_dir."
+        )
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    _set_rng_states(checkpoint["rng"])
+    state = _RunState(
+        epoch=checkpoint["epoch"],
+        best_epoch=checkpoint["best_epoch"],
+        best_hit_rate=checkpoint["best_hit_rate"],
+        best_mrr=checkpoint["best_mrr"],
+        stopped_early=checkpoint["stopped_early"],
+        history=[EpochStats(**stats) for stats in checkpoint["history"]],
+    )
+    best_path = out / BEST_MODEL_NAME
+    if state.best_epoch and best_path.exists():
+        state.best_state_dict = torch.load(best_path, map_location="cpu", weights_only=True)["model"]
+    return state

@@ -1,0 +1,181 @@
+"""Tests of srgnn.train: learning on structured data, checkpoints, exact resume, early stopping."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from graphdata import clustered_sessions, split_sessions, write_graph_parquet
+from srgnn.predict import Scorer
+from srgnn.train import (
+    BEST_MODEL_NAME,
+    CHECKPOINT_NAME,
+    TrainConfig,
+    evaluate,
+    num_items_from_vocab,
+    train,
+)
+
+NUM_ITEMS = 120
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    sessions = clustered_sessions(num_items=NUM_ITEMS, num_sessions=2500, cluster_size=8, seed=11)
+    train_sessions, valid_sessions = split_sessions(sessions, valid_share=0.2)
+    write_graph_parquet(root / "graphs" / "train", train_sessions, files=2, row_group_size=1500)
+    write_graph_parquet(root / "graphs" / "valid", valid_sessions)
+    return root / "graphs" / "train", root / "graphs" / "valid"
+
+
+# One thread: these models are tiny, and on a busy shared CI machine two OpenMP threads made the
+# steps several times slower than one.
+SMALL = TrainConfig(hidden_size=16, batch_size=50, epochs=3, progress=False, seed=4, num_threads=1)
+
+
+def popularity_hit_rate(train_dir, valid_dir, k=20) -> float:
+    """HR@k of ranking every item by how often it is a training target (ties: lower index)."""
+    train_targets = pq.read_table(train_dir, columns=["target"]).column("target").to_numpy()
+    valid_targets = pq.read_table(valid_dir, columns=["target"]).column("target").to_numpy()
+    counts = np.bincount(train_targets, minlength=NUM_ITEMS + 1)[1:]
+    top = np.argsort(-counts, kind="stable")[:k] + 1
+    return float(np.isin(valid_targets, top).mean())
+
+
+@pytest.mark.slow
+def test_short_training_lowers_the_loss_and_beats_popularity(splits):
+    train_dir, valid_dir = splits
+    config = replace(SMALL, hidden_size=32, epochs=4)
+    result = train(train_dir, valid_dir, NUM_ITEMS, config)
+
+    losses = [epoch.train_loss for epoch in result.history]
+    assert len(losses) == 4
+    assert losses[0] < np.log(NUM_ITEMS)  # learning starts within the first epoch
+    assert losses[-1] < 0.7 * losses[0]
+    popularity = popularity_hit_rate(train_dir, valid_dir)
+    assert result.best_valid_hit_rate > popularity + 0.3, (result.best_valid_hit_rate, popularity)
+    assert result.history[result.best_epoch - 1].valid_hit_rate == result.best_valid_hit_rate
+
+    # The reported metric agrees with top-20 lists made by the scorer from the raw prefixes.
+    table = pq.read_table(valid_dir, columns=["prefix", "target"])
+    prefixes = table.column("prefix").combine_chunks()
+    top = Scorer.from_state_dict(result.best_state_dict, result.model_config).top_k(
+        prefixes.flatten().to_numpy(), prefixes.offsets.to_numpy(), k=20
+    )
+    hits = (top.items == table.column("target").to_numpy()[:, None]).any(axis=1)
+    assert hits.mean() == pytest.approx(result.best_valid_hit_rate, abs=1e-9)
+    again = evaluate(result.best_model(), valid_dir, k=20)
+    assert again.hit_rate == pytest.approx(result.best_valid_hit_rate, abs=1e-12)
+    assert again.examples == table.num_rows
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_resume_after_a_crash_repeats_the_uninterrupted_run(splits, tmp_path):
+    train_dir, valid_dir = splits
+    config = replace(SMALL, max_examples_per_epoch=1500, max_valid_examples=600)
+    uninterrupted = train(train_dir, valid_dir, NUM_ITEMS, config, output_dir=tmp_path / "a")
+
+    def crash_after_second_epoch(stats):
+        if stats.epoch == 2:
+            raise Crash("simulated crash after the checkpoint of epoch 2")
+
+    with pytest.raises(Crash):
+        train(train_dir, valid_dir, NUM_ITEMS, config, output_dir=tmp_path / "b",
+              on_epoch_end=crash_after_second_epoch)
+    partial = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)
+    assert partial["epoch"] == 2
+
+    seen = []
+    resumed = train(train_dir, valid_dir, NUM_ITEMS, config, output_dir=tmp_path / "b",
+                    resume=True, on_epoch_end=seen.append)
+    assert [stats.epoch for stats in seen] == [3]  # only the missing epoch ran
+
+    def outcome(stats):
+        return (stats.epoch, stats.train_loss, stats.valid_hit_rate, stats.valid_mrr,
+                stats.learning_rate, stats.train_examples)
+
+    assert list(map(outcome, resumed.history)) == list(map(outcome, uninterrupted.history))
+    assert resumed.best_epoch == uninterrupted.best_epoch
+    final_a = torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=True)
+    final_b = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=True)
+    for name, tensor in final_a["model"].items():
+        assert torch.equal(tensor, final_b["model"][name]), name
+    for name, tensor in uninterrupted.best_state_dict.items():
+        assert torch.equal(tensor, resumed.best_state_dict[name]), name
+    assert final_a["optimizer"]["state"][0]["step"] == final_b["optimizer"]["state"][0]["step"]
+    # The epochs really differ from each other: a resume that replayed epoch 2 would not match.
+    assert len({stats.train_loss for stats in uninterrupted.history}) == 3
+
+
+def test_checkpoint_files_and_resume_guards(splits, tmp_path):
+    train_dir, valid_dir = splits
+    config = replace(SMALL, epochs=1, max_examples_per_epoch=200, max_valid_examples=100)
+    result = train(train_dir, valid_dir, NUM_ITEMS, config, output_dir=tmp_path)
+    assert (tmp_path / CHECKPOINT_NAME).exists() and (tmp_path / BEST_MODEL_NAME).exists()
+    assert not list(tmp_path.glob("*.partial"))
+    checkpoint = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert set(checkpoint) >= {"model", "optimizer", "scheduler", "rng", "epoch", "history",
+                               "best_hit_rate", "config"}
+    assert checkpoint["config"] == asdict(config)
+    scorer = Scorer.from_checkpoint(tmp_path / BEST_MODEL_NAME)
+    assert scorer.num_items == NUM_ITEMS
+
+    # Resuming a finished run returns it without training again.
+    again = train(train_dir, valid_dir, NUM_ITEMS, config, output_dir=tmp_path, resume=True,
+                  on_epoch_end=lambda stats: pytest.fail("no epoch should run"))
+    assert again.best_epoch == result.best_epoch == 1
+    for name, tensor in result.best_state_dict.items():
+        assert torch.equal(tensor, again.best_state_dict[name])
+
+    with pytest.raises(ValueError, match="lr"):
+        train(train_dir, valid_dir, NUM_ITEMS, replace(config, lr=0.01), output_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="num_items"):
+        train(train_dir, valid_dir, NUM_ITEMS + 1, config, output_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="output_dir"):
+        train(train_dir, valid_dir, NUM_ITEMS, config, resume=True)
+
+
+def test_learning_rate_decays_in_steps_and_threads_are_restored(splits):
+    train_dir, valid_dir = splits
+    config = replace(SMALL, lr_decay_step=2, epochs=3, num_threads=1,
+                     max_examples_per_epoch=100, max_valid_examples=100)
+    threads = torch.get_num_threads()
+    result = train(train_dir, valid_dir, NUM_ITEMS, config)
+    rates = [stats.learning_rate for stats in result.history]
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-4])
+    assert torch.get_num_threads() == threads
+    assert all(stats.train_examples == 100 for stats in result.history)
+    assert result.history[0].examples_per_second > 0
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(splits):
+    train_dir, valid_dir = splits
+    # A learning rate far below float32 resolution leaves the weights, hence HR@20, unchanged.
+    config = replace(SMALL, lr=1e-20, epochs=6, patience=2,
+                     max_examples_per_epoch=100, max_valid_examples=200)
+    result = train(train_dir, valid_dir, NUM_ITEMS, config)
+    assert [stats.epoch for stats in result.history] == [1, 2, 3]
+    assert result.stopped_early and result.best_epoch == 1
+
+
+def test_config_validation_and_vocab_size(tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="lr must"):
+        TrainConfig(lr=0)
+    with pytest.raises(ValueError, match="max_examples_per_epoch"):
+        TrainConfig(max_examples_per_epoch=0)
+    assert TrainConfig().threads() >= 1 and TrainConfig(num_threads=3).threads() == 3
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"item_id": ["a", "b", "c"], "item_index": pa.array([1, 2, 3], pa.int32())}),
+                   tmp_path / "vocab.parquet")
+    assert num_items_from_vocab(tmp_path / "vocab.parquet") == 3
