@@ -1,0 +1,30 @@
+"""Pipeline steps: what each Airflow task (and each CLI command) calls, one function a step.
+
+Every step takes plain JSON-able arguments, reads its settings (home folder, MLflow URI,
+warehouse URL, Spark master) from the environment through :class:`srgnn.config.Settings`,
+and returns a JSON-able dict: paths, URIs and counts travel between tasks, never data.
+"""
+
+from __future__ import annotations
+
+from .config import PrepareConfig, Settings
+
+
+def prepare_step(clicks: str, fmt: str = "auto", out_dir: str | None = None,
+                 min_item_support: int | None = None, test_days: int | None = None,
+                 valid_days: int | None = None) -> dict:
+    """Raw clicks -> session graphs with Spark. Returns ``{"run_dir", "summary"}``."""
+    from .prepare import default_out_dir, run_prepare
+    from .spark import get_spark
+
+    settings = Settings.from_env()
+    defaults = PrepareConfig()
+    config = PrepareConfig(
+        min_item_support=defaults.min_item_support if min_item_support is None else min_item_support,
+        test_days=defaults.test_days if test_days is None else test_days,
+        valid_days=defaults.valid_days if valid_days is None else valid_days,
+    )
+    out_dir = out_dir or default_out_dir(settings.home)
+    spark = get_spark(settings, app_name="srgnn-prepare")
+    result = run_prepare(spark, clicks, out_dir, config, fmt)
+    return {"run_dir": result.out_dir, "summary": result.summary}
