@@ -1,0 +1,184 @@
+"""A trained SR-GNN together with its item vocabulary: raw item ids in, raw item ids out.
+
+:class:`Recommender` is what production uses: the MLflow pyfunc model wraps it, the nightly
+scoring job calls it (in-process or once per Spark executor), and the gate evaluates
+champions and candidates through it. It
+
+1. maps each session's raw item ids through the training vocabulary (unknown items are
+   skipped and counted),
+2. scores the known prefixes with :class:`srgnn.predict.Scorer` (graphs built by
+   :func:`srgnn.graph.build_graphs`, the code that prepared the training data), and
+3. gives sessions without any known item the popularity ranking of the training window,
+   marked ``fallback:pop`` in :attr:`Recommendations.source`.
+
+Saved as a folder (``model.pt``, ``vocab.parquet``, ``recommender.json``) that
+:meth:`Recommender.load` reads back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SOURCE_MODEL = "model"
+SOURCE_POPULARITY = "fallback:pop"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Top-K raw item ids for ``S`` sessions, best first.
+
+    Attributes:
+        item_ids: (S, K) object array of raw item ids (strings).
+        scores: (S, K) float64; model scores, or train click shares for the fallback.
+        source: (S,) ``"model"`` or ``"fallback:pop"``.
+        unknown_clicks: (S,) clicks on items unknown to the vocabulary (skipped).
+    """
+
+    item_ids: np.ndarray
+    scores: np.ndarray
+    source: np.ndarray
+    unknown_clicks: np.ndarray
+
+
+def _as_flat_strings(sessions):
+    """(values: object array of str, offsets: int64 array) from an Arrow list array or lists."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(sessions, pa.ChunkedArray):
+        sessions = sessions.combine_chunks()
+    if not isinstance(sessions, (pa.ListArray, pa.LargeListArray)):
+        sessions = pa.array([[str(x) for x in s] if s is not None else [] for s in sessions],
+                            type=pa.list_(pa.string()))
+    offsets = np.asarray(sessions.offsets, dtype=np.int64)
+    offsets = offsets - offsets[0]
+    values = pc.list_flatten(sessions).cast(pa.string())
+    return values, offsets
+
+
+class Recommender:
+    """SR-GNN scorer + vocabulary + popularity fallback.
+
+    Args:
+        scorer: a :class:`srgnn.predict.Scorer` over item indices ``1..N``.
+        item_ids: (N,) raw id of each item index, ``item_ids[i - 1]`` for index ``i``.
+        popularity: (N + 1,) training clicks per item index (entry 0, padding, is ignored).
+    """
+
+    def __init__(self, scorer, item_ids, popularity) -> None:
+        import pandas as pd
+
+        item_ids = np.asarray(item_ids, dtype=object)
+        popularity = np.asarray(popularity, dtype=np.int64)
+        if len(item_ids) != scorer.num_items:
+            raise ValueError(f"the vocabulary has {len(item_ids)} items but the model scores {scorer.num_items}.")
+        if len(popularity) != len(item_ids) + 1:
+            raise ValueError("popularity must have one entry per item index plus the padding entry 0.")
+        self.scorer = scorer
+        self.item_ids = item_ids
+        self.popularity = popularity
+        self._index = pd.Index(item_ids.astype(str))
+        if not self._index.is_unique:
+            raise ValueError("raw item ids in the vocabulary must be unique.")
+        share = popularity[1:] / max(1, popularity[1:].sum())
+        order = np.lexsort((np.arange(len(share)), -share))  # most clicked first, ties by index
+        self._popular_items = order + 1
+        self._popular_scores = share[order]
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_ids)
+
+    # --- construction and persistence -----------------------------------------------------
+    @classmethod
+    def from_training(cls, state_dict, model_config, run_dir, **scorer_options) -> "Recommender":
+        """The recommender of a training run: weights + the run folder's ``vocab.parquet``."""
+        from .predict import Scorer
+
+        item_ids, popularity = read_vocab(Path(run_dir) / "vocab.parquet")
+        return cls(Scorer.from_state_dict(state_dict, model_config, **scorer_options), item_ids, popularity)
+
+    def save(self, path) -> None:
+        """Write ``model.pt``, ``vocab.parquet`` and ``recommender.json`` into folder ``path``."""
+        import dataclasses
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        import torch
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save({"model": self.scorer.model.state_dict(),
+                    "model_config": dataclasses.asdict(self.scorer.config)}, path / "model.pt")
+        pq.write_table(pa.table({
+            "item_id": pa.array(self.item_ids.astype(str), pa.string()),
+            "item_index": pa.array(np.arange(1, self.num_items + 1, dtype=np.int32)),
+            "train_clicks": pa.array(self.popularity[1:], pa.int64()),
+        }), path / "vocab.parquet")
+        (path / "recommender.json").write_text(json.dumps({
+            "format_version": FORMAT_VERSION, "num_items": self.num_items,
+            "model_config": dataclasses.asdict(self.scorer.config)}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path, **scorer_options) -> "Recommender":
+        """Read a folder written by :meth:`save`."""
+        from .predict import Scorer
+
+        path = Path(path)
+        meta_path = path / "recommender.json"
+        if not meta_path.exists():
+            raise ValueError(f"{path} is not a saved recommender (no recommender.json).")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported recommender format {meta.get('format_version')!r}.")
+        item_ids, popularity = read_vocab(path / "vocab.parquet")
+        return cls(Scorer.from_checkpoint(path / "model.pt", **scorer_options), item_ids, popularity)
+
+    # --- recommending ------------------------------------------------------------------------
+    def index_items(self, raw_ids) -> np.ndarray:
+        """Raw ids -> item indices (1..N), 0 where the id is not in the vocabulary."""
+        raw = np.asarray(raw_ids, dtype=object).astype(str)
+        return self._index.get_indexer(raw).astype(np.int64) + 1  # get_indexer: -1 if unknown
+
+    def recommend(self, sessions, k: int = 20) -> Recommendations:
+        """Top-``k`` raw item ids for each session (a list of raw item ids in click order).
+
+        ``sessions`` is a ``pyarrow`` ``list<string>`` array (any list array is cast) or a
+        sequence of sequences of ids. Known clicks keep their order; unknown ones are skipped.
+        """
+        values, offsets = _as_flat_strings(sessions)
+        indices = self.index_items(values.to_numpy(zero_copy_only=False)) if len(values) else np.zeros(0, np.int64)
+        known = indices > 0
+        session_of_click = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        unknown = np.bincount(session_of_click[~known], minlength=len(offsets) - 1)
+        kept_per_session = np.bincount(session_of_click[known], minlength=len(offsets) - 1)
+        new_offsets = np.zeros(len(offsets), dtype=np.int64)
+        np.cumsum(kept_per_session, out=new_offsets[1:])
+        top = self.scorer.top_k(indices[known], new_offsets, k)
+        k_eff = top.items.shape[1]
+        items = top.items.copy()
+        scores = top.scores.astype(np.float64)
+        items[top.empty] = self._popular_items[:k_eff]
+        scores[top.empty] = self._popular_scores[:k_eff]
+        source = np.where(top.empty, SOURCE_POPULARITY, SOURCE_MODEL).astype(object)
+        return Recommendations(item_ids=self.item_ids[items - 1], scores=scores, source=source,
+                               unknown_clicks=unknown)
+
+
+def read_vocab(path) -> tuple[np.ndarray, np.ndarray]:
+    """``(item_ids, popularity)`` from a ``vocab.parquet`` (file or Spark output folder)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path).sort_by("item_index")
+    index = table.column("item_index").to_numpy()
+    if len(index) and not np.array_equal(index, np.arange(1, len(index) + 1)):
+        raise ValueError(f"{path}: item_index must run 1..N without gaps.")
+    item_ids = np.asarray(table.column("item_id").to_pylist(), dtype=object)
+    popularity = np.zeros(len(index) + 1, dtype=np.int64)
+    popularity[1:] = table.column("train_clicks").to_numpy()
+    return item_ids, popularity

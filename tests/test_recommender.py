@@ -1,0 +1,59 @@
+"""Raw ids in, raw ids out: vocabulary mapping, popularity fallback, save/load."""
+
+import numpy as np
+import pytest
+import torch
+
+from srgnn.model import SRGNN, ModelConfig
+from srgnn.predict import Scorer
+from srgnn.recommender import SOURCE_MODEL, SOURCE_POPULARITY, Recommender
+
+
+@pytest.fixture()
+def recommender():
+    torch.manual_seed(0)
+    model = SRGNN(ModelConfig(num_items=5, hidden_size=8))
+    # train clicks: a 5, b 1, c 2, d 9, e 2 -> popularity order d, a, c, e, b
+    return Recommender(Scorer(model), np.array(["a", "b", "c", "d", "e"], dtype=object),
+                       np.array([0, 5, 1, 2, 9, 2]))
+
+
+def test_unknown_items_are_skipped_and_counted(recommender):
+    direct = recommender.scorer.top_k(np.array([1, 2]), np.array([0, 2]), k=3)
+    out = recommender.recommend([["a", "zz", "b", "yy"]], k=3)
+    assert out.unknown_clicks.tolist() == [2]
+    assert out.source.tolist() == [SOURCE_MODEL]
+    assert out.item_ids[0].tolist() == [["a", "b", "c", "d", "e"][i - 1] for i in direct.items[0]]
+    np.testing.assert_allclose(out.scores[0], direct.scores[0], rtol=1e-6)
+
+
+def test_sessions_without_known_items_get_the_popularity_ranking(recommender):
+    out = recommender.recommend([["zz"], [], ["d"]], k=4)
+    assert out.source.tolist() == [SOURCE_POPULARITY, SOURCE_POPULARITY, SOURCE_MODEL]
+    assert out.item_ids[0].tolist() == ["d", "a", "c", "e"]  # 9, 5, 2 (c before e: lower index), 2
+    np.testing.assert_allclose(out.scores[0], [9 / 19, 5 / 19, 2 / 19, 2 / 19])
+    assert out.item_ids[1].tolist() == out.item_ids[0].tolist()
+
+
+def test_k_larger_than_the_catalogue_is_capped(recommender):
+    out = recommender.recommend([["a"], ["nope"]], k=50)
+    assert out.item_ids.shape == (2, 5)
+    assert sorted(out.item_ids[0].tolist()) == ["a", "b", "c", "d", "e"]
+    assert sorted(out.item_ids[1].tolist()) == ["a", "b", "c", "d", "e"]
+
+
+def test_save_and_load_give_the_same_recommendations(recommender, tmp_path):
+    recommender.save(tmp_path / "rec")
+    loaded = Recommender.load(tmp_path / "rec")
+    sessions = [["a", "b", "a"], ["e"], ["x"]]
+    a, b = recommender.recommend(sessions, k=3), loaded.recommend(sessions, k=3)
+    assert a.item_ids.tolist() == b.item_ids.tolist()
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+
+
+def test_bad_vocabulary_is_rejected():
+    model = SRGNN(ModelConfig(num_items=3, hidden_size=4))
+    with pytest.raises(ValueError, match="vocabulary has 2 items"):
+        Recommender(Scorer(model), np.array(["a", "b"], dtype=object), np.array([0, 1, 1]))
+    with pytest.raises(ValueError, match="unique"):
+        Recommender(Scorer(model), np.array(["a", "a", "b"], dtype=object), np.array([0, 1, 1, 1]))
