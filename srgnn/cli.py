@@ -23,9 +23,19 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except InputError as exc:
+        except Exception as exc:  # noqa: BLE001 - only user-facing errors are caught below
+            if not _is_user_error(exc):
+                raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Bad input or a refused warehouse load: reported in one line, not as a stack trace."""
+    if isinstance(exc, InputError):
+        return True
+    warehouse = sys.modules.get("srgnn.warehouse")
+    return warehouse is not None and isinstance(exc, warehouse.WarehouseError)
 
 
 def _user_error(exc: ValueError) -> click.UsageError:
@@ -126,6 +136,34 @@ def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, comp
                                                 bad_share=bad_share, seed=seed), by_day=by_day, compress=compress)
     click.echo(f"wrote {result.clicks:,} clicks ({result.duplicates:,} logged twice) and "
                f"{result.bad_lines:,} malformed lines in {len(result.files)} file(s): {out}")
+
+
+@cli.command()
+@click.option("--clicks", required=True, help="The day's raw clicks: a file, a folder or a glob.")
+@click.option("--ds", required=True, help="The day being scored (YYYY-MM-DD); its rows are replaced.")
+@click.option("--model", "model_uri", default=None, envvar="SRGNN_MODEL_URI", show_envvar=True,
+              help="MLflow model URI or a saved recommender folder  [default: models:/srgnn@champion]")
+@click.option("--top-k", type=int, default=20, show_default=True, envvar="SRGNN_TOP_K", show_envvar=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
+              envvar="SRGNN_SCORING_ENGINE", show_envvar=True,
+              help="local: batched torch in this process; spark: mapInArrow on the Spark cluster.")
+@click.option("--warehouse", "warehouse_url", default=None, envvar="SRGNN_WAREHOUSE_URL", show_envvar=True,
+              help="SQLAlchemy-style URL  [default: duckdb:///<home>/warehouse.duckdb]")
+@click.pass_obj
+def score(settings: Settings, clicks, ds, model_uri, top_k, fmt, engine, warehouse_url) -> None:
+    """Write the top-K recommendations of one day's sessions to the warehouse (atomically)."""
+    import dataclasses
+
+    from .score import score_day
+
+    if warehouse_url:
+        settings = dataclasses.replace(settings, warehouse_url=warehouse_url)
+    result = score_day(settings, clicks, ds, model_uri=model_uri, top_k=top_k, engine=engine, fmt=fmt)
+    click.echo(f"scored {result['ds']} with {result['model_version']} ({result['engine']}, {result['seconds']} s)")
+    for key in ("sessions_in", "fallbacks", "unknown_clicks_skipped", "quarantined", "rows_written", "rows_replaced"):
+        click.echo(f"  {key:<24} {result[key]:>10,}")
+    click.echo(f"  warehouse                {result['warehouse']}")
 
 
 @cli.command()

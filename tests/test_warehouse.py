@@ -45,16 +45,6 @@ _database_names = itertools.count()
 # ------------------------------------------------------------------------------------------
 # Fixtures and helpers
 # ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def postgres_server():
-    try:
-        server = PostgresServer.start()
-    except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
-
-
 @pytest.fixture(params=["duckdb", "postgresql"])
 def url(request, tmp_path):
     if request.param == "duckdb":

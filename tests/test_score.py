@@ -1,0 +1,109 @@
+"""Nightly scoring into a real warehouse: idempotent days, both engines, hostile ids."""
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import pytest
+import torch
+
+from srgnn.config import Settings
+from srgnn.model import SRGNN, ModelConfig
+from srgnn.predict import Scorer
+from srgnn.recommender import Recommender
+from srgnn.score import score_day
+from srgnn.warehouse import Warehouse
+
+from conftest import write_text
+
+pytestmark = pytest.mark.spark
+
+HOSTILE_ITEM = "x'); DROP TABLE recommendations;--"
+ITEMS = ["a", "b", "c", "d", HOSTILE_ITEM, "é🙂", "g"]
+DAY = "2024-05-02"
+T = 1714608000  # 2024-05-02 00:00:00 UTC
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(3)
+    model = SRGNN(ModelConfig(num_items=len(ITEMS), hidden_size=16))
+    popularity = np.array([0, 9, 8, 7, 6, 5, 4, 3])
+    path = tmp_path_factory.mktemp("model") / "recommender"
+    Recommender(Scorer(model), np.array(ITEMS, dtype=object), popularity).save(path)
+    return str(path)
+
+
+@pytest.fixture()
+def day_clicks(tmp_path):
+    lines = ["session_id,timestamp,item_id",
+             f"plain,{T},a", f"plain,{T + 60},b", f"plain,{T + 120},a",
+             f"\"s'; DROP TABLE scoring_runs;--\",{T},c", f"\"s'; DROP TABLE scoring_runs;--\",{T + 9},\"{HOSTILE_ITEM}\"",
+             f"ünï 🙂,{T},é🙂",
+             f"only-unknown,{T},zzz", f"only-unknown,{T + 5},yyy",
+             f"partly,{T},zzz", f"partly,{T + 5},g",
+             "broken line without fields", f"nosession-bad,notatime,a"]
+    return write_text(tmp_path / "clicks" / "day.csv", "\n".join(lines) + "\n")
+
+
+def stored(url, ds=DAY):
+    with Warehouse.connect(url) as warehouse:
+        rows = warehouse.run_query("day_recommendations", ds=ds).to_dicts()
+    return sorted((r["session_id"], r["rank"], r["item_id"], round(r["score"], 5), r["model_version"]) for r in rows)
+
+
+def settings_for(tmp_path, url=None):
+    return Settings(home=tmp_path / "home", warehouse_url=url or f"duckdb:///{tmp_path / 'wh.duckdb'}")
+
+
+def test_score_local_writes_every_session_and_reruns_identically(spark, tmp_path, model_dir, day_clicks):
+    settings = settings_for(tmp_path)
+    first = score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=5, spark=spark)
+    assert first["sessions_in"] == 5
+    assert first["rows_written"] == 25
+    assert first["fallbacks"] == 1
+    assert first["unknown_clicks_skipped"] == 3
+    assert first["quarantined"] == 2
+    rows = stored(settings.warehouse)
+    assert len(rows) == 25
+    sessions = {r[0] for r in rows}
+    assert sessions == {"plain", "s'; DROP TABLE scoring_runs;--", "ünï 🙂", "only-unknown", "partly"}
+    fallback = [r for r in rows if r[0] == "only-unknown"]
+    assert [r[2] for r in fallback] == ["a", "b", "c", "d", HOSTILE_ITEM]  # training popularity order
+    assert {r[4] for r in fallback} == {"fallback:pop"}
+    assert {r[4] for r in rows if r[0] != "only-unknown"} == {"srgnn:local"}
+    assert HOSTILE_ITEM in {r[2] for r in rows}
+
+    second = score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=5, spark=spark)
+    assert second["rows_replaced"] == 25
+    assert stored(settings.warehouse) == rows
+    with Warehouse.connect(settings.warehouse) as warehouse:
+        runs = warehouse.run_query("scoring_runs", start_ds=DAY, end_ds=DAY).to_dicts()
+    assert len(runs) == 2 and all(r["rows_written"] == 25 for r in runs)
+
+
+def test_spark_engine_gives_the_same_rows_as_local(spark, tmp_path, model_dir, day_clicks):
+    local = settings_for(tmp_path / "local")
+    distributed = settings_for(tmp_path / "spark")
+    score_day(local, day_clicks, DAY, model_uri=model_dir, top_k=4, spark=spark, engine="local")
+    result = score_day(distributed, day_clicks, DAY, model_uri=model_dir, top_k=4, spark=spark, engine="spark")
+    assert result["rows_written"] == 20 and result["fallbacks"] == 1
+    assert stored(distributed.warehouse) == stored(local.warehouse)
+
+
+def test_score_into_postgres(spark, tmp_path, model_dir, day_clicks, postgres_server):
+    url = postgres_server.create_database("score_test")
+    settings = settings_for(tmp_path, url)
+    score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=3, spark=spark)
+    score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=3, spark=spark)
+    rows = stored(url)
+    assert len(rows) == 15
+    assert len({(r[0], r[1]) for r in rows}) == 15
+    assert stored(url) == stored(url)
+
+
+def test_bad_day_argument_is_a_user_error(tmp_path, model_dir, day_clicks):
+    from srgnn.io import InputError
+
+    with pytest.raises(InputError, match="YYYY-MM-DD"):
+        score_day(settings_for(tmp_path), day_clicks, "02/05/2024", model_uri=model_dir)
