@@ -28,3 +28,35 @@ def prepare_step(clicks: str, fmt: str = "auto", out_dir: str | None = None,
     spark = get_spark(settings, app_name="srgnn-prepare")
     result = run_prepare(spark, clicks, out_dir, config, fmt)
     return {"run_dir": result.out_dir, "summary": result.summary}
+
+
+def train_step(run_dir: str, epochs: int | None = None, **overrides) -> dict:
+    """Train SR-GNN on a prepared run, log it to MLflow, register it and run the champion gate.
+
+    ``overrides`` are :class:`srgnn.train.TrainConfig` fields (``hidden_size``, ``lr``, ...).
+    Returns ``{"run_id", "version", "model_uri", "metrics", "promoted", ...}``.
+    """
+    from .train import TrainConfig
+    from .training_run import run_training
+
+    settings = Settings.from_env()
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    overrides.setdefault("progress", False)
+    return run_training(settings, run_dir, TrainConfig(**overrides))
+
+
+def evaluate_step(run_dir: str, model_uri: str | None = None) -> dict:
+    """SR-GNN (default: the champion) and the baselines on the run's test split."""
+    from .training_run import evaluate_run
+
+    results, table = evaluate_run(Settings.from_env(), run_dir, model_uri=model_uri)
+    return {"run_dir": run_dir, "results": results, "table": table}
+
+
+def score_step(clicks: str, ds: str, model_uri: str | None = None, top_k: int = 20,
+               engine: str = "local", fmt: str = "auto") -> dict:
+    """Score the day ``ds`` into the warehouse (replaces that day atomically)."""
+    from .score import score_day
+
+    return score_day(Settings.from_env(), clicks, ds, model_uri=model_uri, top_k=top_k, engine=engine, fmt=fmt)
