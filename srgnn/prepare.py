@@ -45,6 +45,13 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
     raw = read_clicks(spark, clicks_path, fmt)
     min_len = config.min_session_length
     persisted = []
+    stage_seconds: dict[str, float] = {}
+    stage_start = [time.time()]
+
+    def stage(name: str) -> None:
+        now = time.time()
+        stage_seconds[name] = round(now - stage_start[0], 1)
+        stage_start[0] = now
 
     def keep(frame):
         persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
@@ -67,6 +74,7 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
     by_reason = {r["reason"]: int(r["n"]) for r in spark.read.parquet(quarantine_path)
                  .groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
     clicks_quarantined = sum(by_reason.values())
+    stage("read_and_quarantine")
 
     # 1. sessions, duplicates, single-click sessions: one pass.
     sessions = keep(etl.sessionize(raw.clicks))
@@ -83,6 +91,7 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
     sessions_read = int(row["s_n"])
     long_sessions = etl.drop_short_sessions(sessions.drop("raw_clicks"), min_len)
     clicks_long = int(row["s_clicks"]) - int(row["s_short_clicks"])
+    stage("sessionize")
 
     # 2. rare items, then sessions left too short; and the last day of the data.
     filtered = keep(etl.drop_rare_items(long_sessions, config.min_item_support))
@@ -92,6 +101,7 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
     removed["short_after_rare_items"] = int(row["f_short_clicks"])
     sessions_removed["short_after_rare_items"] = int(row["f_short_n"])
     last_day = row["last_day"]
+    stage("rare_items")
     if last_day is None:
         raise InputError(f"{clicks_path}: no session is left after the filters "
                          f"(min session length {min_len}, min item support {config.min_item_support})")
@@ -107,6 +117,8 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
     if vocab_size == 0:
         raise InputError(f"{clicks_path}: the training window is empty (all sessions fall in the last "
                          f"{config.test_days + config.valid_days} days); lower --test-days/--valid-days")
+
+    stage("split_and_vocab")
 
     # 4. item indices; items unseen in train leave valid/test sessions; per-split counts.
     indexed = keep(etl.index_sessions(split, vocab))
@@ -131,6 +143,7 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
                         for key in ("sessions", "clicks", "examples")}
         splits[name]["examples_before_unseen_filter"] = int(r["examples_before"]) if r else 0
     clicks_kept = sum(s["clicks"] for s in splits.values())
+    stage("index_items")
 
     # 5. load: sessions and session graphs per split.
     indexed = etl.drop_short_sessions(indexed, min_len, column="items")
@@ -144,6 +157,7 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
          .write.mode("overwrite").parquet(_out_path(out_dir, "graphs", name)))
     for frame in persisted:
         frame.unpersist()
+    stage("write_sessions_and_graphs")
 
     total_removed = sum(removed.values())
     summary = {
@@ -166,6 +180,7 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
         "examples_lost_to_unseen_items": sum(s["examples_before_unseen_filter"] - s["examples"]
                                              for s in splits.values()),
         "seconds": round(time.time() - started, 1),
+        "stage_seconds": stage_seconds,
         "out_dir": out_dir,
     }
     if not summary["balanced"]:
