@@ -1,0 +1,302 @@
+"""The Airflow DAG files: they import cleanly and light, and their structure is what we promise.
+
+DAGs are loaded the way Airflow loads them (``DagBag``), under a throwaway ``AIRFLOW_HOME``;
+no metadata database is needed. ``dags/`` goes on ``sys.path`` as the dag-processor does for
+a bundle, so that the DAG files can import their shared ``_common`` module. Each DAG file
+reads its configuration from the environment while it is parsed, so every ``bag(...)`` call
+below parses the files again under the environment it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGS = ROOT / "dags"
+HEAVY_MODULES = ("torch", "pyspark", "mlflow", "duckdb", "srgnn.pipeline", "srgnn.prepare",
+                 "srgnn.etl", "srgnn.spark", "srgnn.train", "srgnn.model", "srgnn.warehouse")
+CONFIG_VARS = ("SRGNN_EXECUTION_MODE", "SRGNN_SPARK_CONN_ID", "SRGNN_JOBS_DIR", "SRGNN_SPARK_PY_FILES",
+               "SRGNN_TRAINING_SCHEDULE", "SRGNN_SCORING_SCHEDULE", "SRGNN_TRAINING_CLICKS",
+               "SRGNN_TRAINING_FORMAT", "SRGNN_SCORING_CLICKS", "SRGNN_MODEL_URI",
+               "SRGNN_SCORING_ENGINE", "SRGNN_SCORING_FORMAT", "SRGNN_TOP_K", "SRGNN_MIN_ITEM_SUPPORT", "SRGNN_TEST_DAYS",
+               "SRGNN_VALID_DAYS", "SRGNN_TASK_RETRIES")
+
+
+def _airflow_environment(home: Path, srgnn_home: Path) -> dict[str, str]:
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        "SRGNN_HOME": str(srgnn_home),
+    }
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory):
+    """A private AIRFLOW_HOME, set before Airflow is first imported in this process."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    srgnn_home = tmp_path_factory.mktemp("srgnn-home")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in _airflow_environment(home, srgnn_home).items():
+            patch.setenv(name, value)
+        for name in CONFIG_VARS:
+            patch.delenv(name, raising=False)
+        patch.syspath_prepend(str(DAGS))
+        yield SimpleNamespace(home=home, srgnn_home=srgnn_home)
+
+
+@pytest.fixture
+def bag(airflow_env, monkeypatch):
+    """Parse the DAG folder under extra environment variables; fail on any import error."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    def load(**environment):
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        dagbag = DagBag(dag_folder=str(DAGS))
+        assert dagbag.import_errors == {}
+        return dagbag
+
+    return load
+
+
+def _edges(dag) -> set[tuple[str, str]]:
+    return {(upstream, task.task_id) for task in dag.tasks for upstream in task.upstream_task_ids}
+
+
+def _render(dag, task_id: str, field: str, context: dict):
+    task = dag.get_task(task_id)
+    return task.render_template(getattr(task, field), context, jinja_env=dag.get_template_env())
+
+
+# -- import -----------------------------------------------------------------------------------
+
+def test_dag_folder_imports_without_errors(bag):
+    dagbag = bag()
+    assert set(dagbag.dag_ids) == {"srgnn_training", "srgnn_scoring"}
+
+
+@pytest.mark.parametrize("mode", ["local", "cluster"])
+def test_importing_the_dag_folder_stays_light(tmp_path, mode):
+    """A fresh interpreter parses both DAG files and has not imported torch, Spark or MLflow."""
+    script = (
+        "import json, sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(DAGS)!r})\n"
+        f"heavy = [m for m in {HEAVY_MODULES!r} if m in sys.modules]\n"
+        "print(json.dumps({'dags': sorted(bag.dag_ids), 'errors': list(bag.import_errors), 'heavy': heavy}))\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
+    environment.update(_airflow_environment(tmp_path / "airflow", tmp_path / "srgnn"))
+    environment.update(PYTHONPATH=str(DAGS), SRGNN_EXECUTION_MODE=mode)
+    result = subprocess.run([sys.executable, "-c", script], env=environment, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"dags": ["srgnn_scoring", "srgnn_training"], "errors": [], "heavy": []}
+
+
+def test_unknown_execution_mode_is_an_import_error(airflow_env, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("SRGNN_EXECUTION_MODE", "yarn")
+    dagbag = DagBag(dag_folder=str(DAGS))
+    assert len(dagbag.import_errors) == 2
+    assert all("SRGNN_EXECUTION_MODE" in error for error in dagbag.import_errors.values())
+
+
+# -- training DAG -----------------------------------------------------------------------------
+
+def test_training_dag_structure(bag):
+    dag = bag().dags["srgnn_training"]
+    assert {task.task_id for task in dag.tasks} == {"prepare", "train", "evaluate", "publish_champion"}
+    assert _edges(dag) == {("prepare", "train"), ("train", "evaluate"), ("prepare", "evaluate"),
+                           ("evaluate", "publish_champion"), ("train", "publish_champion")}
+    assert dag.schedule == "@weekly"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.start_date.year == 2025 and dag.start_date.tzinfo is not None
+    assert set(dag.tags) == {"srgnn", "training"}
+    assert all(task.retries == 2 for task in dag.tasks)
+    assert {type(task).__name__ for task in dag.tasks} == {"_PythonDecoratedOperator"}
+
+
+def test_training_dag_publishes_the_champion_asset(bag):
+    dag = bag().dags["srgnn_training"]
+    outlets = {task.task_id: [asset.uri for asset in task.outlets] for task in dag.tasks}
+    assert outlets == {"prepare": [], "train": [], "evaluate": [],
+                       "publish_champion": ["srgnn://models/srgnn/champion"]}
+
+
+def test_training_params_and_their_environment_defaults(bag, airflow_env):
+    params = bag().dags["srgnn_training"].params
+    assert params.dump() == {
+        "clicks": str(airflow_env.srgnn_home.resolve() / "clicks"), "format": "auto",
+        "min_item_support": 5, "test_days": 7, "valid_days": 7, "epochs": None,
+    }
+    params = bag(SRGNN_TRAINING_CLICKS="/data/clicks/*.csv.gz", SRGNN_TRAINING_FORMAT="yoochoose",
+                 SRGNN_MIN_ITEM_SUPPORT="3", SRGNN_TEST_DAYS="1", SRGNN_VALID_DAYS="0",
+                 SRGNN_TRAINING_SCHEDULE="0 3 * * 1", SRGNN_TASK_RETRIES="4").dags["srgnn_training"].params
+    assert params.dump() == {
+        "clicks": "/data/clicks/*.csv.gz", "format": "yoochoose",
+        "min_item_support": 3, "test_days": 1, "valid_days": 0, "epochs": None,
+    }
+
+
+def test_training_params_are_validated(bag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    params = bag().dags["srgnn_training"].params
+    params["epochs"] = 3
+    params["format"] = "diginetica"
+    for name, bad in [("format", "xml"), ("min_item_support", 0), ("epochs", 0), ("test_days", -1)]:
+        with pytest.raises(ParamValidationError):
+            params[name] = bad
+
+
+def test_training_schedule_and_retries_come_from_the_environment(bag):
+    dag = bag(SRGNN_TRAINING_SCHEDULE="0 3 * * 1", SRGNN_TASK_RETRIES="4").dags["srgnn_training"]
+    assert dag.schedule == "0 3 * * 1"
+    assert all(task.retries == 4 for task in dag.tasks)
+    assert bag(SRGNN_TRAINING_SCHEDULE="none").dags["srgnn_training"].schedule is None
+
+
+def test_training_run_folder_is_decided_from_the_run_id(bag, airflow_env):
+    dag = bag().dags["srgnn_training"]
+    context = {"run_id": "scheduled__2026-11-29T00:00:00+00:00", "dag": dag, "params": dag.params.dump()}
+    rendered = _render(dag, "prepare", "op_kwargs", context)
+    assert rendered == {"out_dir": str(airflow_env.srgnn_home.resolve() / "runs" / "srgnn_training"
+                                       / "scheduled__2026-11-29T00_00_00_00_00")}
+
+
+def test_cluster_mode_submits_the_prepare_job(bag, airflow_env):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    dag = bag(SRGNN_EXECUTION_MODE="cluster", SRGNN_SPARK_CONN_ID="spark_prod",
+              SRGNN_JOBS_DIR="/opt/srgnn/jobs").dags["srgnn_training"]
+    prepare = dag.get_task("prepare")
+    assert isinstance(prepare, SparkSubmitOperator)
+    assert prepare._conn_id == "spark_prod"
+    assert prepare.application == "/opt/srgnn/jobs/prepare.py"
+    assert {type(task).__name__ for task in dag.tasks if task.task_id != "prepare"} == {"_PythonDecoratedOperator"}
+    assert _edges(dag) == {("prepare", "train"), ("train", "evaluate"),
+                           ("evaluate", "publish_champion"), ("train", "publish_champion")}
+
+    context = {"run_id": "manual__2026-11-29T10:11:12.5+00:00", "dag": dag, "params": dag.params.dump()}
+    run_dir = str(airflow_env.srgnn_home.resolve() / "runs" / "srgnn_training" / "manual__2026-11-29T10_11_12.5_00_00")
+    assert _render(dag, "prepare", "application_args", context) == [
+        "--clicks", str(airflow_env.srgnn_home.resolve() / "clicks"), "--out", run_dir, "--format", "auto",
+        "--min-item-support", "5", "--test-days", "7", "--valid-days", "7",
+    ]
+    # The training task reads the folder the Spark job wrote, from the same template.
+    assert list(_render(dag, "train", "op_args", context)) == [run_dir]
+    evaluate = dag.get_task("evaluate")  # its second argument is train's XCom, not a template
+    assert evaluate.render_template(evaluate.op_args[0], context, jinja_env=dag.get_template_env()) == run_dir
+
+
+def test_default_spark_connection_and_jobs_folder(bag):
+    prepare = bag(SRGNN_EXECUTION_MODE="cluster").dags["srgnn_training"].get_task("prepare")
+    assert prepare._conn_id == "spark_default"
+    assert prepare.application == str(ROOT / "jobs" / "prepare.py")
+    assert (ROOT / "jobs" / "prepare.py").is_file()
+
+
+# -- scoring DAG ------------------------------------------------------------------------------
+
+def test_scoring_dag_structure(bag):
+    from airflow.sdk import CronDataIntervalTimetable
+
+    dag = bag().dags["srgnn_scoring"]
+    assert [task.task_id for task in dag.tasks] == ["score"]
+    score = dag.get_task("score")
+    assert type(score).__name__ == "_PythonDecoratedOperator"
+    assert score.retries == 2
+    assert [asset.uri for asset in score.inlets] == ["srgnn://models/srgnn/champion"]
+    # A data-interval timetable: the run after midnight has the finished day as its `ds`.
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert dag.timetable.expression == "0 0 * * *"
+    assert dag.catchup is False
+    assert set(dag.tags) == {"srgnn", "scoring"}
+    assert dag.params.dump() == {
+        "clicks": str(Path(os.environ["SRGNN_HOME"]).resolve() / "clicks") + "/ds={{ ds }}/",
+        "format": "auto", "model_uri": "models:/srgnn@champion", "top_k": 20, "engine": "local",
+    }
+
+
+def test_scoring_schedule_and_params_from_the_environment(bag):
+    dag = bag(SRGNN_SCORING_SCHEDULE="30 2 * * *", SRGNN_SCORING_CLICKS="s3a://bucket/clicks/",
+              SRGNN_MODEL_URI="models:/srgnn/7", SRGNN_TOP_K="50",
+              SRGNN_SCORING_FORMAT="json").dags["srgnn_scoring"]
+    assert dag.timetable.expression == "30 2 * * *"
+    assert dag.params.dump()["clicks"] == "s3a://bucket/clicks/ds={{ ds }}/"
+    assert dag.params.dump()["model_uri"] == "models:/srgnn/7"
+    assert dag.params.dump()["top_k"] == 50
+    assert dag.params.dump()["format"] == "json"
+    assert bag(SRGNN_SCORING_SCHEDULE="none").dags["srgnn_scoring"].schedule is None
+
+
+def test_scoring_reads_the_partition_of_the_logical_date(bag):
+    from jinja2 import UndefinedError
+
+    dag = bag(SRGNN_SCORING_CLICKS="/data/clicks").dags["srgnn_scoring"]
+    params = dag.params.dump()
+    assert _render(dag, "score", "op_kwargs", {"ds": "2026-11-27", "params": params}) == {
+        "clicks": "/data/clicks/ds=2026-11-27/", "ds": "2026-11-27"}
+    params["clicks"] = "/data/{{ ds_nodash }}/*.json"
+    assert _render(dag, "score", "op_kwargs", {"ds": "2026-11-27", "params": params})["clicks"] == "/data/20261127/*.json"
+    # A run without a logical date has no `ds`: the task must fail, not read "ds=/".
+    with pytest.raises(UndefinedError):
+        _render(dag, "score", "op_kwargs", {"params": params})
+
+
+def test_cluster_mode_submits_the_scoring_job(bag):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    dag = bag(SRGNN_EXECUTION_MODE="cluster", SRGNN_SCORING_CLICKS="hdfs:///raw/clicks",
+              SRGNN_SPARK_PY_FILES="/opt/srgnn/dist/srgnn.zip").dags["srgnn_scoring"]
+    score = dag.get_task("score")
+    assert isinstance(score, SparkSubmitOperator)
+    assert score.application == str(ROOT / "jobs" / "score.py")
+    assert score.py_files == "/opt/srgnn/dist/srgnn.zip"
+    assert [asset.uri for asset in score.inlets] == ["srgnn://models/srgnn/champion"]
+    args = _render(dag, "score", "application_args", {"ds": "2026-11-27", "params": dag.params.dump()})
+    assert args == ["--clicks", "hdfs:///raw/clicks/ds=2026-11-27/", "--format", "auto", "--ds", "2026-11-27",
+                    "--model", "models:/srgnn@champion", "--top-k", "20"]
+
+
+# -- shared helpers ---------------------------------------------------------------------------
+
+def test_champion_gate_emits_only_promotions(airflow_env):
+    import _common
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    trained = {"run_id": "abc", "version": 7, "metrics": {"valid_mrr@20": 0.31},
+               "promoted": True, "model_uri": "models:/srgnn/7"}
+    events = {_common.CHAMPION: SimpleNamespace(extra={})}
+    extra = _common.publish_champion(trained, events)
+    assert events[_common.CHAMPION].extra == extra == {
+        "model_uri": "models:/srgnn/7", "version": "7", "run_id": "abc", "metrics": {"valid_mrr@20": 0.31}}
+
+    events = {_common.CHAMPION: SimpleNamespace(extra={})}
+    with pytest.raises(AirflowSkipException, match="did not beat the champion"):
+        _common.publish_champion({**trained, "promoted": False}, events)
+    assert events[_common.CHAMPION].extra == {}
+
+
+@pytest.mark.parametrize("run_id, folder", [
+    ("scheduled__2026-11-29T00:00:00+00:00", "scheduled__2026-11-29T00_00_00_00_00"),
+    ("manual__2026-11-29T10:11:12.123456+00:00", "manual__2026-11-29T10_11_12.123456_00_00"),
+    ("my run/../x", "my_run_.._x"),
+])
+def test_path_safe(airflow_env, run_id, folder):
+    import _common
+
+    assert _common.path_safe(run_id) == folder
+    assert "/" not in _common.path_safe(run_id)
