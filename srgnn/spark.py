@@ -25,13 +25,14 @@ def get_spark(settings: Settings | None = None, app_name: str = "srgnn", shuffle
     if active is not None:
         return active
     settings = settings or Settings.from_env()
+    # Under spark-submit the master (and driver options) come from its command line.
+    submitted = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))
     master = settings.spark_master
-    local = master.startswith("local")
+    local = master.startswith("local") and not submitted
     if shuffle_partitions is None:
         shuffle_partitions = max(4, 4 * (os.cpu_count() or 2)) if local else 200
     builder = (
         SparkSession.builder.appName(app_name)
-        .master(master)
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.adaptive.enabled", "true")
@@ -42,6 +43,8 @@ def get_spark(settings: Settings | None = None, app_name: str = "srgnn", shuffle
         # when every column happens to be selected.
         .config("spark.sql.csv.parser.columnPruning.enabled", "false")
     )
+    if not submitted:
+        builder = builder.master(master)
     if local:
         # Python workers run this interpreter (and so this environment's pyarrow and numpy).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
