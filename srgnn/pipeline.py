@@ -7,7 +7,16 @@ and returns a JSON-able dict: paths, URIs and counts travel between tasks, never
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from .config import PrepareConfig, Settings
+
+
+def _write_json(run_dir: str, name: str, payload: dict) -> None:
+    """Keep a step's result beside the run's data (local run folders only)."""
+    if "://" not in run_dir:
+        Path(run_dir, name).write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
 def prepare_step(clicks: str, fmt: str = "auto", out_dir: str | None = None,
@@ -43,7 +52,9 @@ def train_step(run_dir: str, epochs: int | None = None, **overrides) -> dict:
     if epochs is not None:
         overrides["epochs"] = epochs
     overrides.setdefault("progress", False)
-    return run_training(settings, run_dir, TrainConfig(**overrides))
+    result = run_training(settings, run_dir, TrainConfig(**overrides))
+    _write_json(run_dir, "training.json", result)
+    return result
 
 
 def evaluate_step(run_dir: str, model_uri: str | None = None) -> dict:
@@ -51,7 +62,11 @@ def evaluate_step(run_dir: str, model_uri: str | None = None) -> dict:
     from .training_run import evaluate_run
 
     results, table = evaluate_run(Settings.from_env(), run_dir, model_uri=model_uri)
-    return {"run_dir": run_dir, "results": results, "table": table}
+    out = {"run_dir": run_dir, "model_uri": model_uri, "results": results, "table": table}
+    _write_json(run_dir, "evaluation.json", out)
+    if "://" not in run_dir:
+        Path(run_dir, "evaluation.txt").write_text(table + "\n")
+    return out
 
 
 def score_step(clicks: str, ds: str, model_uri: str | None = None, top_k: int = 20,
