@@ -1,0 +1,226 @@
+"""Accuracy of the whole pipeline on Diginetica, next to the published figures and the baselines.
+
+    .venv/bin/python bench/bench_accuracy.py                                  # paper settings
+    .venv/bin/python bench/bench_accuracy.py --epochs 1 --max-examples 20000  # a quick check
+    .venv/bin/python bench/bench_accuracy.py --run-dir var/bench/accuracy/run --epochs 5
+
+What it runs, as production does:
+
+1. **prepare** (Spark, through the ``srgnn prepare`` command line) on ``train_clicks.csv.gz``
+   with ``--min-item-support 1`` (the benchmark is already filtered), ``--test-days 0`` and
+   ``--valid-days 3``: the last 3 of the 30 training days (about 10% of the sessions, like the
+   reference code's ``--valid_portion 0.1``) form the validation split that selects the epoch
+   and stops training early. The test prefixes are never seen before scoring.
+2. **train** with :func:`srgnn.training_run.run_training`: MLflow run, registered version,
+   gate (held-out figures on the validation split).
+3. **score** the 60,858 prefixes of ``score_clicks.csv.gz`` (each its own session on the day
+   after training ends, what a nightly scoring run receives) with the registered model loaded
+   by :func:`srgnn.registry.load_recommender`, and compare with ``targets.csv.gz``.
+4. **baselines** fitted on the same prepared train sessions, evaluated on the same prefixes.
+
+Prints HR@20 / MRR@20 next to the published figures on exactly these prefixes (SR-GNN 50.73 /
+17.59, NARM 49.70 / 16.17, STAMP 45.64 / 14.32, Item-KNN 35.75 / 11.57, POP 0.89 / 0.20),
+then the full metric table and the figures by session length. The reference code picks its
+epoch on the test set; here it is picked on validation days that the model then does not train
+on, and items that only occur in those days are unknown to it: expect a gap of that size.
+
+One epoch over the 720k training examples takes about 10 minutes on 2 CPU cores. Needs
+``../shared/data/diginetica``; writes under ``--home`` (default ``var/bench/accuracy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from srgnn import metrics  # noqa: E402
+from srgnn.baselines import BASELINES, make_baseline  # noqa: E402
+from srgnn.config import Settings  # noqa: E402
+from srgnn.evaluate import evaluate_ranked, format_table, load_sessions  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "diginetica"
+# Published HR@20 / MRR@20 (percent) on the same 60,858 prefixes, and our row for each.
+PUBLISHED = [
+    ("SR-GNN (paper)", 50.73, 17.59, "srgnn"),
+    ("NARM", 49.70, 16.17, None),
+    ("STAMP", 45.64, 14.32, None),
+    ("Item-KNN", 35.75, 11.57, "iknn"),
+    ("POP", 0.89, 0.20, "pop"),
+]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DATA, help="folder with the three Diginetica files")
+    p.add_argument("--home", type=Path, default=ROOT / "var" / "bench" / "accuracy",
+                   help="project home of this benchmark (MLflow store, run folder)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="reuse this prepared run folder (skips prepare when it has summary.json)")
+    p.add_argument("--valid-days", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--max-examples", type=int, default=None, help="training examples per epoch")
+    p.add_argument("--max-valid-examples", type=int, default=None)
+    p.add_argument("--hidden-size", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES),
+                   help="baselines to fit and score (none: --baselines with no name)")
+    p.add_argument("--k", type=int, default=20)
+    return p.parse_args(argv)
+
+
+def prepare(args, run_dir: Path) -> dict:
+    """``srgnn prepare`` in a subprocess (its JVM exits with it); returns summary.json."""
+    if (run_dir / "summary.json").exists():
+        print(f"prepare: reusing {run_dir}", flush=True)
+        return json.loads((run_dir / "summary.json").read_text())
+    command = [sys.executable, "-m", "srgnn.cli", "--home", str(args.home), "prepare",
+               "--clicks", str(args.data / "train_clicks.csv.gz"), "--out", str(run_dir),
+               "--min-item-support", "1", "--test-days", "0", "--valid-days", str(args.valid_days)]
+    print("prepare:", " ".join(command[1:]), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def load_prefixes(data: Path):
+    """The scoring input: raw-id prefixes (click order), their raw targets, in session order."""
+    clicks = pd.read_csv(data / "score_clicks.csv.gz", dtype={"session_id": str, "item_id": str})
+    clicks["number"] = clicks["session_id"].str[1:].astype(np.int64)  # "p17" -> 17
+    clicks = clicks.sort_values(["number", "timestamp"], kind="stable")
+    grouped = clicks.groupby("number", sort=True)
+    sessions = grouped["item_id"].agg(list)
+    session_ids = grouped["session_id"].first()
+    targets = pd.read_csv(data / "targets.csv.gz", dtype={"session_id": str, "item_id": str})
+    target_ids = targets.set_index("session_id")["item_id"].reindex(session_ids.to_numpy())
+    if target_ids.isna().any():
+        raise ValueError("some prefixes have no target in targets.csv.gz")
+    return sessions.tolist(), target_ids.to_numpy(dtype=object)
+
+
+def to_run_indices(raw_ids, index: pd.Index) -> np.ndarray:
+    """Raw ids -> the run's item indices (1..N), 0 where unknown."""
+    return index.get_indexer(np.asarray(raw_ids, dtype=object).astype(str)) + 1
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if not (args.data / "train_clicks.csv.gz").exists():
+        sys.exit(f"Diginetica not found under {args.data.resolve()}")
+    args.home = args.home.resolve()
+    os.environ["SRGNN_HOME"] = str(args.home)
+    settings = Settings.from_env(home=args.home)
+    run_dir = (args.run_dir or args.home / "run").resolve()
+    k = args.k
+    timings = {}
+
+    started = time.perf_counter()
+    summary = prepare(args, run_dir)
+    timings["prepare"] = time.perf_counter() - started
+    print(f"  vocabulary {summary['vocab_size']:,} items; "
+          + ", ".join(f"{s} {c['sessions']:,} sessions / {c['examples']:,} examples"
+                      for s, c in summary["splits"].items()), flush=True)
+
+    from srgnn.registry import load_recommender
+    from srgnn.recommender import read_vocab
+    from srgnn.train import TrainConfig
+    from srgnn.training_run import run_training
+
+    config = TrainConfig(hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr,
+                         epochs=args.epochs, patience=args.patience, top_k=k,
+                         num_threads=args.threads, max_examples_per_epoch=args.max_examples,
+                         max_valid_examples=args.max_valid_examples, progress=False)
+    started = time.perf_counter()
+    trained = run_training(settings, run_dir, config, baselines=(), k=k)
+    timings["train"] = time.perf_counter() - started
+    print(f"train: version {trained['version']} ({trained['decision']}), {trained['epochs']} "
+          f"epoch(s), best epoch {trained['best_epoch']}, valid HR@{k} "
+          f"{100 * trained['metrics'][f'best_valid_hr_at_{k}']:.2f}", flush=True)
+
+    sessions, targets = load_prefixes(args.data)
+    item_ids, popularity = read_vocab(run_dir / "vocab.parquet")
+    index = pd.Index(item_ids.astype(str))
+    lengths = np.array([len(s) for s in sessions])
+    target_index = to_run_indices(targets, index)  # 0: a target the model cannot know
+    print(f"score: {len(sessions):,} prefixes; {np.mean(target_index == 0):.2%} of targets are "
+          f"outside the training vocabulary", flush=True)
+
+    results = {}
+    started = time.perf_counter()
+    recommender, info = load_recommender(trained["model_uri"], settings=settings)
+    recs = recommender.recommend(sessions, k=k)
+    seconds = time.perf_counter() - started
+    # Raw ids against raw ids for the accuracy; the run's indices for the list measures.
+    ranks = metrics.ranks_from_topk(recs.item_ids[:, :k], targets)
+    result = evaluate_ranked(to_run_indices(recs.item_ids.ravel(), index).reshape(recs.item_ids.shape),
+                             target_index, lengths, popularity, k)
+    assert result[f"HR@{k}"] == metrics.hit_rate_at_k(ranks, k)
+    result["fallback_share"] = float(np.mean(recs.source != "model"))
+    result["recommend_s"] = seconds
+    results["srgnn"] = result
+    print(f"  srgnn   {info.resolved_uri}: HR@{k} {100 * result[f'HR@{k}']:.2f}  MRR@{k} "
+          f"{100 * result[f'MRR@{k}']:.2f}  ({result['fallback_share']:.2%} fallback, "
+          f"{seconds:.1f}s)", flush=True)
+
+    if args.baselines:
+        train_sessions = load_sessions(run_dir, "train")
+        flat = np.concatenate([np.asarray(s, dtype=object) for s in sessions]).astype(str)
+        prefix_values = to_run_indices(flat, index)  # unknown items (0) are ignored by baselines
+        prefix_offsets = np.concatenate([[0], np.cumsum(lengths)])
+        for name in args.baselines:
+            model = make_baseline(name)
+            t0 = time.perf_counter()
+            model.fit_flat(train_sessions.values, train_sessions.offsets,
+                           num_items=len(item_ids), session_times=train_sessions.end_times)
+            t1 = time.perf_counter()
+            top, _ = model.recommend(prefix_values, prefix_offsets, k)
+            t2 = time.perf_counter()
+            result = evaluate_ranked(top, target_index, lengths, popularity, k)
+            result["fallback_share"] = float("nan")
+            result["recommend_s"] = t2 - t1
+            result["fit_s"] = t1 - t0
+            results[name] = result
+            print(f"  {name:7s} HR@{k} {100 * result[f'HR@{k}']:.2f}  MRR@{k} "
+                  f"{100 * result[f'MRR@{k}']:.2f}  (fit {t1 - t0:.1f}s, recommend {t2 - t1:.1f}s)",
+                  flush=True)
+
+    print()
+    print(f"Diginetica, {len(sessions):,} published test prefixes; model {trained['model_uri']}: "
+          f"{trained['epochs']} epoch(s)"
+          + (f" of at most {args.max_examples:,} examples" if args.max_examples else "")
+          + f", hidden size {args.hidden_size}; prepare {timings['prepare']:.0f}s, "
+          f"train+log {timings['train']:.0f}s")
+    rows = [("model", f"HR@{k} %", f"MRR@{k} %", "published HR@20 %", "published MRR@20 %")]
+    for label, hr, mrr, ours in PUBLISHED:
+        mine = results.get(ours) if ours else None
+        rows.append((label if ours is None else f"{ours} (this pipeline) / {label}",
+                     f"{100 * mine[f'HR@{k}']:.2f}" if mine else "-",
+                     f"{100 * mine[f'MRR@{k}']:.2f}" if mine else "-", f"{hr:.2f}", f"{mrr:.2f}"))
+    for name in results:
+        if name not in {ours for *_, ours in PUBLISHED}:
+            rows.append((f"{name} (this pipeline)", f"{100 * results[name][f'HR@{k}']:.2f}",
+                         f"{100 * results[name][f'MRR@{k}']:.2f}", "-", "-"))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) if c == 0 else cell.rjust(w)
+                        for c, (cell, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    print()
+    print(format_table(results))
+
+
+if __name__ == "__main__":
+    main()

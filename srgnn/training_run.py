@@ -1,0 +1,314 @@
+"""One training, tracked end to end: train SR-GNN on a prepare run folder, log everything to
+MLflow, register the model as a new version of ``srgnn``, and run the promotion gate.
+
+:func:`run_training` is what ``srgnn train`` and the training DAG call. Inside one MLflow run:
+
+* params: the :class:`~srgnn.train.TrainConfig` itself (``dataclasses.asdict``), the number
+  of items, the prepare config (``prepare.*``) and counts (``data.*``) from ``summary.json``;
+* metrics per epoch, logged as each epoch ends (``step`` = epoch): ``train_loss``,
+  ``valid_hr_at_20``, ``valid_mrr_at_20``, ``examples_per_second``, ``learning_rate``,
+  ``epoch_seconds``; after training ``best_epoch``, ``best_valid_hr_at_20`` and the held-out
+  figures of SR-GNN (``test_hr_at_20``, ``test_mrr_at_20``, ...) and of every baseline
+  (``baseline.<name>.test_hr_at_20``, ...);
+* artifacts: ``plots/training_curve.png``, ``plots/hr_by_length.png``,
+  ``data/vocab.parquet``, ``config.json``, ``evaluation.txt`` (the table ``srgnn evaluate``
+  prints), ``evaluation.json``, and the pyfunc model ``model`` (see :mod:`srgnn.registry`);
+* the model is registered, and :func:`srgnn.registry.promote_if_better` decides whether the
+  ``champion`` alias moves to it (the decision is also a run tag).
+
+Held-out figures use the run's ``test`` split, or ``valid`` when ``test`` is empty (e.g.
+``--test-days 0``); the gate compares on the same examples.
+
+Checkpoints go to ``<run_dir>/model/`` (``checkpoint.pt``, ``best_model.pt``). With
+``resume=True`` training continues from the last finished epoch and, when the interrupted
+MLflow run is known (``<run_dir>/model/mlflow_run.json``) and not finished, its metrics
+continue in that run.
+
+Example::
+
+    from srgnn.config import Settings
+    from srgnn.train import TrainConfig
+    from srgnn.training_run import run_training, evaluate_run
+    out = run_training(Settings.from_env(), "var/runs/20261128T000000Z", TrainConfig(epochs=10))
+    print(out["version"], out["promoted"], out["metrics"])
+    results, table = evaluate_run(Settings.from_env(), "var/runs/20261128T000000Z")
+    print(table)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from srgnn.config import Settings
+
+__all__ = [
+    "DEFAULT_BASELINES",
+    "CHECKPOINT_DIR",
+    "run_training",
+    "evaluate_run",
+    "evaluation_split",
+    "plot_training_curve",
+    "plot_metric_by_length",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASELINES = ("pop", "iknn", "sknn", "markov")
+CHECKPOINT_DIR = "model"  # under the run folder
+_RUN_RECORD = "mlflow_run.json"  # in the checkpoint folder: the MLflow run of that training
+SRGNN = "srgnn"  # row name of the model in evaluation tables (registry.SRGNN_ROW)
+
+
+def evaluation_split(run_dir) -> str:
+    """``test``, or ``valid`` when the run folder's test split has no examples."""
+    from srgnn.registry import gate_split
+
+    return gate_split(run_dir)
+
+
+def _read_summary(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
+
+
+# --------------------------------------------------------------------------------------------
+# Plots (matplotlib's Agg canvas on a bare Figure: no pyplot, no global backend state)
+# --------------------------------------------------------------------------------------------
+def plot_training_curve(history, k: int = 20, best_epoch: int | None = None):
+    """Figure: training loss, and validation HR@K / MRR@K, per epoch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = [s.epoch for s in history]
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    loss_axes, metric_axes = figure.subplots(1, 2)
+    loss_axes.plot(epochs, [s.train_loss for s in history], marker="o")
+    loss_axes.set(title="training loss (cross-entropy)", xlabel="epoch", ylabel="loss")
+    metric_axes.plot(epochs, [100 * s.valid_hit_rate for s in history], marker="o", label=f"HR@{k}")
+    metric_axes.plot(epochs, [100 * s.valid_mrr for s in history], marker="s", label=f"MRR@{k}")
+    metric_axes.set(title="validation", xlabel="epoch", ylabel="percent")
+    if best_epoch:
+        for axes in (loss_axes, metric_axes):
+            axes.axvline(best_epoch, color="grey", linestyle=":", label="selected epoch")
+    metric_axes.legend()
+    for axes in (loss_axes, metric_axes):
+        axes.grid(alpha=0.3)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+    return figure
+
+
+def plot_metric_by_length(results: dict[str, dict], k: int = 20, metric: str = "HR",
+                          split: str = "test"):
+    """Figure: ``metric``@K per session-length bucket, one bar per model."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from srgnn.metrics import length_bucket_labels
+
+    labels = length_bucket_labels()
+    first = next(iter(results.values()))
+    counts = [first["by_length"][label]["examples"] for label in labels]
+    figure = Figure(figsize=(10, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    width = 0.8 / max(len(results), 1)
+    x = np.arange(len(labels))
+    for n, (name, result) in enumerate(results.items()):
+        values = [result["by_length"][label][f"{metric}@{k}"] for label in labels]
+        values = [100 * v if _finite(v) else 0.0 for v in values]
+        axes.bar(x + (n - (len(results) - 1) / 2) * width, values, width, label=name)
+    axes.set_xticks(x, [f"{label}\n(n={c})" for label, c in zip(labels, counts)])
+    axes.set(title=f"{metric}@{k} by session length ({split} split)",
+             xlabel="prefix length (clicks seen)", ylabel=f"{metric}@{k} (%)")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside the bars
+    axes.grid(axis="y", alpha=0.3)
+    return figure
+
+
+# --------------------------------------------------------------------------------------------
+# Training run
+# --------------------------------------------------------------------------------------------
+def _open_run(checkpoint_dir: Path, resume: bool, run_name: str):
+    """Start the MLflow run; with ``resume``, continue the interrupted run of this training."""
+    import mlflow
+
+    record = checkpoint_dir / _RUN_RECORD
+    if resume and record.exists():
+        run_id = json.loads(record.read_text()).get("run_id")
+        try:
+            previous = mlflow.MlflowClient().get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            previous = None
+        if previous is not None and previous.info.status != "FINISHED":
+            logger.info("continuing MLflow run %s", run_id)
+            return mlflow.start_run(run_id=run_id), True
+    return mlflow.start_run(run_name=run_name), False
+
+
+def run_training(
+    settings: Settings,
+    run_dir,
+    train_config=None,
+    *,
+    model_name: str = "srgnn",
+    resume: bool = False,
+    baselines=DEFAULT_BASELINES,
+    experiment_name: str = "srgnn",
+    k: int = 20,
+) -> dict:
+    """Train, log, register and gate one SR-GNN model on a prepare run folder.
+
+    Args:
+        settings: where MLflow lives (:func:`srgnn.registry.configure`).
+        run_dir: a folder written by ``srgnn prepare`` (docs/contracts.md).
+        train_config: a :class:`~srgnn.train.TrainConfig` (default: the paper's settings).
+        model_name: the registered model that gets the new version.
+        resume: continue from ``<run_dir>/model/checkpoint.pt`` (and its MLflow run).
+        baselines: names from :data:`srgnn.baselines.BASELINES` evaluated next to SR-GNN
+            on the same split (empty: none).
+        experiment_name: the MLflow experiment.
+        k: list length of the held-out metrics and of the gate (the gate compares HR@k,
+            then MRR@k).
+
+    Returns:
+        A JSON-able dict: ``run_id``, ``experiment_id``, ``model_name``, ``version`` (int),
+        ``model_uri`` (``models:/<name>/<version>``), ``metrics`` (held-out and validation
+        figures), ``promoted``, ``decision``, ``reason``, ``champion_version``,
+        ``previous_champion_version``, ``split``, ``baselines`` (``{name: {HR@k, MRR@k}}``),
+        ``table`` (the evaluation table), ``best_epoch``, ``epochs``, ``run_dir``.
+    """
+    import mlflow
+
+    from srgnn import registry
+    from srgnn.evaluate import evaluate_baselines, format_table
+    from srgnn.recommender import Recommender
+    from srgnn.train import TrainConfig, num_items_from_vocab, train
+
+    train_config = train_config or TrainConfig()
+    run_dir = Path(run_dir)
+    summary = _read_summary(run_dir)
+    num_items = num_items_from_vocab(run_dir / "vocab.parquet")
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    split = evaluation_split(run_dir)
+    experiment_id = registry.configure(settings, experiment_name)
+    tracking = registry.client()
+
+    active, continued = _open_run(checkpoint_dir, resume, run_name=f"train-{run_dir.name}")
+    with active as run:
+        run_id = run.info.run_id
+        (checkpoint_dir / _RUN_RECORD).write_text(json.dumps({"run_id": run_id}) + "\n")
+        # Params first, so that a run that crashes still shows what it was.
+        registry.log_params_once(registry.training_params(train_config, num_items, summary))
+        mlflow.set_tags({"run_dir": str(run_dir.resolve()), "evaluation_split": split,
+                         "resumed": str(continued)})
+
+        top = train_config.top_k
+        logged_epochs: set[int] = set()
+
+        def log_epoch(stats) -> None:  # live, as each epoch ends
+            registry.log_epoch(stats, top)
+            logged_epochs.add(stats.epoch)
+
+        result = train(run_dir / "graphs" / "train", run_dir / "graphs" / "valid", num_items,
+                       train_config, output_dir=checkpoint_dir, resume=resume,
+                       on_epoch_end=log_epoch)
+        if not continued:  # a new MLflow run: add the epochs restored from a checkpoint
+            for stats in result.history:
+                if stats.epoch not in logged_epochs:
+                    log_epoch(stats)
+
+        recommender = Recommender.from_training(result.best_state_dict, result.model_config, run_dir)
+        results = {SRGNN: registry.evaluate_recommender(recommender, run_dir, split, k)}
+        if baselines:
+            results.update(evaluate_baselines(run_dir, list(baselines), k=k, split=split))
+        table = format_table(results)
+        figures = {
+            "plots/training_curve.png": plot_training_curve(result.history, top, result.best_epoch),
+            "plots/hr_by_length.png": plot_metric_by_length(results, k, "HR", split),
+        }
+        info, metrics = registry.log_training_run(
+            result, run_dir, recommender, results, split=split, table=table, summary=summary,
+            figures=figures, model_name=model_name, k=k, log_history=False,
+        )
+        version = int(info.registered_model_version)
+        gate = registry.promote_if_better(
+            version, run_dir, candidate=recommender, model_name=model_name, k=k, split=split,
+            candidate_metrics=results[SRGNN], tracking=tracking,
+        )
+        mlflow.set_tags({"model_version": str(version), "gate.decision": gate.decision,
+                         "gate.reason": gate.reason, "promoted": str(gate.promoted)})
+
+    return registry.json_safe({
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "model_name": model_name,
+        "version": version,
+        "model_uri": f"models:/{model_name}/{version}",
+        "metrics": metrics,
+        "promoted": gate.promoted,
+        "decision": gate.decision,
+        "reason": gate.reason,
+        "champion_version": gate.champion_version,
+        "previous_champion_version": gate.previous_champion_version,
+        "split": split,
+        "baselines": {name: {f"HR@{k}": r[f"HR@{k}"], f"MRR@{k}": r[f"MRR@{k}"]}
+                      for name, r in results.items() if name != SRGNN},
+        "table": table,
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history),
+        "run_dir": str(run_dir),
+    })
+
+
+def evaluate_run(
+    settings: Settings,
+    run_dir,
+    model_uri: str | None = None,
+    baselines=DEFAULT_BASELINES,
+    *,
+    split: str | None = None,
+    k: int = 20,
+) -> tuple[dict, str]:
+    """SR-GNN and the baselines on the held-out split of a run folder (what ``srgnn
+    evaluate`` prints).
+
+    Args:
+        settings: where MLflow lives.
+        run_dir: a prepare run folder.
+        model_uri: the model to evaluate: ``None`` for ``models:/srgnn@champion``, any
+            model URI, or a local folder (see :func:`srgnn.registry.load_recommender`).
+        baselines: baseline names fitted on the run's train sessions (empty: none).
+        split: ``test`` / ``valid``; default test, or valid when test is empty.
+        k: cut-off.
+
+    Returns:
+        ``(results, table)``: ``{model: evaluate_ranked-style dict}`` with SR-GNN first
+        (under ``"srgnn"``, its version in ``results["srgnn"]["model"]``), and the text of
+        :func:`srgnn.evaluate.format_table` (overall, then by session length).
+    """
+    from srgnn import registry
+    from srgnn.evaluate import evaluate_baselines, format_table
+
+    split = split or evaluation_split(run_dir)
+    registry.connect(settings)
+    recommender, info = registry.load_recommender(model_uri or "models:/srgnn@champion")
+    result = registry.evaluate_recommender(recommender, run_dir, split, k)
+    results = {SRGNN: result}
+    if baselines:
+        results.update(evaluate_baselines(run_dir, list(baselines), k=k, split=split))
+    label = info.resolved_uri if info.version is None else f"{info.name} version {info.version}"
+    table = f"{label} on {Path(run_dir)} ({split} split)\n{format_table(results)}"
+    result["model"] = {"uri": info.uri, "resolved_uri": info.resolved_uri,
+                       "name": info.name, "version": info.version}
+    return results, table

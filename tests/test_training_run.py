@@ -1,0 +1,132 @@
+"""run_training / evaluate_run: one tracked training end to end on a small run folder.
+
+Real MLflow on a SQLite store under a temporary home (no mocks). The run folder is written
+without Spark by :func:`test_registry.write_run_folder`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+
+import pytest
+
+from srgnn import registry
+from srgnn.config import Settings
+from srgnn.recommender import read_vocab
+from srgnn.train import TrainConfig
+from srgnn.training_run import evaluate_run, run_training
+from test_registry import synthetic_splits, write_run_folder
+
+CONFIG = TrainConfig(hidden_size=32, batch_size=50, epochs=2, progress=False, num_threads=1, seed=7)
+BASELINES = ("pop", "markov")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two trainings on the same run folder: a good one, then a much worse one."""
+    root = tmp_path_factory.mktemp("training")
+    settings = Settings(home=root / "home")
+    run_dir = write_run_folder(root / "run", synthetic_splits())
+    first = run_training(settings, run_dir, CONFIG, baselines=BASELINES)
+    worse = run_training(settings, run_dir, replace(CONFIG, epochs=1, max_examples_per_epoch=100),
+                         baselines=())
+    return settings, run_dir, first, worse
+
+
+@pytest.mark.slow
+def test_run_training_returns_the_registered_version_and_its_figures(trained):
+    _, run_dir, first, _ = trained
+    json.dumps(first)  # JSON-able, for XCom
+    assert first["version"] == 1 and first["model_uri"] == "models:/srgnn/1"
+    assert first["promoted"] and first["decision"] == registry.DECISION_FIRST
+    assert first["champion_version"] == "1" and first["split"] == "test"
+    assert first["epochs"] == 2 and first["best_epoch"] in (1, 2)
+    metrics = first["metrics"]
+    assert metrics["test_hr_at_20"] > 0.6  # learnable data: far above popularity
+    assert metrics["test_hr_at_20"] > first["baselines"]["pop"]["HR@20"] + 0.2
+    assert 0 < metrics["test_mrr_at_20"] < metrics["test_hr_at_20"]
+    assert set(first["baselines"]) == set(BASELINES)
+    assert "srgnn" in first["table"] and "markov" in first["table"]
+    assert (run_dir / "model" / "best_model.pt").is_file()
+
+
+@pytest.mark.slow
+def test_the_mlflow_run_holds_config_curves_plots_and_model(trained):
+    import mlflow
+
+    _, run_dir, first, _ = trained
+    tracking = registry.client()
+    run = tracking.get_run(first["run_id"])
+    params = run.data.params
+    for name, value in asdict(CONFIG).items():  # the config object itself, every field
+        assert params[name] == str(value), name
+    assert params["num_items"] == str(len(read_vocab(run_dir / "vocab.parquet")[0]))
+    assert params["prepare.min_item_support"] == "1"
+    assert int(params["data.train_examples"]) > 1000
+
+    curve = tracking.get_metric_history(first["run_id"], "valid_hr_at_20")
+    assert [m.step for m in curve] == [1, 2]
+    for name in ("train_loss", "valid_mrr_at_20", "examples_per_second", "learning_rate"):
+        assert len(tracking.get_metric_history(first["run_id"], name)) == 2, name
+    assert run.data.metrics["test_hr_at_20"] == pytest.approx(first["metrics"]["test_hr_at_20"])
+    assert "baseline.pop.test_hr_at_20" in run.data.metrics
+
+    artifacts = {f.path for f in tracking.list_artifacts(first["run_id"])}
+    artifacts |= {f.path for d in ("plots", "data") for f in tracking.list_artifacts(first["run_id"], d)}
+    assert {"plots/training_curve.png", "plots/hr_by_length.png", "data/vocab.parquet",
+            "config.json", "evaluation.txt", "evaluation.json"} <= artifacts
+    config = mlflow.artifacts.load_dict(f"runs:/{first['run_id']}/config.json")
+    assert config["train_config"] == asdict(CONFIG) and len(config["history"]) == 2
+
+    version = tracking.get_model_version("srgnn", "1")
+    assert version.run_id == first["run_id"]
+    assert version.tags["gate.decision"] == "first model"
+    assert run.data.tags["gate.decision"] == "first model"
+
+
+@pytest.mark.slow
+def test_a_worse_training_is_registered_but_not_promoted(trained):
+    _, _, first, worse = trained
+    assert worse["version"] == 2
+    assert not worse["promoted"] and worse["decision"] == registry.DECISION_KEPT
+    assert worse["champion_version"] == "1" and worse["previous_champion_version"] == "1"
+    assert worse["metrics"]["test_hr_at_20"] < first["metrics"]["test_hr_at_20"]
+    assert registry.champion_version().version in (1, "1")
+    tags = registry.client().get_model_version("srgnn", "2").tags
+    assert float(tags["gate.champion_hr_at_20"]) == pytest.approx(
+        first["metrics"]["test_hr_at_20"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluate_run_compares_the_champion_with_baselines(trained):
+    settings, run_dir, first, worse = trained
+    results, table = evaluate_run(settings, run_dir, baselines=BASELINES)
+    assert list(results) == ["srgnn", *BASELINES]
+    assert results["srgnn"]["model"]["version"] == "1"
+    assert results["srgnn"]["HR@20"] == pytest.approx(first["metrics"]["test_hr_at_20"])
+    assert results["srgnn"]["HR@20"] > results["pop"]["HR@20"]
+    assert "srgnn version 1" in table and "by session length" in table
+    other, _ = evaluate_run(settings, run_dir, "models:/srgnn/2", baselines=())
+    assert list(other) == ["srgnn"]
+    assert other["srgnn"]["HR@20"] == pytest.approx(worse["metrics"]["test_hr_at_20"])
+
+
+@pytest.mark.slow
+def test_resume_continues_the_interrupted_mlflow_run(trained, tmp_path):
+    settings = trained[0]
+    run_dir = write_run_folder(tmp_path / "run", synthetic_splits(num_sessions=600, seed=4))
+    config = replace(CONFIG, hidden_size=16, epochs=1)
+    first = run_training(settings, run_dir, config, model_name="srgnn-resume", baselines=())
+    tracking = registry.client()
+    tracking.set_terminated(first["run_id"], "FAILED")  # as if the task had died after epoch 1
+
+    resumed = run_training(settings, run_dir, replace(config, epochs=2), resume=True,
+                           model_name="srgnn-resume", baselines=())
+    assert resumed["run_id"] == first["run_id"] and resumed["epochs"] == 2
+    steps = [m.step for m in tracking.get_metric_history(first["run_id"], "train_loss")]
+    assert steps == [1, 2]  # epoch 1 came from the checkpoint, not trained or logged again
+    run = tracking.get_run(first["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["epochs"] == "1" and run.data.tags["resume.epochs"] == "2"
+    assert registry.champion_version(model_name="srgnn").version in (1, "1")  # other model untouched
