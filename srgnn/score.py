@@ -75,11 +75,16 @@ def resolve_model(settings: Settings, model_uri: str | None):
         return Recommender.load(model_uri), ModelRef(uri=os.path.abspath(model_uri), name="srgnn", version="local")
     from . import registry
 
-    recommender, info = registry.load_recommender(model_uri, settings=settings)
-    name = info.get("name", "srgnn")
-    version = str(info.get("version", "unknown"))
-    pinned = f"models:/{name}/{version}" if info.get("version") else model_uri
-    return recommender, ModelRef(uri=pinned, name=name, version=version)
+    try:
+        recommender, info = registry.load_recommender(model_uri, settings=settings)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a missing model
+        from .io import InputError
+
+        first_line = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
+        raise InputError(f"cannot load model {model_uri} ({first_line}); train and register one first "
+                         "(srgnn train) or pass --model") from None
+    return recommender, ModelRef(uri=info.resolved_uri, name=info.name or "srgnn",
+                                 version=str(info.version or info.run_id or "unknown"))
 
 
 def recommend_table(recommender, sessions, k: int, model_label: str):
