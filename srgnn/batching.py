@@ -25,30 +25,32 @@ click sequence used by the attention readout is padded, to ``(B, L)``.
 :meth:`GraphBatch.to_padded` gives the padded dense form (``(B, n)`` items and ``(B, n, n)``
 matrices) for tests, reading and comparison; the model accepts both.
 
-Measured (hidden 100, batch 100, Diginetica training prefixes, 2-core CPU, torch 2.13; full
-training step = collate + forward + cross-entropy + backward + Adam, median of 200 batches,
-``bench/bench_train_speed.py --layouts``):
+Measured with ``bench/bench_train_speed.py`` (hidden 100, batch 100, shuffled Diginetica
+training prefixes, torch 2.13 on a shared 2-core VM; figures for 1 thread / 2 threads):
 
-======================  ======================  =====================  =====================
-step part               block-diagonal (this)   padded dense (bmm)     ratio
-======================  ======================  =====================  =====================
-collate                 0.12 ms                 0.45 ms
-graph cell fwd + bwd    0.9 ms                  5.1 ms                 5.7x
-training step, 2k items 3.3 ms                  8.9 ms                 2.7x
-training step, 43k      27 ms                   32 ms                  1.2x
-======================  ======================  =====================  =====================
+=================================  ======================  =====================
+per batch                          block-diagonal (this)   padded dense
+=================================  ======================  =====================
+real nodes / node slots            357                     1,738 (100 x 17.4)
+build the batch (read + collate)   0.3 ms                  0.6-0.7 ms
+graph cell forward + backward      6.3 / 4.0 ms            19.7 / 11.0 ms
+training step, 2,000 items         7.7 / 6.1 ms            16.7 / 10.1 ms
+training step, 43,097 items        68.7 / 42.8 ms          81.9 / 48.3 ms
+=================================  ======================  =====================
 
-With random batches the longest prefix in a batch is typically 25-40 clicks while the mean
-node count is ~4, so the padded form does ~5x more work in the graph cell. ``torch.sparse.mm``
-with a COO block-diagonal matrix was measured too and was slower than ``index_add`` on CPU
-(1.6 ms for the cell), so the aggregation uses plain index operations.
+A random batch's longest session has ~17 distinct items while the mean is ~3.6, so the
+padded form does ~5x the graph-cell work. ``torch.sparse.mm`` with a COO block-diagonal
+matrix (built outside the timing) measured the same as ``index_add`` within noise (6.5 / 3.6
+ms for the graph cell); ``index_add`` is kept because it needs no sparse tensor to be built
+and coalesced per batch and its backward is ordinary dense autograd on every device. The
+reference implementation's per-session numpy loop takes 5.8 ms to build one batch.
 
 Example::
 
-    reader = GraphParquetReader("runs/2024-01-01/graphs/train", batch_size=100, shuffle=True, seed=7)
+    reader = GraphParquetReader("runs/r1/graphs/train", batch_size=100, shuffle=True, seed=7)
     for batch in reader.batches(epoch=0):
-        scores = model(batch)                      # (B, N)
-        loss = F.cross_entropy(scores, batch.targets - 1)
+        loss = model.loss(batch)        # cross-entropy of batch.targets over all items
+        scores = model(batch)           # (B, N) scores, column j is item j + 1
 """
 
 from __future__ import annotations
@@ -419,7 +421,8 @@ class GraphParquetReader:
         import pyarrow as pa
 
         rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(len(self._fragments)) if self.shuffle else range(len(self._fragments))
+        fragments = len(self._fragments)
+        order = rng.permutation(fragments) if self.shuffle else range(fragments)
         budget = self.num_examples
         pending: list = []  # Arrow record batches not yet served
         pending_rows = 0
@@ -450,7 +453,8 @@ class GraphParquetReader:
         threshold = self.shuffle_buffer if self.shuffle else 1
         for index in order:
             fragment = self._fragments[index]
-            for record_batch in fragment.to_batches(columns=list(GRAPH_COLUMNS), batch_size=self.read_rows):
+            reads = fragment.to_batches(columns=list(GRAPH_COLUMNS), batch_size=self.read_rows)
+            for record_batch in reads:
                 if record_batch.num_rows == 0:
                     continue
                 pending.append(record_batch)

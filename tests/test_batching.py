@@ -137,11 +137,14 @@ def examples_of(batches) -> list[tuple]:
 
 def file_examples(folder) -> list[tuple]:
     table = pq.read_table(folder, columns=["target", "prefix"])
-    return list(zip(table.column("target").to_pylist(), map(tuple, table.column("prefix").to_pylist())))
+    prefixes = map(tuple, table.column("prefix").to_pylist())
+    return list(zip(table.column("target").to_pylist(), prefixes))
 
 
 def test_reader_serves_every_example_once_per_epoch(graph_folder):
-    reader = GraphParquetReader(graph_folder, batch_size=32, shuffle=True, seed=1, shuffle_buffer=150)
+    reader = GraphParquetReader(
+        graph_folder, batch_size=32, shuffle=True, seed=1, shuffle_buffer=150
+    )
     served = examples_of(reader.batches(epoch=0))
     expected = file_examples(graph_folder)
     assert len(served) == reader.num_examples == len(expected)
@@ -151,7 +154,9 @@ def test_reader_serves_every_example_once_per_epoch(graph_folder):
 
 def test_reader_order_depends_only_on_seed_and_epoch(graph_folder):
     def order(seed, epoch):
-        reader = GraphParquetReader(graph_folder, batch_size=50, shuffle=True, seed=seed, shuffle_buffer=200)
+        reader = GraphParquetReader(
+            graph_folder, batch_size=50, shuffle=True, seed=seed, shuffle_buffer=200
+        )
         return examples_of(reader.batches(epoch))
 
     assert order(5, 2) == order(5, 2)

@@ -143,7 +143,8 @@ def test_parameters_are_uniform_in_the_reference_range_and_reset():
     bound = 1 / math.sqrt(25)
     for name, parameter in model.named_parameters():
         assert parameter.abs().max() <= bound, name
-    assert float(model.embedding.weight.detach().std()) == pytest.approx(bound / math.sqrt(3), rel=0.1)
+    spread = float(model.embedding.weight.detach().std())
+    assert spread == pytest.approx(bound / math.sqrt(3), rel=0.1)  # std of U(-b, b)
     before = model.embedding.weight.detach().clone()
     model.reset_parameters()
     assert not torch.equal(before, model.embedding.weight)
@@ -225,3 +226,25 @@ def test_scorer_from_state_dict_and_bad_input(scorer_model):
         scorer.top_k(np.array([1, 2]), np.array([0, 1]))
     with pytest.raises(ValueError, match="k must"):
         scorer.top_k(np.array([1]), np.array([0, 1]), k=0)
+
+
+def test_training_loss_equals_cross_entropy_of_the_scores_with_the_same_gradients():
+    sessions = clustered_sessions(num_items=40, num_sessions=30, seed=6)
+    values, offsets = sessions_to_arrays(sessions)
+    prefix_values, prefix_offsets, targets, _ = expand_prefixes(values, offsets)
+    batch = collate(build_graphs(prefix_values, prefix_offsets), targets)
+    torch.manual_seed(6)
+    model = SRGNN(ModelConfig(num_items=40, hidden_size=16))
+
+    expected = torch.nn.functional.cross_entropy(model(batch), batch.targets - 1)
+    expected.backward()
+    expected_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    loss = model.loss(batch)
+    loss.backward()
+    torch.testing.assert_close(loss, expected)
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, expected_grads[name], rtol=1e-4, atol=1e-7)
+    assert torch.count_nonzero(model.embedding.weight.grad[0]) == 0  # padding row
+    with pytest.raises(ValueError, match="targets"):
+        model.loss(collate(build_graphs(np.array([1, 2]), np.array([0, 2])), np.array([41])))

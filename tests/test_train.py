@@ -136,7 +136,8 @@ def test_checkpoint_files_and_resume_guards(splits, tmp_path):
         assert torch.equal(tensor, again.best_state_dict[name])
 
     with pytest.raises(ValueError, match="lr"):
-        train(train_dir, valid_dir, NUM_ITEMS, replace(config, lr=0.01), output_dir=tmp_path, resume=True)
+        train(train_dir, valid_dir, NUM_ITEMS, replace(config, lr=0.01), output_dir=tmp_path,
+              resume=True)
     with pytest.raises(ValueError, match="num_items"):
         train(train_dir, valid_dir, NUM_ITEMS + 1, config, output_dir=tmp_path, resume=True)
     with pytest.raises(ValueError, match="output_dir"):
@@ -176,6 +177,6 @@ def test_config_validation_and_vocab_size(tmp_path):
     assert TrainConfig().threads() >= 1 and TrainConfig(num_threads=3).threads() == 3
     import pyarrow as pa
 
-    pq.write_table(pa.table({"item_id": ["a", "b", "c"], "item_index": pa.array([1, 2, 3], pa.int32())}),
-                   tmp_path / "vocab.parquet")
+    vocab = pa.table({"item_id": ["a", "b", "c"], "item_index": pa.array([1, 2, 3], pa.int32())})
+    pq.write_table(vocab, tmp_path / "vocab.parquet")
     assert num_items_from_vocab(tmp_path / "vocab.parquet") == 3

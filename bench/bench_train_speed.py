@@ -1,0 +1,412 @@
+"""Training speed of SR-GNN on the CPU: batching layouts, the matmul ceiling, peak memory.
+
+For a Diginetica-size catalogue (43,097 items, the benchmark's real sessions when
+``../shared/data/diginetica/train_clicks.csv.gz`` exists, generated sessions otherwise) and
+a small catalogue (the 2,000 most clicked items of the same sessions), it trains the same
+model (hidden 100, batch 100, fused Adam, ``srgnn.train.training_step``) fed three ways:
+
+* ``block-diagonal``: the product path: graph Parquet streamed by
+  ``srgnn.batching.GraphParquetReader`` (shuffled), vectorised ``collate``;
+* ``padded (vectorised)``: the same batches turned into padded dense ``(B, n, n)`` matrices;
+* ``per-session loop``: the reference implementation's batching: a numpy loop per session
+  that builds the padded dense adjacency, from in-memory prefixes, padded to the batch's
+  longest prefix;
+* ``reference (L=...)``: the same loop padded, as the authors' code does, to the longest prefix
+  of the whole dataset (so the alias loop and the attention run over ``L`` positions).
+
+It also times one graph-cell forward + backward per aggregation (``index_add`` on the
+block-diagonal batch, ``bmm`` on the padded one, ``torch.sparse.mm`` with a COO block-diagonal
+matrix) and the fp32 matmul ceiling of a training step at the scoring shape: ``(B, d) @ (d, N)``
+forward plus the two backward products, ``6 * d * N`` FLOP per example (~26 MFLOP at Diginetica
+size), so ``ceiling examples/s = B / time of the three products``. The machine is shared: load
+averages are printed before and after.
+
+Run (about 1-2 minutes with the defaults)::
+
+    .venv/bin/python bench/bench_train_speed.py
+    .venv/bin/python bench/bench_train_speed.py --batches 1000 --threads 1   # longer, 1 thread
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from graphdata import clustered_sessions, expand_prefixes, sessions_to_arrays, write_graph_parquet  # noqa: E402
+from srgnn.batching import GraphBatch, GraphParquetReader, PaddedGraphBatch  # noqa: E402
+from srgnn.model import SRGNN, ModelConfig  # noqa: E402
+from srgnn.train import training_step  # noqa: E402
+
+DIGINETICA = ROOT.parent / "shared" / "data" / "diginetica" / "train_clicks.csv.gz"
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------
+def diginetica_sessions(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """Sessions of the CSV as (values, offsets) with items mapped to 1..N."""
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(path)
+    table = table.take(pc.sort_indices(table, [("session_id", "ascending"), ("timestamp", "ascending")]))
+    _, items = np.unique(table.column("item_id").to_numpy(), return_inverse=True)
+    session = table.column("session_id").to_numpy()
+    starts = np.flatnonzero(np.r_[True, session[1:] != session[:-1]])
+    offsets = np.r_[starts, len(session)].astype(np.int64)
+    return items.astype(np.int64) + 1, offsets, f"Diginetica train sessions ({path.name})"
+
+
+def generated_sessions(num_items: int, num_sessions: int) -> tuple[np.ndarray, np.ndarray, str]:
+    sessions = clustered_sessions(num_items, num_sessions, cluster_size=20, mean_length=5.0, seed=0)
+    values, offsets = sessions_to_arrays(sessions)
+    return values, offsets, f"generated sessions ({num_items} items)"
+
+
+def keep_top_items(values, offsets, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Drop clicks outside the ``keep`` most clicked items, re-index them 1..keep, and drop
+    sessions left with fewer than two clicks."""
+    counts = np.bincount(values)
+    counts[0] = 0
+    top = np.argsort(-counts, kind="stable")[:keep]
+    new_index = np.zeros(len(counts), dtype=np.int64)
+    new_index[top] = np.arange(1, keep + 1)
+    session = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    kept = new_index[values] > 0
+    values, session = new_index[values][kept], session[kept]
+    lengths = np.bincount(session, minlength=len(offsets) - 1)
+    long_enough = (lengths >= 2)[session]
+    values, session = values[long_enough], session[long_enough]
+    lengths = np.bincount(session, minlength=len(offsets) - 1)
+    lengths = lengths[lengths > 0]
+    return values, np.r_[0, np.cumsum(lengths)].astype(np.int64)
+
+
+def sample_sessions(values, offsets, count: int, seed: int = 0):
+    """``count`` random sessions (all of them when there are fewer)."""
+    num_sessions = len(offsets) - 1
+    if count >= num_sessions:
+        return values, offsets
+    chosen = np.sort(np.random.default_rng(seed).choice(num_sessions, count, replace=False))
+    lengths = np.diff(offsets)[chosen]
+    new_offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
+    return values[np.repeat(offsets[chosen], lengths) + within], new_offsets
+
+
+# ------------------------------------------------------------------------------------------
+# The reference implementation's batching: one numpy loop per session
+# ------------------------------------------------------------------------------------------
+def per_session_batch(
+    prefixes: list[np.ndarray], targets: np.ndarray, pad_to: int | None = None
+) -> PaddedGraphBatch:
+    """Padded dense batch built session by session, as the authors' ``Data.get_slice`` does.
+
+    The reference pads every prefix to the longest prefix of the whole dataset (``pad_to``);
+    ``None`` pads to the longest of the batch instead, which is cheaper.
+    """
+    lengths = [len(p) for p in prefixes]
+    max_length = pad_to or max(lengths)
+    padded = [np.concatenate([p, np.zeros(max_length - len(p), dtype=np.int64)]) for p in prefixes]
+    max_nodes = max(len(np.unique(u)) for u in padded)
+    items, adjacency_in, adjacency_out, alias = [], [], [], []
+    for u in padded:
+        node = np.unique(u)
+        items.append(node.tolist() + [0] * (max_nodes - len(node)))
+        adjacency = np.zeros((max_nodes, max_nodes))
+        for i in range(len(u) - 1):
+            if u[i + 1] == 0:
+                break
+            source = np.where(node == u[i])[0][0]
+            target = np.where(node == u[i + 1])[0][0]
+            adjacency[source][target] = 1
+        in_degree = adjacency.sum(0)
+        in_degree[in_degree == 0] = 1
+        out_degree = adjacency.sum(1)
+        out_degree[out_degree == 0] = 1
+        adjacency_in.append((adjacency / in_degree).T)
+        adjacency_out.append((adjacency.T / out_degree).T)
+        alias.append([np.where(node == i)[0][0] for i in u])
+    mask = np.array([[1] * n + [0] * (max_length - n) for n in lengths], dtype=bool)
+    return PaddedGraphBatch(
+        items=torch.tensor(np.array(items), dtype=torch.long),
+        adjacency_in=torch.tensor(np.array(adjacency_in), dtype=torch.float32),
+        adjacency_out=torch.tensor(np.array(adjacency_out), dtype=torch.float32),
+        alias=torch.tensor(np.array(alias), dtype=torch.long),
+        mask=torch.from_numpy(mask),
+        last_position=torch.tensor(lengths, dtype=torch.long) - 1,
+        prefix_lengths=torch.tensor(lengths, dtype=torch.long),
+        targets=torch.from_numpy(targets.astype(np.int64)),
+    )
+
+
+def per_session_batches(prefix_values, prefix_offsets, targets, batch_size, seed, pad_to=None):
+    order = np.random.default_rng(seed).permutation(len(targets))
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        rows = order[start : start + batch_size]
+        prefixes = [prefix_values[prefix_offsets[r] : prefix_offsets[r + 1]] for r in rows]
+        yield per_session_batch(prefixes, targets[rows], pad_to)
+
+
+# ------------------------------------------------------------------------------------------
+# Measurements
+# ------------------------------------------------------------------------------------------
+class TrainingRun:
+    """A fresh model trained on one batch stream, timed round by round."""
+
+    def __init__(self, batches, num_items: int, warmup: int) -> None:
+        torch.manual_seed(0)
+        self.model = SRGNN(ModelConfig(num_items=num_items, hidden_size=100))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, weight_decay=1e-5, fused=True)
+        self.batches = iter(batches)
+        self.rounds: list[float] = []  # examples/s of each round
+        self.batch_seconds: list[float] = []
+        self.step_seconds: list[float] = []
+        self.run(warmup, timed=False)
+
+    def run(self, count: int, timed: bool = True) -> None:
+        examples, started_round = 0, time.perf_counter()
+        for _ in range(count):
+            started = time.perf_counter()
+            batch = next(self.batches)
+            built = time.perf_counter()
+            training_step(self.model, self.optimizer, batch)
+            if timed:
+                self.batch_seconds.append(built - started)
+                self.step_seconds.append(time.perf_counter() - built)
+                examples += batch.batch_size
+        if timed:
+            self.rounds.append(examples / (time.perf_counter() - started_round))
+
+    def figures(self) -> dict:
+        total = sum(self.batch_seconds) + sum(self.step_seconds)
+        return {
+            "examples_per_second": 100 * len(self.step_seconds) / total,
+            "best_round": max(self.rounds),
+            "batching_ms": 1e3 * statistics.median(self.batch_seconds),
+            "step_ms": 1e3 * statistics.median(self.step_seconds),
+        }
+
+
+def time_training(streams: dict, num_items: int, warmup: int, count: int, rounds: int) -> dict:
+    """Train one model per batch stream; the streams take turns, ``rounds`` times, so that a
+    burst of load from other processes hits them all alike."""
+    runs = {name: TrainingRun(batches, num_items, warmup) for name, batches in streams.items()}
+    for _ in range(rounds):
+        for run in runs.values():
+            run.run(max(count // rounds, 1))
+    return {name: run.figures() for name, run in runs.items()}
+
+
+def time_graph_cell(batches: list[GraphBatch], num_items: int) -> dict:
+    """Median forward + backward time of one graph-cell step per aggregation method."""
+    torch.manual_seed(0)
+    model = SRGNN(ModelConfig(num_items=num_items, hidden_size=100))
+    cell = model.gnn
+
+    def index_add(batch):
+        return cell(model.embedding(batch.node_items), batch)
+
+    def bmm(batch):
+        padded = batch.padded
+        return cell(model.embedding(padded.items), padded)
+
+    def sparse_mm(batch):
+        hidden = model.embedding(batch.node_items)
+        incoming = torch.sparse.mm(batch.sparse_in, cell.edge_in(hidden))
+        outgoing = torch.sparse.mm(batch.sparse_out, cell.edge_out(hidden))
+        return cell.update(hidden, incoming, outgoing)
+
+    for batch in batches:  # layouts prepared outside the timing
+        total = int(batch.node_offsets[-1])
+        batch.padded = batch.to_padded()
+        batch.sparse_in = torch.sparse_coo_tensor(
+            torch.stack([batch.edge_dst, batch.edge_src]), batch.edge_weight_in, (total, total),
+            check_invariants=False,
+        ).coalesce()
+        batch.sparse_out = torch.sparse_coo_tensor(
+            torch.stack([batch.edge_src, batch.edge_dst]), batch.edge_weight_out, (total, total),
+            check_invariants=False,
+        ).coalesce()
+    out = {}
+    for name, method in (("index_add (block-diagonal)", index_add), ("bmm (padded)", bmm),
+                         ("torch.sparse.mm (COO)", sparse_mm)):
+        times = []
+        for repeat in range(2):
+            for batch in batches:
+                started = time.perf_counter()
+                method(batch).sum().backward()
+                if repeat:
+                    times.append(time.perf_counter() - started)
+        model.zero_grad(set_to_none=True)
+        out[name] = 1e3 * statistics.median(times)
+    return out
+
+
+def matmul_ceiling(num_items: int, hidden: int = 100, batch: int = 100, repeats: int = 20) -> dict:
+    """The fp32 matmul ceiling of a training step at the scoring shape, two ways.
+
+    ``single``: the FLOP rate of one ``torch.mm`` of shape ``(B, d) @ (d, N)`` (contiguous
+    operands), divided into the ``6 * d * N`` FLOP per example of the forward and backward
+    scoring products. ``products``: the best time of those three products as a training step
+    lays them out (``F.linear`` forward, then the two backward products), per batch.
+    """
+    session = torch.randn(batch, hidden)
+    items_by_row = torch.randn(num_items, hidden)  # the embedding table's layout
+    items_by_column = torch.randn(hidden, num_items)
+    grad_scores = torch.randn(batch, num_items)
+    flop_per_example = 6 * hidden * num_items
+
+    def best_seconds(function) -> float:
+        for _ in range(3):
+            function()
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(repeats):
+                function()
+            best = min(best, (time.perf_counter() - started) / repeats)
+        return best
+
+    def products():
+        torch.nn.functional.linear(session, items_by_row)  # scores (B, N)
+        torch.mm(grad_scores, items_by_row)  # d loss / d session (B, d)
+        torch.mm(grad_scores.T, session)  # d loss / d items (N, d)
+
+    single = best_seconds(lambda: torch.mm(session, items_by_column))
+    single_gflops = 2 * batch * hidden * num_items / single / 1e9
+    three = best_seconds(products)
+    return {
+        "mflop_per_example": flop_per_example / 1e6,
+        "single_gflops": single_gflops,
+        "single_examples_per_second": single_gflops * 1e9 / flop_per_example,
+        "products_ms": 1e3 * three,
+        "products_gflops": flop_per_example * batch / three / 1e9,
+        "products_examples_per_second": batch / three,
+    }
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
+
+
+# ------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=100, help="timed batches per row (Diginetica)")
+    parser.add_argument("--small-batches", type=int, default=300, help="timed batches per row (small)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed batches before each row")
+    parser.add_argument("--rounds", type=int, default=5, help="turns the rows take (see time_training)")
+    parser.add_argument("--sessions", type=int, default=30_000,
+                        help="sessions sampled into the graph Parquet (more = longer setup)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = every core")
+    parser.add_argument("--small-items", type=int, default=2_000, help="size of the small catalogue")
+    parser.add_argument("--skip-reference", action="store_true", help="skip the per-session loop rows")
+    args = parser.parse_args(argv)
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    print(f"torch {torch.__version__}, {threads} thread(s) of {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.2f} at start")
+
+    if DIGINETICA.exists():
+        values, offsets, source = diginetica_sessions(DIGINETICA)
+    else:
+        values, offsets, source = generated_sessions(43_097, 190_000)
+    print(f"data: {source}: {len(offsets) - 1:,} sessions, {len(values):,} clicks, "
+          f"{int(values.max()):,} items; peak RSS after loading {peak_rss_mib():.0f} MiB")
+    catalogues = [
+        ("Diginetica-size", int(values.max()), values, offsets, args.batches),
+        (f"small ({args.small_items:,} items)", args.small_items,
+         *keep_top_items(values, offsets, args.small_items), args.small_batches),
+    ]
+
+    ceiling_before = matmul_ceiling(int(values.max()))
+    rows, cells = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench-train-speed-") as scratch:
+        for name, num_items, cat_values, cat_offsets, count in catalogues:
+            cat_values, cat_offsets = sample_sessions(cat_values, cat_offsets, args.sessions)
+            folder = write_graph_parquet(Path(scratch) / name.split()[0], (cat_values, cat_offsets))
+            prefix_values, prefix_offsets, targets, _ = expand_prefixes(cat_values, cat_offsets)
+            needed = (args.warmup + count) * 100
+            if len(targets) < needed:
+                raise SystemExit(f"{name}: {len(targets)} examples, {needed} needed; raise --sessions.")
+
+            def reader_batches(padded: bool):
+                reader = GraphParquetReader(folder, batch_size=100, shuffle=True, seed=1,
+                                            shuffle_buffer=50_000)
+                for batch in reader.batches(0):
+                    yield batch.to_padded() if padded else batch
+
+            streams = {
+                "block-diagonal": reader_batches(False),
+                "padded (vectorised)": reader_batches(True),
+            }
+            if not args.skip_reference:
+                streams["per-session loop"] = per_session_batches(
+                    prefix_values, prefix_offsets, targets, 100, seed=1
+                )
+                longest = int(np.diff(prefix_offsets).max())
+                streams[f"reference (L={longest})"] = per_session_batches(
+                    prefix_values, prefix_offsets, targets, 100, seed=1, pad_to=longest
+                )
+            measured = time_training(streams, num_items, args.warmup, count, args.rounds)
+            reference = measured.get("per-session loop", {}).get("examples_per_second")
+            for layout, figures in measured.items():
+                speedup = figures["examples_per_second"] / reference if reference else float("nan")
+                rows.append((name, layout, figures, speedup))
+            sample = [batch for _, batch in zip(range(50), reader_batches(False))]
+            cells[name] = time_graph_cell(sample, num_items)
+            print(f"  measured {name}: peak RSS {peak_rss_mib():.0f} MiB")
+
+    # The ceiling is measured before and after the training rows; the faster one counts.
+    after = matmul_ceiling(int(values.max()))
+    ceiling = {
+        key: (min if key.endswith("_ms") else max)(ceiling_before[key], after[key]) for key in after
+    }
+    print()
+    print(f"{'catalogue':<22} {'batching':<21} {'examples/s':>11} {'best round':>11} "
+          f"{'batch ms':>9} {'step ms':>8} {'vs loop':>8}")
+    for name, layout, figures, speedup in rows:
+        print(f"{name:<22} {layout:<21} {figures['examples_per_second']:>11,.0f} "
+              f"{figures['best_round']:>11,.0f} {figures['batching_ms']:>9.2f} "
+              f"{figures['step_ms']:>8.2f} {speedup:>7.1f}x")
+    print("examples/s: over all timed batches (batch building included); best round: the fastest\n"
+          "of the rounds; batch ms / step ms: medians of building one batch / of one training step;\n"
+          "vs loop: examples/s over the per-session loop row")
+    print()
+    print(f"{'graph cell fwd + bwd (median ms)':<34}" + "".join(f"{n:>22}" for n in cells))
+    for method in next(iter(cells.values())):
+        print(f"{method:<34}" + "".join(f"{cells[n][method]:>22.2f}" for n in cells))
+    print()
+    measured = next(f for n, layout, f, _ in rows if layout == "block-diagonal")
+    num_items = int(values.max())
+    print(f"fp32 matmul ceiling at d = B = 100, N = {num_items:,}: "
+          f"{ceiling['mflop_per_example']:.1f} MFLOP per example (forward + backward scoring)")
+    for label, key in (
+        (f"one torch.mm (100 x 100) @ (100 x {num_items:,}): {ceiling['single_gflops']:.0f} GFLOP/s",
+         "single_examples_per_second"),
+        (f"the step's 3 products: {ceiling['products_gflops']:.0f} GFLOP/s, "
+         f"{ceiling['products_ms']:.1f} ms/batch", "products_examples_per_second"),
+    ):
+        print(f"  {label:<62} -> ceiling {ceiling[key]:>6,.0f} examples/s; block-diagonal training "
+              f"{100 * measured['examples_per_second'] / ceiling[key]:.0f}% "
+              f"(best round {100 * measured['best_round'] / ceiling[key]:.0f}%)")
+    print(f"peak RSS {peak_rss_mib():.0f} MiB; load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
