@@ -349,7 +349,8 @@ class GraphParquetReader:
 
     Raises:
         ValueError: for a non-positive size or a file without the graph columns.
-        FileNotFoundError: when ``source`` holds no Parquet file.
+        FileNotFoundError: when ``source`` holds no Parquet file (files without rows are
+            fine: the reader then serves no batch).
     """
 
     def __init__(
@@ -380,18 +381,19 @@ class GraphParquetReader:
         else:
             source_arg = [str(p) for p in source]
         dataset = pads.dataset(source_arg, format="parquet")
+        if not dataset.files:
+            raise FileNotFoundError(f"no Parquet file found in {source}.")
         missing = [name for name in GRAPH_COLUMNS if name not in dataset.schema.names]
         if missing:
             raise ValueError(
                 f"{source} is not a session-graph dataset: the columns {missing} are missing "
                 "(see docs/contracts.md)."
             )
-        # One fragment per row group: the unit the epoch order permutes.
+        # One fragment per row group: the unit the epoch order permutes. Files without rows
+        # (Spark writes one for an empty split) contribute none.
         self._fragments = [
             piece for fragment in dataset.get_fragments() for piece in fragment.split_by_row_group()
         ]
-        if not self._fragments:
-            raise FileNotFoundError(f"no Parquet data found in {source}.")
         self._fragment_rows = [piece.row_groups[0].num_rows for piece in self._fragments]
         self.batch_size = batch_size
         self.shuffle = shuffle

@@ -242,7 +242,7 @@ def num_items_from_vocab(vocab_path: str | Path) -> int:
 
 def train(
     train_data: str | Path,
-    valid_data: str | Path,
+    valid_data: str | Path | None,
     num_items: int,
     config: TrainConfig | None = None,
     *,
@@ -255,6 +255,8 @@ def train(
     Args:
         train_data: the training split of the session-graph Parquet (file or folder).
         valid_data: the validation split; selects the epoch and drives early stopping.
+            ``None`` or a split without rows: no validation, every epoch runs and the last
+            one is returned (its metrics are NaN).
         num_items: catalogue size ``N`` (item indices ``1..N``), e.g. from
             :func:`num_items_from_vocab`.
         config: training settings; defaults to ``TrainConfig()``.
@@ -296,9 +298,15 @@ def _train(train_data, valid_data, config, model_config, out, resume, on_epoch_e
         shuffle_buffer=config.shuffle_buffer,
         max_examples=config.max_examples_per_epoch,
     )
-    valid_reader = GraphParquetReader(
-        valid_data, config.eval_batch_size, shuffle=False, max_examples=config.max_valid_examples
-    )
+    valid_reader = None
+    if valid_data is not None:
+        valid_reader = GraphParquetReader(
+            valid_data, config.eval_batch_size, shuffle=False,
+            max_examples=config.max_valid_examples,
+        )
+        if valid_reader.num_examples == 0:
+            logger.warning("the validation split %s is empty: the last epoch is kept", valid_data)
+            valid_reader = None
     if train_reader.num_examples == 0:
         raise ValueError(f"the training split {train_data} holds no examples.")
 
@@ -318,8 +326,11 @@ def _train(train_data, valid_data, config, model_config, out, resume, on_epoch_e
         started = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
         loss, examples, train_seconds = _train_epoch(model, optimizer, train_reader, epoch, config)
-        ranks, _ = target_ranks(model, valid_reader.batches())
-        hit_rate, mrr = hit_rate_at_k(ranks, config.top_k), mrr_at_k(ranks, config.top_k)
+        if valid_reader is None:
+            hit_rate = mrr = math.nan
+        else:
+            ranks, _ = target_ranks(model, valid_reader.batches())
+            hit_rate, mrr = hit_rate_at_k(ranks, config.top_k), mrr_at_k(ranks, config.top_k)
         scheduler.step()
         stats = EpochStats(
             epoch=epoch,
@@ -333,7 +344,7 @@ def _train(train_data, valid_data, config, model_config, out, resume, on_epoch_e
         )
         state.epoch = epoch
         state.history.append(stats)
-        if state.best_epoch == 0 or hit_rate > state.best_hit_rate:
+        if valid_reader is None or state.best_epoch == 0 or hit_rate > state.best_hit_rate:
             state.best_epoch, state.best_hit_rate, state.best_mrr = epoch, hit_rate, mrr
             state.best_state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if out is not None:

@@ -180,3 +180,20 @@ def test_config_validation_and_vocab_size(tmp_path):
     vocab = pa.table({"item_id": ["a", "b", "c"], "item_index": pa.array([1, 2, 3], pa.int32())})
     pq.write_table(vocab, tmp_path / "vocab.parquet")
     assert num_items_from_vocab(tmp_path / "vocab.parquet") == 3
+
+
+def test_training_without_validation_keeps_the_last_epoch(splits, tmp_path):
+    train_dir, _ = splits
+    config = replace(SMALL, epochs=2, max_examples_per_epoch=100)
+    result = train(train_dir, None, NUM_ITEMS, config)
+    assert result.best_epoch == 2 and np.isnan(result.best_valid_hit_rate)
+    # A split written without rows (as Spark does for an empty DataFrame) counts as none.
+    empty = tmp_path / "valid"
+    empty.mkdir()
+    pq.write_table(pq.read_table(train_dir).slice(0, 0), empty / "part-00000.parquet")
+    again = train(train_dir, empty, NUM_ITEMS, config)
+    assert again.best_epoch == 2
+    for name, tensor in result.best_state_dict.items():
+        assert torch.equal(tensor, again.best_state_dict[name]), name
+    with pytest.raises(ValueError, match="no examples"):
+        train(empty, None, NUM_ITEMS, config)
