@@ -126,21 +126,24 @@ class GraphBatch:
     def to_padded(self) -> "PaddedGraphBatch":
         """The same batch in padded dense form (what the reference implementation feeds)."""
         node_offsets = self.node_offsets
+        device = node_offsets.device
         node_counts = node_offsets[1:] - node_offsets[:-1]  # (B,)
         batch_size = self.batch_size
         max_nodes = int(node_counts.max()) if batch_size else 0
         total_nodes = int(node_offsets[-1])
-        session_of_node = torch.repeat_interleave(torch.arange(batch_size), node_counts)  # (T,)
-        position_of_node = torch.arange(total_nodes) - node_offsets[session_of_node]  # (T,)
+        sessions = torch.arange(batch_size, device=device)
+        session_of_node = torch.repeat_interleave(sessions, node_counts)  # (T,)
+        position_of_node = torch.arange(total_nodes, device=device) - node_offsets[session_of_node]
 
-        items = torch.zeros(batch_size, max_nodes, dtype=torch.long)  # (B, n)
+        items = torch.zeros(batch_size, max_nodes, dtype=torch.long, device=device)  # (B, n)
         items[session_of_node, position_of_node] = self.node_items
 
         session_of_edge = session_of_node[self.edge_src]  # (E,)
         local_src = position_of_node[self.edge_src]
         local_dst = position_of_node[self.edge_dst]
-        adjacency_in = torch.zeros(batch_size, max_nodes, max_nodes)  # (B, n, n)
-        adjacency_out = torch.zeros(batch_size, max_nodes, max_nodes)  # (B, n, n)
+        shape = (batch_size, max_nodes, max_nodes)
+        adjacency_in = torch.zeros(shape, dtype=self.edge_weight_in.dtype, device=device)
+        adjacency_out = torch.zeros_like(adjacency_in)  # (B, n, n)
         adjacency_in[session_of_edge, local_dst, local_src] = self.edge_weight_in
         adjacency_out[session_of_edge, local_src, local_dst] = self.edge_weight_out
 

@@ -29,6 +29,9 @@ distinct items) with embeddings ``v_1 .. v_n``.
        s_g     = sum_t alpha_t x_t                         # over real clicks only
        s_h     = W_3 [s_g ; x_m] + b_3                     # hybrid; s_h = s_g if nonhybrid
 
+   (the paper writes ``[s_l ; s_g]`` with ``s_l = x_m``; the authors' code, followed here,
+   concatenates ``s_g`` first).
+
 4. Scores over the whole catalogue: ``z_j = s_h . E[j]`` for ``j = 1..N``; score column
    ``k`` is item ``k + 1``. Training minimises the cross-entropy of ``softmax(z)``.
 
@@ -212,8 +215,9 @@ class SRGNN(nn.Module):
     """The SR-GNN next-item model: item embeddings, gated graph cell, attention readout.
 
     ``model(batch)`` returns ``(B, N)`` scores over items ``1..N`` (column ``k`` is item
-    ``k + 1``); feed them to ``F.cross_entropy(scores, batch.targets - 1)`` to train, or to
-    ``torch.topk`` to recommend. See the module docstring for the equations.
+    ``k + 1``) for ``torch.topk``; ``model.loss(batch)`` is the training loss, the mean
+    cross-entropy of ``batch.targets`` over all items. See the module docstring for the
+    equations.
 
     Args:
         config: the model's :class:`ModelConfig`.
