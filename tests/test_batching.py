@@ -189,3 +189,23 @@ def test_reader_reports_missing_data(tmp_path):
         GraphParquetReader(tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="batch_size"):
         GraphParquetReader(tmp_path / "bad.parquet", batch_size=0)
+
+
+def test_reader_holds_a_bounded_number_of_rows(graph_folder, monkeypatch):
+    import srgnn.batching as batching
+
+    held = []
+    original = batching._Rows.from_table.__func__
+
+    def recording(cls, table):
+        held.append(table.num_rows)
+        return original(cls, table)
+
+    monkeypatch.setattr(batching._Rows, "from_table", classmethod(recording))
+    reader = GraphParquetReader(
+        graph_folder, batch_size=16, shuffle=True, seed=2, shuffle_buffer=100, read_rows=40
+    )
+    served = sum(batch.batch_size for batch in reader.batches(0))
+    assert served == reader.num_examples > 1000
+    assert len(held) > 10  # many small buffers, never the whole dataset
+    assert max(held) < 100 + 40
