@@ -138,6 +138,84 @@ def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, comp
                f"{result.bad_lines:,} malformed lines in {len(result.files)} file(s): {out}")
 
 
+def _train_options(func):
+    """Training flags; defaults are the SR-GNN paper's settings (srgnn.train.TrainConfig)."""
+    from .train import TrainConfig
+
+    d = TrainConfig()
+    options = [
+        click.option("--epochs", type=int, default=d.epochs, show_default=True, envvar="SRGNN_EPOCHS", show_envvar=True),
+        click.option("--hidden-size", type=int, default=d.hidden_size, show_default=True, envvar="SRGNN_HIDDEN_SIZE", show_envvar=True),
+        click.option("--batch-size", type=int, default=d.batch_size, show_default=True, envvar="SRGNN_BATCH_SIZE", show_envvar=True),
+        click.option("--lr", type=float, default=d.lr, show_default=True, envvar="SRGNN_LR", show_envvar=True, help="Adam learning rate."),
+        click.option("--lr-decay-step", type=int, default=d.lr_decay_step, show_default=True, help="Epochs between learning-rate decays (x0.1)."),
+        click.option("--l2", type=float, default=d.l2, show_default=True, help="L2 penalty."),
+        click.option("--steps", type=int, default=d.steps, show_default=True, help="Gated graph propagation steps."),
+        click.option("--patience", type=int, default=d.patience, show_default=True, help="Early stopping on validation HR@20."),
+        click.option("--nonhybrid", is_flag=True, help="Session embedding from attention only (no last-click term)."),
+        click.option("--max-examples-per-epoch", type=int, default=None, help="Cap training examples per epoch (quick runs)."),
+        click.option("--seed", type=int, default=d.seed, show_default=True),
+        click.option("--resume", is_flag=True, help="Continue the run folder's training after a crash."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@prepare_options
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run folder (default: <home>/runs/<UTC timestamp>); with --resume, the folder to continue.")
+@_train_options
+@click.pass_obj
+def train(settings: Settings, clicks, fmt, min_item_support, test_days, valid_days, out, resume, **train_flags) -> None:
+    """Prepare (Spark) + train SR-GNN + register in MLflow + champion gate.
+
+    Prints the registered version, whether it became the champion, and its metrics next to
+    the baselines on the held-out split.
+    """
+    from .io import check_input
+    from .prepare import default_out_dir, run_prepare
+    from .spark import get_spark
+    from .train import TrainConfig
+    from .training_run import run_training
+
+    config = _prepare_config(min_item_support, test_days, valid_days)
+    try:
+        train_config = TrainConfig(**train_flags)
+    except ValueError as exc:
+        raise _user_error(exc) from None
+    out = out or default_out_dir(settings.home)
+    if not (resume and Path(out, "summary.json").exists()):
+        check_input(clicks, fmt)
+        prepared = run_prepare(get_spark(settings, app_name="srgnn-prepare"), clicks, out, config, fmt)
+        _print_prepare_summary(prepared.summary)
+    result = run_training(settings, out, train_config, resume=resume)
+    Path(out, "training.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    click.echo(f"\nregistered srgnn version {result['version']} ({result['model_uri']}), "
+               f"best epoch {result.get('best_epoch')}")
+    click.echo(f"gate: {result.get('decision')}: {result.get('reason')}")
+    if result.get("table"):
+        click.echo(result["table"])
+
+
+@cli.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A prepared run folder (srgnn prepare / srgnn train).")
+@click.option("--model", "model_uri", default=None, help="Model to evaluate  [default: models:/srgnn@champion]")
+@click.option("--split", type=click.Choice(["test", "valid"]), default=None, help="Default: test (valid if test is empty).")
+@click.option("--baselines", default="pop,spop,iknn,sknn,vsknn,markov", show_default=True,
+              help="Comma-separated baselines to compare with (empty for none).")
+@click.pass_obj
+def evaluate(settings: Settings, run_dir, model_uri, split, baselines) -> None:
+    """One table: SR-GNN and the baselines x metrics, overall and by session length."""
+    from .training_run import evaluate_run
+
+    names = tuple(b.strip() for b in baselines.split(",") if b.strip())
+    _, table = evaluate_run(settings, run_dir, model_uri=model_uri, baselines=names, split=split)
+    click.echo(table)
+
+
 @cli.command()
 @click.option("--clicks", required=True, help="The day's raw clicks: a file, a folder or a glob.")
 @click.option("--ds", required=True, help="The day being scored (YYYY-MM-DD); its rows are replaced.")

@@ -28,6 +28,10 @@ class Settings:
     spark_master: str = "local[*]"  # $SRGNN_SPARK_MASTER (spark://host:7077, yarn, k8s://...)
     spark_driver_memory: str = "2g"  # $SRGNN_SPARK_DRIVER_MEMORY
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.home, Path):
+            object.__setattr__(self, "home", Path(self.home))
+
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
         values = {
