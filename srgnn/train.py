@@ -389,7 +389,8 @@ def _train_epoch(model, optimizer, reader: GraphParquetReader, epoch: int, confi
     total_loss, examples = 0.0, 0
     started = time.perf_counter()
     with tqdm(
-        total=len(reader), desc=f"epoch {epoch}", unit="batch", disable=not config.progress,
+        total=len(reader), desc=f"epoch {epoch}", unit="batch",
+        disable=True if not config.progress else None,  # None: only on a terminal, not in log files
         leave=False, dynamic_ncols=True,
     ) as bar:
         # Epochs count from 1; the shuffle order of epoch e is seeded by (seed, e - 1).
