@@ -55,6 +55,11 @@ def get_spark(settings: Settings | None = None, app_name: str = "srgnn", shuffle
             .config("spark.ui.enabled", "false")
             .config("spark.sql.warehouse.dir", str((settings.home / "spark-warehouse").resolve()))
         )
+    # py4j logs its connection shutdown at INFO while the interpreter exits, when the log
+    # stream may already be closed ("--- Logging error ---"); nothing it says there matters.
+    import logging
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
