@@ -200,19 +200,30 @@ def train(settings: Settings, clicks, fmt, min_item_support, test_days, valid_da
 
 
 @cli.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="A prepared run folder (srgnn prepare / srgnn train).")
+@click.option("--run", "run_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A prepared run folder (srgnn prepare / srgnn train): evaluate on its test split.")
+@click.option("--clicks", default=None, help="Or: held-out prefixes as raw clicks, one session per prefix ...")
+@click.option("--targets", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="... and a session_id,item_id CSV of their true next items.")
 @click.option("--model", "model_uri", default=None, help="Model to evaluate  [default: models:/srgnn@champion]")
-@click.option("--split", type=click.Choice(["test", "valid"]), default=None, help="Default: test (valid if test is empty).")
+@click.option("--split", type=click.Choice(["test", "valid"]), default=None, help="With --run; default: test (valid if test is empty).")
 @click.option("--baselines", default="pop,spop,iknn,sknn,vsknn,markov", show_default=True,
-              help="Comma-separated baselines to compare with (empty for none).")
+              help="With --run: comma-separated baselines to compare with (empty for none).")
+@click.option("--top-k", type=int, default=20, show_default=True)
 @click.pass_obj
-def evaluate(settings: Settings, run_dir, model_uri, split, baselines) -> None:
+def evaluate(settings: Settings, run_dir, clicks, targets, model_uri, split, baselines, top_k) -> None:
     """One table: SR-GNN and the baselines x metrics, overall and by session length."""
-    from .training_run import evaluate_run
+    if bool(run_dir) == bool(clicks) or bool(clicks) != bool(targets):
+        raise click.UsageError("give either --run, or --clicks with --targets.")
+    if clicks:
+        from .score import evaluate_held_out
 
-    names = tuple(b.strip() for b in baselines.split(",") if b.strip())
-    _, table = evaluate_run(settings, run_dir, model_uri=model_uri, baselines=names, split=split)
+        _, table = evaluate_held_out(settings, clicks, targets, model_uri=model_uri, k=top_k)
+    else:
+        from .training_run import evaluate_run
+
+        names = tuple(b.strip() for b in baselines.split(",") if b.strip())
+        _, table = evaluate_run(settings, run_dir, model_uri=model_uri, baselines=names, split=split, k=top_k)
     click.echo(table)
 
 

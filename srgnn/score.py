@@ -199,3 +199,60 @@ def score_day(settings: Settings, clicks: str, ds: str, *, model_uri: str | None
         "rows_written": result.rows_written, "rows_replaced": result.rows_replaced, "top_k": k_eff,
         "warehouse": warehouse.url, "seconds": round(time.time() - clock, 1),
     }
+
+
+def evaluate_held_out(settings: Settings, clicks: str, targets: str, *, model_uri: str | None = None,
+                      k: int = 20, fmt: str = "auto", spark=None) -> tuple[dict, str]:
+    """A model on held-out prefixes given as raw clicks (one session per prefix) and a
+    ``session_id,item_id`` file of their true next items, read exactly as scoring reads a day.
+
+    Prefixes whose clicks were all quarantined, or that have no session at all, count as
+    misses. Returns ``(results, table)`` with the keys of :func:`srgnn.evaluate.evaluate_ranked`
+    plus ``fallback_share`` and ``targets_without_session``.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    from pyspark.sql import functions as F
+
+    from . import etl
+    from .evaluate import evaluate_ranked, format_table
+    from .io import InputError, check_input, read_clicks
+    from .spark import get_spark
+
+    check_input(clicks, fmt)
+    try:
+        truth = pacsv.read_csv(targets, convert_options=pacsv.ConvertOptions(
+            column_types={"session_id": pa.string(), "item_id": pa.string()}))
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"{targets}: cannot be read as a session_id,item_id CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("session_id", "item_id") if c not in truth.column_names]
+    if missing:
+        raise InputError(f"{targets}: missing required column(s) {', '.join(missing)}")
+    recommender, model = resolve_model(settings, model_uri)
+    spark = spark or get_spark(settings, app_name="srgnn-evaluate")
+    raw = read_clicks(spark, clicks, fmt)
+    sessions = etl.sessionize(raw.clicks).select(
+        "session_id", F.transform("events", lambda e: e["item_id"]).alias("items")).toArrow()
+
+    position = {sid: i for i, sid in enumerate(sessions.column("session_id").to_pylist())}
+    target_sids = truth.column("session_id").to_pylist()
+    rows = np.array([position.get(sid, -1) for sid in target_sids], dtype=np.int64)
+    found = rows >= 0
+    picked = sessions.take(pa.array(np.where(found, rows, 0)))
+    items = picked.column("items").combine_chunks()
+    lengths = np.where(found, np.diff(np.asarray(items.offsets)), 0)
+    top_parts, fallback = [], 0
+    for start in range(0, len(items), SESSION_BATCH):
+        out = recommender.recommend(items.slice(start, SESSION_BATCH), k)
+        top_parts.append(out.item_ids)
+        fallback += int((out.source != "model").sum())
+    top_raw = np.concatenate(top_parts) if top_parts else np.empty((0, k), dtype=object)
+    top = recommender.index_items(top_raw.reshape(-1)).reshape(top_raw.shape)
+    top[~found] = 0  # no session: nothing was recommended
+    target_index = recommender.index_items(np.asarray(truth.column("item_id").to_pylist(), dtype=object))
+    if top.shape[1] < k:  # catalogue smaller than k
+        top = np.pad(top, ((0, 0), (0, k - top.shape[1])))
+    results = evaluate_ranked(top, target_index, lengths, recommender.popularity, k)
+    results["fallback_share"] = fallback / max(1, len(items))
+    results["targets_without_session"] = int((~found).sum())
+    return results, format_table({model.label: results})

@@ -107,3 +107,26 @@ def test_bad_day_argument_is_a_user_error(tmp_path, model_dir, day_clicks):
 
     with pytest.raises(InputError, match="YYYY-MM-DD"):
         score_day(settings_for(tmp_path), day_clicks, "02/05/2024", model_uri=model_dir)
+
+
+def test_held_out_evaluation_agrees_with_the_rows_in_the_warehouse(spark, tmp_path, model_dir, day_clicks):
+    from srgnn.score import evaluate_held_out
+
+    settings = settings_for(tmp_path)
+    score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=5, spark=spark)
+    rows = stored(settings.warehouse)
+    third_of_plain = [r[2] for r in rows if r[0] == "plain" and r[1] == 3][0]
+    first_of_fallback = [r[2] for r in rows if r[0] == "only-unknown" and r[1] == 1][0]
+    targets = write_text(tmp_path / "targets.csv", "\n".join([
+        "session_id,item_id",
+        f"plain,\"{third_of_plain}\"",          # hit at rank 3
+        f"only-unknown,{first_of_fallback}",   # hit at rank 1 (popularity fallback)
+        "partly,not-in-catalogue",             # miss
+        "never-seen,a",                        # no such session: a miss
+    ]) + "\n")
+    results, table = evaluate_held_out(settings, day_clicks, targets, model_uri=model_dir, k=5, spark=spark)
+    assert results["examples"] == 4
+    assert results["targets_without_session"] == 1
+    assert results["HR@5"] == pytest.approx(2 / 4)
+    assert results["MRR@5"] == pytest.approx((1 / 3 + 1) / 4)
+    assert "srgnn:local" in table
