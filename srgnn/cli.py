@@ -64,6 +64,12 @@ def _prepare_config(min_item_support, test_days, valid_days) -> PrepareConfig:
         raise _user_error(exc) from None
 
 
+def _with_options(func, options):
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def prepare_options(func):
     """Options shared by `prepare` and `train` (they both run the prepare job)."""
     defaults = PrepareConfig()
@@ -78,9 +84,7 @@ def prepare_options(func):
         click.option("--valid-days", type=int, default=defaults.valid_days, show_default=True,
                      envvar="SRGNN_VALID_DAYS", show_envvar=True, help="The N days before the test window are the validation split."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 @cli.command()
@@ -157,9 +161,7 @@ def _train_options(func):
         click.option("--seed", type=int, default=d.seed, show_default=True),
         click.option("--resume", is_flag=True, help="Continue the run folder's training after a crash."),
     ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return _with_options(func, options)
 
 
 @cli.command()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SessionGraphs", "build_graphs", "graphs_to_arrow", "normalized_adjacency"]
+__all__ = ["SessionGraphs", "build_graphs", "check_lists", "graphs_to_arrow", "normalized_adjacency"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,27 @@ def _counts_to_offsets(counts: np.ndarray) -> np.ndarray:
     return offsets
 
 
+def check_lists(values, offsets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate an Arrow-style list column given as flat ``values`` and ``offsets``.
+
+    Returns ``(values, offsets, lengths)`` as int64 arrays; raises ``ValueError`` when the
+    offsets do not describe ``values``.
+    """
+    values = np.asarray(values, dtype=np.int64)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if values.ndim != 1:
+        raise ValueError(f"values must be one-dimensional, got shape {values.shape}.")
+    if offsets.ndim != 1 or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(values):
+        raise ValueError(
+            "offsets must start at 0 and end at len(values) "
+            f"(got {len(offsets)} offsets for {len(values)} values)."
+        )
+    lengths = np.diff(offsets)
+    if (lengths < 0).any():
+        raise ValueError("offsets must be non-decreasing.")
+    return values, offsets, lengths
+
+
 def build_graphs(values: np.ndarray, offsets: np.ndarray) -> SessionGraphs:
     """Build the SR-GNN graph of every session in a batch.
 
@@ -83,16 +104,7 @@ def build_graphs(values: np.ndarray, offsets: np.ndarray) -> SessionGraphs:
     Raises:
         ValueError: if the offsets do not describe ``values`` or an item index is negative.
     """
-    values = np.asarray(values, dtype=np.int64)
-    offsets = np.asarray(offsets, dtype=np.int64)
-    if offsets.ndim != 1 or len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(values):
-        raise ValueError(
-            "offsets must start at 0 and end at len(values) "
-            f"(got {len(offsets)} offsets for {len(values)} values)."
-        )
-    lengths = np.diff(offsets)
-    if (lengths < 0).any():
-        raise ValueError("offsets must be non-decreasing.")
+    values, offsets, lengths = check_lists(values, offsets)
     if len(values) and values.min() < 0:
         raise ValueError("item indices must be non-negative.")
     num_sessions = len(lengths)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from srgnn.batching import collate
-from srgnn.graph import build_graphs
+from srgnn.graph import build_graphs, check_lists
 from srgnn.model import SRGNN, ModelConfig
 
 __all__ = ["TopK", "Scorer"]
@@ -110,25 +110,12 @@ class Scorer:
         """
         if k < 1:
             raise ValueError(f"k must be a positive integer, got {k}.")
-        values = np.asarray(values, dtype=np.int64)
-        offsets = np.asarray(offsets, dtype=np.int64)
-        if offsets.ndim != 1 or len(offsets) == 0:
-            raise ValueError("offsets must be a one-dimensional array with at least one entry.")
-        if values.ndim != 1:
-            raise ValueError(f"values must be one-dimensional, got shape {values.shape}.")
+        values, offsets, lengths = check_lists(values, offsets)
         if len(values) and (values.min() < 1 or values.max() > self.num_items):
             raise ValueError(
                 f"item indices must lie in 1..{self.num_items}; map raw ids through the model's "
                 "vocabulary and drop unknown ones first."
             )
-        if offsets[0] != 0 or offsets[-1] != len(values):
-            raise ValueError(
-                "offsets must start at 0 and end at len(values) "
-                f"(got {len(offsets)} offsets for {len(values)} values)."
-            )
-        lengths = np.diff(offsets)
-        if (lengths < 0).any():
-            raise ValueError("offsets must be non-decreasing.")
         k = min(k, self.num_items)
         empty = lengths == 0
         items = np.zeros((len(lengths), k), dtype=np.int64)
