@@ -64,23 +64,81 @@ def item_counts(sessions: DataFrame) -> DataFrame:
             .groupBy(F.col("e.item_id").alias("item_id")).agg(F.count(F.lit(1)).alias("clicks")))
 
 
+# Item lookups (rare items, the vocabulary) run inside Spark's Python workers on whole Arrow
+# batches against a broadcast list of ids: no explode / join / regroup shuffle of the clicks.
+# Each worker process builds its hash index once per broadcast and keeps it.
+_WORKER_INDEX: dict = {}
+
+
+def _broadcast_ids(frame: DataFrame, ids: list):
+    """(key, broadcast) of a list of ids; the key names this list in the workers' cache."""
+    import uuid
+
+    return uuid.uuid4().hex, frame.sparkSession.sparkContext.broadcast(ids)
+
+
+def _worker_index(shared):
+    import pandas as pd
+
+    key, broadcast = shared
+    index = _WORKER_INDEX.get(key)
+    if index is None:
+        _WORKER_INDEX.clear()
+        index = _WORKER_INDEX[key] = pd.Index(broadcast.value, dtype=object)
+    return index
+
+
+def _flatten_events(events):
+    """(parent session of each click, item ids as object array, ts array) of an events column."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    flat = pc.list_flatten(events)
+    parents = np.asarray(pc.list_parent_indices(events), dtype=np.int64)
+    return parents, flat.field("item_id").to_numpy(zero_copy_only=False), flat
+
+
+def _regroup(parents, keep, num_rows: int):
+    """Offsets of the kept elements per row (rows keep their order; elements theirs)."""
+    import numpy as np
+
+    counts = np.bincount(parents[keep], minlength=num_rows)
+    offsets = np.zeros(num_rows + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def _drop_items_batches(shared):
+    def run(batches):
+        import numpy as np
+        import pyarrow as pa
+
+        rare = _worker_index(shared)
+        for batch in batches:
+            events = batch.column("events")
+            parents, items, flat = _flatten_events(events)
+            keep = rare.get_indexer(items) < 0 if len(items) else np.zeros(0, dtype=bool)
+            offsets = _regroup(parents, keep, batch.num_rows)
+            kept = pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)),
+                                            type=events.type)
+            yield pa.RecordBatch.from_arrays([batch.column("session_id"), kept], names=["session_id", "events"])
+    return run
+
+
 def drop_rare_items(sessions: DataFrame, min_support: int) -> DataFrame:
     """Remove clicks on items with fewer than ``min_support`` clicks in ``sessions``.
 
     Sessions keep their click order; a session may become shorter or empty (the caller drops
-    short sessions afterwards, as the reference preprocessing does).
+    short sessions afterwards, as the reference preprocessing does). Runs one aggregation to
+    find the rare items; when there are none the sessions are returned as they are.
     """
     if min_support <= 1:
         return sessions
-    keep = item_counts(sessions).where(F.col("clicks") >= min_support).select("item_id")
-    exploded = sessions.select("session_id", F.posexplode("events").alias("pos", "e"))
-    kept = exploded.join(keep, exploded["e.item_id"] == keep["item_id"], "left_semi")
-    regrouped = kept.groupBy("session_id").agg(F.sort_array(F.collect_list(F.struct("pos", "e"))).alias("_p"))
-    regrouped = regrouped.select("session_id", F.transform("_p", lambda p: p["e"]).alias("events"))
-    # Sessions that lost every click disappear from the join; keep them (empty) for the counts.
-    emptied = sessions.join(regrouped.select("session_id"), "session_id", "left_anti").select(
-        "session_id", F.array().cast(sessions.schema["events"].dataType).alias("events"))
-    return regrouped.unionByName(emptied)
+    rare = [r["item_id"] for r in item_counts(sessions).where(F.col("clicks") < min_support).collect()]
+    if not rare:
+        return sessions
+    frame = sessions.select("session_id", "events")
+    return frame.mapInArrow(_drop_items_batches(_broadcast_ids(frame, rare)), frame.schema)
 
 
 def session_end_day(events_col: str = "events"):
@@ -122,26 +180,51 @@ def build_vocab(train_sessions: DataFrame) -> DataFrame:
     )
 
 
+def _index_batches(shared):
+    def run(batches):
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        vocab = _worker_index(shared)
+        for batch in batches:
+            events = batch.column("events")
+            parents, items, flat = _flatten_events(events)
+            index = vocab.get_indexer(items) + 1 if len(items) else np.zeros(0, dtype=np.int64)
+            keep = index > 0
+            offsets = _regroup(parents, keep, batch.num_rows)
+            ts = flat.field("ts").filter(pa.array(keep))
+            has = np.diff(offsets) > 0
+            first = pa.array(np.where(has, offsets[:-1], 0))
+            last = pa.array(np.where(has, offsets[1:] - 1, 0))
+            mask = pa.array(~has)
+            start = pc.if_else(mask, pa.scalar(None, ts.type), ts.take(first)) if len(ts) else pa.nulls(batch.num_rows, ts.type)
+            end = pc.if_else(mask, pa.scalar(None, ts.type), ts.take(last)) if len(ts) else pa.nulls(batch.num_rows, ts.type)
+            items_list = pa.ListArray.from_arrays(pa.array(offsets), pa.array(index[keep].astype(np.int32)))
+            indexed_from = pa.array(np.diff(np.asarray(events.offsets)).astype(np.int32))
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("session_id"), batch.column("split"), items_list, start, end, indexed_from],
+                names=["session_id", "split", "items", "start_ts", "end_ts", "indexed_from"])
+    return run
+
+
 def index_sessions(sessions: DataFrame, vocab: DataFrame) -> DataFrame:
     """Map every click to its vocabulary index; clicks on unknown items are removed.
 
     Output: ``session_id, split, items array<int>, start_ts, end_ts, indexed_from int``
-    (``indexed_from`` = clicks before unknown items were removed).
+    (``indexed_from`` = clicks before unknown items were removed; the timestamps are those of
+    the first and last kept click). The vocabulary (collected once, ordered by index) is
+    broadcast to the Python workers, which map whole Arrow batches: no shuffle.
     """
-    exploded = sessions.select("session_id", "split", F.size("events").alias("indexed_from"),
-                               F.posexplode("events").alias("pos", "e"))
-    joined = exploded.join(F.broadcast(vocab.select("item_id", "item_index")),
-                           exploded["e.item_id"] == vocab["item_id"], "left")
-    regrouped = joined.groupBy("session_id", "split", "indexed_from").agg(
-        F.sort_array(F.collect_list(F.when(F.col("item_index").isNotNull(),
-                                           F.struct("pos", "item_index", F.col("e.ts").alias("ts"))))).alias("_p"))
-    return regrouped.select(
-        "session_id", "split",
-        F.transform("_p", lambda p: p["item_index"]).alias("items"),
-        F.try_element_at("_p", F.lit(1))["ts"].alias("start_ts"),
-        F.try_element_at("_p", F.lit(-1))["ts"].alias("end_ts"),
-        "indexed_from",
-    )
+    ids = [r["item_id"] for r in vocab.orderBy("item_index").select("item_id").collect()]
+    frame = sessions.select("session_id", "split", "events")
+    schema = T.StructType([
+        T.StructField("session_id", T.StringType()), T.StructField("split", T.StringType()),
+        T.StructField("items", T.ArrayType(T.IntegerType())),
+        T.StructField("start_ts", T.TimestampType()), T.StructField("end_ts", T.TimestampType()),
+        T.StructField("indexed_from", T.IntegerType()),
+    ])
+    return frame.mapInArrow(_index_batches(_broadcast_ids(frame, ids)), schema)
 
 
 def prefix_examples(sessions: DataFrame) -> DataFrame:
