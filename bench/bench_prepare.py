@@ -29,7 +29,9 @@ DIGINETICA = ROOT.parent / "shared" / "data" / "diginetica" / "train_clicks.csv.
 def run_measured(cmd: list[str], env: dict) -> tuple[float, float, float, int]:
     """Run cmd; return (seconds, peak tree RSS GiB, peak JVM RSS GiB, exit code)."""
     start = time.time()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output goes to a file, not a pipe: a full pipe would stall the child.
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     parent = psutil.Process(proc.pid)
     peak_tree = peak_jvm = 0
     while proc.poll() is None:
@@ -42,7 +44,8 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, float, int]:
         peak_tree = max(peak_tree, sum(rss.values()))
         peak_jvm = max(peak_jvm, jvm)
         time.sleep(0.2)
-    output = proc.stdout.read()
+    log.seek(0)
+    output = log.read()
     if proc.returncode != 0:
         print(output[-3000:], file=sys.stderr)
     return time.time() - start, peak_tree / 2**30, peak_jvm / 2**30, proc.returncode

@@ -41,7 +41,9 @@ DAY = "2020-10-13"  # the day after the training clicks end
 
 def run_measured(cmd, env):
     start = time.time()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output goes to a file, not a pipe: a full pipe would stall the child.
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     parent, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         try:
@@ -50,7 +52,8 @@ def run_measured(cmd, env):
         except psutil.Error:
             pass
         time.sleep(0.2)
-    out = proc.stdout.read()
+    log.seek(0)
+    out = log.read()
     if proc.returncode != 0:
         print(out[-4000:], file=sys.stderr)
         raise SystemExit(f"command failed: {' '.join(cmd)}")
