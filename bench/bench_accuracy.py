@@ -69,6 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="reuse this prepared run folder (skips prepare when it has summary.json)")
     p.add_argument("--valid-days", type=int, default=3)
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run folder's training from its last checkpoint (e.g. with more --epochs)")
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--max-examples", type=int, default=None, help="training examples per epoch")
     p.add_argument("--max-valid-examples", type=int, default=None)
@@ -143,7 +145,7 @@ def main(argv=None) -> None:
                          num_threads=args.threads, max_examples_per_epoch=args.max_examples,
                          max_valid_examples=args.max_valid_examples, progress=False)
     started = time.perf_counter()
-    trained = run_training(settings, run_dir, config, baselines=(), k=k)
+    trained = run_training(settings, run_dir, config, baselines=(), k=k, resume=args.resume)
     timings["train"] = time.perf_counter() - started
     print(f"train: version {trained['version']} ({trained['decision']}), {trained['epochs']} "
           f"epoch(s), best epoch {trained['best_epoch']}, valid HR@{k} "
