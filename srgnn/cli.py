@@ -255,6 +255,7 @@ def score(settings: Settings, clicks, ds, model_uri, top_k, fmt, engine, warehou
     for key in ("sessions_in", "fallbacks", "unknown_clicks_skipped", "quarantined", "rows_written", "rows_replaced"):
         click.echo(f"  {key:<24} {result[key]:>10,}")
     click.echo(f"  warehouse                {result['warehouse']}")
+    click.echo(f"  stage seconds            {result['stage_seconds']}")
 
 
 @cli.command()

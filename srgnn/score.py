@@ -152,14 +152,25 @@ def score_day(settings: Settings, clicks: str, ds: str, *, model_uri: str | None
         raise InputError(f"--top-k must be at least 1, got {top_k}")
     started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     clock = time.time()
+    stages: dict[str, float] = {}
+    mark = [clock]
+
+    def stage(name: str) -> None:
+        now = time.time()
+        stages[name] = round(now - mark[0], 1)
+        mark[0] = now
+
     check_input(clicks, fmt)
     recommender, model = resolve_model(settings, model_uri)
+    stage("load_model")
 
     spark = spark or get_spark(settings, app_name="srgnn-score")
+    stage("start_spark")
     raw = read_clicks(spark, clicks, fmt)
     quarantine_dir = settings.home / "quarantine" / "scoring" / f"ds={day.isoformat()}"
     raw.quarantine.write.mode("overwrite").parquet(str(quarantine_dir))
     quarantined = spark.read.parquet(str(quarantine_dir)).count()
+    stage("read_and_quarantine")
 
     sessions = etl.sessionize(raw.clicks).select(
         "session_id", F.transform("events", lambda e: e["item_id"]).alias("items"))
@@ -179,6 +190,7 @@ def score_day(settings: Settings, clicks: str, ds: str, *, model_uri: str | None
                                top_k, model.label)
         rows = sessions.mapInArrow(scorer, schema).toArrow()
         sessions_in = int(pc.sum(pc.equal(rows.column("rank"), 1)).as_py() or 0)
+    stage("sessionize_and_score")
     if sessions_in == 0:
         raise InputError(f"{clicks}: no valid click to score for {ds} ({quarantined} rows quarantined)")
 
@@ -192,12 +204,13 @@ def score_day(settings: Settings, clicks: str, ds: str, *, model_uri: str | None
            "started_at": started_at}
     with Warehouse.connect(settings.warehouse) as warehouse:
         result = warehouse.replace_day(day, load_rows, expected_k=k_eff, run=run)
+    stage("warehouse_load")
     return {
         "ds": day.isoformat(), "engine": engine, "model_uri": model.uri, "model_version": model.label,
         "sessions_in": sessions_in, "sessions_scored": sessions_in, "fallbacks": fallbacks,
         "unknown_clicks_skipped": unknown_clicks, "quarantined": int(quarantined),
         "rows_written": result.rows_written, "rows_replaced": result.rows_replaced, "top_k": k_eff,
-        "warehouse": warehouse.url, "seconds": round(time.time() - clock, 1),
+        "warehouse": warehouse.url, "seconds": round(time.time() - clock, 1), "stage_seconds": stages,
     }
 
 
