@@ -77,8 +77,20 @@ __all__ = [
 GRAPH_COLUMNS = ("nodes", "alias", "edge_src", "edge_dst", "target")
 
 
+class _TensorBatch:
+    """What both batch layouts share: the batch size and moving every tensor to a device."""
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.alias.shape[0])
+
+    def to(self, device: torch.device | str):
+        """The same batch with every tensor on ``device``."""
+        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
 @dataclass
-class GraphBatch:
+class GraphBatch(_TensorBatch):
     """A batch of ``B`` session graphs in block-diagonal form (``T`` nodes, ``E`` edges in all).
 
     Node ``t`` of the batch belongs to session ``s`` when
@@ -115,13 +127,6 @@ class GraphBatch:
     prefix_lengths: torch.Tensor
     targets: torch.Tensor
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.alias.shape[0])
-
-    def to(self, device: torch.device | str) -> "GraphBatch":
-        """The same batch with every tensor on ``device``."""
-        return GraphBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     def to_padded(self) -> "PaddedGraphBatch":
         """The same batch in padded dense form (what the reference implementation feeds)."""
@@ -162,7 +167,7 @@ class GraphBatch:
 
 
 @dataclass
-class PaddedGraphBatch:
+class PaddedGraphBatch(_TensorBatch):
     """A batch of ``B`` session graphs in padded dense form (``n`` = most nodes in the batch).
 
     This is the layout of the reference implementation: row ``s`` of ``adjacency_in`` /
@@ -186,13 +191,6 @@ class PaddedGraphBatch:
     prefix_lengths: torch.Tensor
     targets: torch.Tensor
 
-    @property
-    def batch_size(self) -> int:
-        return int(self.alias.shape[0])
-
-    def to(self, device: torch.device | str) -> "PaddedGraphBatch":
-        """The same batch with every tensor on ``device``."""
-        return PaddedGraphBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 def collate(graphs: SessionGraphs, targets: np.ndarray | None = None) -> GraphBatch:
