@@ -160,6 +160,9 @@ def _train_options(func):
         click.option("--max-examples-per-epoch", type=int, default=None, help="Cap training examples per epoch (quick runs)."),
         click.option("--seed", type=int, default=d.seed, show_default=True),
         click.option("--resume", is_flag=True, help="Continue the run folder's training after a crash."),
+        click.option("--refit", is_flag=True,
+                     help="After choosing the epoch count on validation, train again on train + "
+                          "valid for that many epochs and register that model (needs --test-days > 0)."),
     ]
     return _with_options(func, options)
 
@@ -170,7 +173,8 @@ def _train_options(func):
               help="Run folder (default: <home>/runs/<UTC timestamp>); with --resume, the folder to continue.")
 @_train_options
 @click.pass_obj
-def train(settings: Settings, clicks, fmt, min_item_support, test_days, valid_days, out, resume, **train_flags) -> None:
+def train(settings: Settings, clicks, fmt, min_item_support, test_days, valid_days, out, resume, refit,
+          **train_flags) -> None:
     """Prepare (Spark) + train SR-GNN + register in MLflow + champion gate.
 
     Prints the registered version, whether it became the champion, and its metrics next to
@@ -187,12 +191,15 @@ def train(settings: Settings, clicks, fmt, min_item_support, test_days, valid_da
         train_config = TrainConfig(**train_flags)
     except ValueError as exc:
         raise _user_error(exc) from None
+    if refit and test_days < 1:
+        raise _user_error("--refit trains on the validation days too; the held-out figures and "
+                          "the gate then need a test split: use --test-days 1 or more.")
     out = out or default_out_dir(settings.home)
     if not (resume and Path(out, "summary.json").exists()):
         check_input(clicks, fmt)
         prepared = run_prepare(get_spark(settings, app_name="srgnn-prepare"), clicks, out, config, fmt)
         _print_prepare_summary(prepared.summary)
-    result = run_training(settings, out, train_config, resume=resume)
+    result = run_training(settings, out, train_config, resume=resume, refit=refit)
     Path(out, "training.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     click.echo(f"\nregistered srgnn version {result['version']} ({result['model_uri']}), "
                f"best epoch {result.get('best_epoch')}")

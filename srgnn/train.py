@@ -18,6 +18,10 @@ Differences from the reference code, on purpose: the learning-rate scheduler ste
 of an epoch (the reference steps it first, so its decay comes one epoch early); the model is
 selected on a validation split, never on the test set.
 
+Refit: :func:`refit` trains again from the same initial weights on several splits together
+(e.g. train + valid) for the number of epochs that validation chose, so that the model also
+learns from the most recent days that selection had to hold out.
+
 Example::
 
     from srgnn.train import TrainConfig, train
@@ -33,9 +37,9 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +54,8 @@ __all__ = [
     "TrainResult",
     "Evaluation",
     "train",
+    "refit",
+    "parquet_files",
     "training_step",
     "evaluate",
     "target_ranks",
@@ -241,7 +247,7 @@ def num_items_from_vocab(vocab_path: str | Path) -> int:
 
 
 def train(
-    train_data: str | Path,
+    train_data: str | Path | Sequence[str | Path],
     valid_data: str | Path | None,
     num_items: int,
     config: TrainConfig | None = None,
@@ -253,7 +259,8 @@ def train(
     """Train SR-GNN and return the best epoch's weights with the whole history.
 
     Args:
-        train_data: the training split of the session-graph Parquet (file or folder).
+        train_data: the training split of the session-graph Parquet (file or folder), or a
+            list of Parquet files.
         valid_data: the validation split; selects the epoch and drives early stopping.
             ``None`` or a split without rows: no validation, every epoch runs and the last
             one is returned (its metrics are NaN).
@@ -287,6 +294,67 @@ def train(
         return _train(train_data, valid_data, config, model_config, out, resume, on_epoch_end)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def parquet_files(*sources: str | Path) -> list[str]:
+    """The Parquet files of each source (a file or a Spark output folder), sorted per source.
+
+    Hidden files and Spark's ``_SUCCESS`` marker are skipped.
+
+    Raises:
+        FileNotFoundError: for a source that does not exist.
+    """
+    files: list[str] = []
+    for source in sources:
+        path = Path(source)
+        if path.is_file():
+            files.append(str(path))
+        elif path.is_dir():
+            files.extend(str(f) for f in sorted(path.glob("*.parquet"))
+                         if not f.name.startswith((".", "_")))
+        else:
+            raise FileNotFoundError(f"no Parquet file or folder at {path}.")
+    return files
+
+
+def refit(
+    sources: Sequence[str | Path],
+    num_items: int,
+    epochs: int,
+    config: TrainConfig | None = None,
+    *,
+    output_dir: str | Path | None = None,
+    resume: bool = False,
+    on_epoch_end: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Train from the initial weights on all ``sources`` together for exactly ``epochs`` epochs.
+
+    The usual second step after :func:`train` chose the epoch count on validation: the same
+    settings, seed and learning-rate schedule, with the validation days added to the training
+    data (``sources = [train, valid]``). Nothing is held out, so the result has no validation
+    figures (NaN) and its ``best_epoch`` is the last one; evaluate it on a split that none of
+    ``sources`` contains.
+
+    Args:
+        sources: Parquet files or folders of the session-graph splits to train on.
+        num_items: catalogue size ``N``.
+        epochs: the number of epochs (e.g. ``TrainResult.best_epoch`` of the selection run).
+        config: training settings (``epochs`` and ``patience`` are ignored).
+        output_dir: checkpoint folder (use another one than the selection run's).
+        resume: continue an interrupted refit from ``output_dir``.
+        on_epoch_end: as for :func:`train`.
+
+    Raises:
+        ValueError: for ``epochs < 1`` or sources without any example.
+    """
+    if epochs < 1:
+        raise ValueError(f"refit needs at least one epoch, got {epochs}.")
+    config = replace(config or TrainConfig(), epochs=epochs, max_valid_examples=None)
+    files = parquet_files(*sources)
+    if not files:
+        raise ValueError(f"no Parquet file in {', '.join(map(str, sources))}.")
+    return train(files, None, num_items, config, output_dir=output_dir, resume=resume,
+                 on_epoch_end=on_epoch_end)
 
 
 def _train(train_data, valid_data, config, model_config, out, resume, on_epoch_end) -> TrainResult:

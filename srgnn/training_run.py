@@ -16,6 +16,11 @@ MLflow, register the model as a new version of ``srgnn``, and run the promotion 
 * the model is registered, and :func:`srgnn.registry.promote_if_better` decides whether the
   ``champion`` alias moves to it (the decision is also a run tag).
 
+With ``refit=True`` a second training follows the selection: from the same initial weights on
+train + valid together, for the epoch count validation chose (:func:`srgnn.train.refit`); that
+model is the one evaluated, logged and registered (metrics ``refit_train_loss`` per epoch, tag
+``refit``). It needs a test split, since valid is then part of the training data.
+
 Held-out figures use the run's ``test`` split, or ``valid`` when ``test`` is empty (e.g.
 ``--test-days 0``); the gate compares on the same examples.
 
@@ -60,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BASELINES = ("pop", "iknn", "sknn", "markov")
 CHECKPOINT_DIR = "model"  # under the run folder
+REFIT_DIR = "refit"  # under the checkpoint folder
 _RUN_RECORD = "mlflow_run.json"  # in the checkpoint folder: the MLflow run of that training
 SRGNN = "srgnn"  # row name of the model in evaluation tables (registry.SRGNN_ROW)
 
@@ -165,6 +171,7 @@ def run_training(
     baselines=DEFAULT_BASELINES,
     experiment_name: str = "srgnn",
     k: int = 20,
+    refit: bool = False,
 ) -> dict:
     """Train, log, register and gate one SR-GNN model on a prepare run folder.
 
@@ -179,13 +186,21 @@ def run_training(
         experiment_name: the MLflow experiment.
         k: list length of the held-out metrics and of the gate (the gate compares HR@k,
             then MRR@k).
+        refit: after selecting the epoch count on valid, train again on train + valid for
+            that many epochs and register that model (checkpoints in
+            ``<run_dir>/model/refit``).
 
     Returns:
         A JSON-able dict: ``run_id``, ``experiment_id``, ``model_name``, ``version`` (int),
         ``model_uri`` (``models:/<name>/<version>``), ``metrics`` (held-out and validation
         figures), ``promoted``, ``decision``, ``reason``, ``champion_version``,
         ``previous_champion_version``, ``split``, ``baselines`` (``{name: {HR@k, MRR@k}}``),
-        ``table`` (the evaluation table), ``best_epoch``, ``epochs``, ``run_dir``.
+        ``table`` (the evaluation table), ``best_epoch``, ``epochs``, ``refit_epochs``
+        (0 without refit), ``run_dir``.
+
+    Raises:
+        ValueError: ``refit`` on a run folder without test examples (nothing would be held
+            out for the figures and the gate).
     """
     import mlflow
 
@@ -193,6 +208,7 @@ def run_training(
     from srgnn.evaluate import evaluate_baselines, format_table
     from srgnn.recommender import Recommender
     from srgnn.train import TrainConfig, num_items_from_vocab, train
+    from srgnn.train import refit as refit_model
 
     train_config = train_config or TrainConfig()
     run_dir = Path(run_dir)
@@ -201,6 +217,11 @@ def run_training(
     checkpoint_dir = run_dir / CHECKPOINT_DIR
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     split = evaluation_split(run_dir)
+    if refit and split != "test":
+        raise ValueError(
+            f"refit trains on the validation days too, so the figures and the gate need test "
+            f"examples, and {run_dir} has none: prepare it with --test-days > 0."
+        )
     experiment_id = registry.configure(settings, experiment_name)
     tracking = registry.client()
 
@@ -228,7 +249,18 @@ def run_training(
                 if stats.epoch not in logged_epochs:
                     log_epoch(stats)
 
-        recommender = Recommender.from_training(result.best_state_dict, result.model_config, run_dir)
+        final = result
+        if refit:
+            def log_refit_epoch(stats) -> None:
+                mlflow.log_metric("refit_train_loss", stats.train_loss, step=stats.epoch)
+
+            final = refit_model(
+                [run_dir / "graphs" / "train", run_dir / "graphs" / "valid"], num_items,
+                result.best_epoch, train_config, output_dir=checkpoint_dir / REFIT_DIR,
+                resume=resume, on_epoch_end=log_refit_epoch,
+            )
+            mlflow.set_tags({"refit": "true", "refit_epochs": str(result.best_epoch)})
+        recommender = Recommender.from_training(final.best_state_dict, final.model_config, run_dir)
         results = {SRGNN: registry.evaluate_recommender(recommender, run_dir, split, k)}
         if baselines:
             results.update(evaluate_baselines(run_dir, list(baselines), k=k, split=split))
@@ -267,6 +299,7 @@ def run_training(
         "table": table,
         "best_epoch": result.best_epoch,
         "epochs": len(result.history),
+        "refit_epochs": result.best_epoch if refit else 0,
         "run_dir": str(run_dir),
     })
 

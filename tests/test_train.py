@@ -17,6 +17,8 @@ from srgnn.train import (
     TrainConfig,
     evaluate,
     num_items_from_vocab,
+    parquet_files,
+    refit,
     train,
 )
 
@@ -197,3 +199,31 @@ def test_training_without_validation_keeps_the_last_epoch(splits, tmp_path):
         assert torch.equal(tensor, again.best_state_dict[name]), name
     with pytest.raises(ValueError, match="no examples"):
         train(empty, None, NUM_ITEMS, config)
+
+
+@pytest.mark.slow
+def test_refit_trains_on_every_source_for_the_chosen_epochs(splits, tmp_path):
+    train_dir, valid_dir = splits
+    rows = {d: pq.read_table(d, columns=["target"]).num_rows for d in splits}
+    config = replace(SMALL, epochs=9, patience=1)  # epochs and patience give way to refit's
+    both = refit([train_dir, valid_dir], NUM_ITEMS, 2, config, output_dir=tmp_path / "refit")
+    assert [s.epoch for s in both.history] == [1, 2] and both.best_epoch == 2
+    assert all(s.train_examples == rows[train_dir] + rows[valid_dir] for s in both.history)
+    assert np.isnan(both.best_valid_hit_rate)
+    assert (tmp_path / "refit" / CHECKPOINT_NAME).is_file()
+    # The valid examples were training data now: the refit model ranks their targets better
+    # than the model of the same settings that never saw them.
+    alone = train(train_dir, None, NUM_ITEMS, replace(config, epochs=2))
+    seen, unseen = evaluate(both.best_model(), valid_dir), evaluate(alone.best_model(), valid_dir)
+    assert seen.mrr > unseen.mrr
+
+
+def test_refit_arguments_and_parquet_files(splits, tmp_path):
+    train_dir, _ = splits
+    (train_dir / "_SUCCESS").touch()
+    files = parquet_files(train_dir)
+    assert len(files) == 2 and all(f.endswith(".parquet") and "/." not in f for f in files)
+    with pytest.raises(ValueError, match="at least one epoch"):
+        refit([train_dir], NUM_ITEMS, 0, SMALL)
+    with pytest.raises(FileNotFoundError, match="no Parquet file or folder"):
+        refit([train_dir, tmp_path / "missing"], NUM_ITEMS, 1, SMALL)

@@ -130,3 +130,37 @@ def test_resume_continues_the_interrupted_mlflow_run(trained, tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.params["epochs"] == "1" and run.data.tags["resume.epochs"] == "2"
     assert registry.champion_version(model_name="srgnn").version in (1, "1")  # other model untouched
+
+
+@pytest.mark.slow
+def test_refit_registers_the_model_trained_on_train_and_valid(trained, tmp_path):
+    settings = trained[0]
+    run_dir = write_run_folder(tmp_path / "run", synthetic_splits(num_sessions=600, seed=5))
+    config = replace(CONFIG, hidden_size=16, epochs=2)
+    out = run_training(settings, run_dir, config, model_name="srgnn-refit", baselines=(),
+                       refit=True)
+    assert out["refit_epochs"] == out["best_epoch"] >= 1 and out["split"] == "test"
+    run = registry.client().get_run(out["run_id"])
+    assert run.data.tags["refit"] == "true"
+    assert run.data.tags["refit_epochs"] == str(out["best_epoch"])
+    steps = [m.step for m in registry.client().get_metric_history(out["run_id"], "refit_train_loss")]
+    assert steps == list(range(1, out["best_epoch"] + 1))
+    assert (run_dir / "model" / "refit" / "checkpoint.pt").is_file()
+    # The registered weights are the refit's, not the selection run's best epoch.
+    import torch
+
+    refit_weights = torch.load(run_dir / "model" / "refit" / "checkpoint.pt", weights_only=True)
+    selected = torch.load(run_dir / "model" / "best_model.pt", weights_only=True)
+    recommender, _ = registry.load_recommender(out["model_uri"])
+    registered = recommender.scorer.model.embedding.weight.detach()
+    assert torch.equal(registered, refit_weights["model"]["embedding.weight"])
+    assert not torch.equal(registered, selected["model"]["embedding.weight"])
+
+
+def test_refit_needs_a_test_split(trained, tmp_path):
+    settings = trained[0]
+    splits = synthetic_splits(num_sessions=300, seed=6)
+    run_dir = write_run_folder(tmp_path / "run", {"train": splits["train"], "valid": splits["valid"]})
+    with pytest.raises(ValueError, match="test-days"):
+        run_training(settings, run_dir, CONFIG, baselines=(), refit=True)
+    assert not (run_dir / "model" / "checkpoint.pt").exists()  # refused before any training
