@@ -69,6 +69,13 @@ class RawClicks:
     files: list[str]
     format: str
     notes: dict = field(default_factory=dict)
+    persisted: object = None  # the checked rows both frames come from, with cache=True
+
+    def release(self) -> None:
+        """Free the rows persisted by ``read_clicks(..., cache=True)`` (no-op otherwise)."""
+        if self.persisted is not None:
+            self.persisted.unpersist()
+            self.persisted = None
 
 
 def _is_remote(path: str) -> bool:
@@ -220,8 +227,13 @@ def check_input(path: str, fmt: str = "auto") -> tuple[list[str], str]:
     return files, fmt
 
 
-def read_clicks(spark, path: str, fmt: str = "auto") -> RawClicks:
-    """Read raw clicks in any supported format; see the module docstring."""
+def read_clicks(spark, path: str, fmt: str = "auto", *, cache: bool = False) -> RawClicks:
+    """Read raw clicks in any supported format; see the module docstring.
+
+    With ``cache`` the parsed and checked rows are persisted (memory, then disk) when first
+    computed, so that writing the quarantine and using the clicks parse the input once, not
+    twice; ``RawClicks.release()`` frees them.
+    """
     files, fmt = check_input(path, fmt)
     reader = {
         "csv": _read_generic_csv,
@@ -231,9 +243,14 @@ def read_clicks(spark, path: str, fmt: str = "auto") -> RawClicks:
         "diginetica": _read_diginetica,
         "otto": _read_otto,
     }[fmt]
-    raw = reader(spark, files)
-    clicks, quarantine = validate_raw(raw)
-    return RawClicks(clicks=clicks, quarantine=quarantine, files=files, format=fmt)
+    checked = check_rows(reader(spark, files))
+    if cache:
+        from pyspark import StorageLevel
+
+        checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+    clicks, quarantine = split_checked(checked)
+    return RawClicks(clicks=clicks, quarantine=quarantine, files=files, format=fmt,
+                     persisted=checked if cache else None)
 
 
 # --- readers: each returns the "raw" frame -------------------------------------------------
@@ -392,8 +409,8 @@ def parse_timestamp(col: str):
     return F.when(number.isNotNull(), from_number).otherwise(from_text), number.isNotNull()
 
 
-def validate_raw(raw):
-    """Split a raw frame into clean clicks and quarantined rows with a reason."""
+def check_rows(raw):
+    """The raw frame with the parsed ``ts`` and ``_reason`` (null for a clean click)."""
     from pyspark.sql import functions as F
 
     ts, numeric = parse_timestamp("ts_raw")
@@ -410,7 +427,13 @@ def validate_raw(raw):
         .when(F.col("ts").isNull() & ~F.col("_numeric"), F.lit("bad_timestamp"))
         .when(F.col("ts").isNull() | out_of_range, F.lit("timestamp_out_of_range"))
     )
-    checked = raw.withColumn("ts", ts).withColumn("_numeric", numeric).withColumn("_reason", reason)
+    return raw.withColumn("ts", ts).withColumn("_numeric", numeric).withColumn("_reason", reason)
+
+
+def split_checked(checked):
+    """``(clicks, quarantine)`` of a frame from :func:`check_rows`."""
+    from pyspark.sql import functions as F
+
     clicks = checked.where(F.col("_reason").isNull()).select(
         "session_id", "ts", "item_id", "user_id", "event_type", "_seq")
     quarantine = checked.where(F.col("_reason").isNotNull()).select(

@@ -121,13 +121,20 @@ class Scorer:
         items = np.zeros((len(lengths), k), dtype=np.int64)
         scores = np.full((len(lengths), k), np.nan, dtype=np.float32)
 
+        # Identical prefixes (many one-click sessions on the same popular item) are scored once.
         rows = np.flatnonzero(~empty)
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start : start + self.batch_size]
+        first, inverse = unique_lists(*_gather_lists(values, offsets, rows))
+        unique_rows = rows[first]
+        unique_items = np.zeros((len(unique_rows), k), dtype=np.int64)
+        unique_scores = np.zeros((len(unique_rows), k), dtype=np.float32)
+        for start in range(0, len(unique_rows), self.batch_size):
+            chunk = unique_rows[start : start + self.batch_size]
             graphs = build_graphs(*_gather_lists(values, offsets, chunk))
             top_scores, top_items = self._top_k_batch(collate(graphs).to(self.device), k)
-            items[chunk] = top_items
-            scores[chunk] = top_scores
+            unique_items[start : start + len(chunk)] = top_items
+            unique_scores[start : start + len(chunk)] = top_scores
+        items[rows] = unique_items[inverse]
+        scores[rows] = unique_scores[inverse]
         return TopK(items=items, scores=scores, empty=empty)
 
     @torch.inference_mode()
@@ -149,6 +156,51 @@ class Scorer:
                 best_columns = merged_columns.gather(1, order)
         items = best_columns + 1  # score column j is item j + 1
         return best_scores.float().cpu().numpy(), items.cpu().numpy()
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on a uint64 array (wrapping arithmetic)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def unique_lists(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct lists of a non-empty ``(values, offsets)`` list column, exactly.
+
+    Returns ``(first, inverse)``: ``first[u]`` is the position of the first list equal to
+    distinct list ``u`` and list ``i`` equals list ``first[inverse[i]]``. Lists are grouped
+    by length and two 64-bit hashes of (position, value), then every list is compared with
+    its group's first one element by element: a list that differs (a hash collision) becomes
+    a group of its own, so the result never merges different lists.
+
+    Raises:
+        ValueError: when a list is empty.
+    """
+    lengths = np.diff(offsets)
+    if len(lengths) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if lengths.min() < 1:
+        raise ValueError("unique_lists needs non-empty lists.")
+    starts = offsets[:-1]
+    position = (np.arange(len(values)) - np.repeat(starts, lengths)).astype(np.uint64)
+    value = np.asarray(values).astype(np.int64).view(np.uint64)
+    hashes = [lengths.astype(np.uint64)]
+    for salt in (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xD1B54A32D192ED03)):
+        mixed = _mix64(_mix64(value + salt) ^ (position * salt + salt))
+        hashes.append(np.add.reduceat(mixed, starts))  # wraps modulo 2**64
+    _, first, inverse = np.unique(np.stack(hashes, axis=1), axis=0, return_index=True,
+                                  return_inverse=True)
+    inverse = inverse.reshape(-1)
+    # Exact check against each group's first list (same length by construction).
+    reference_starts = np.repeat(starts[first[inverse]], lengths)
+    differs = value != value[reference_starts + position.astype(np.int64)]
+    bad = np.flatnonzero(np.add.reduceat(differs.astype(np.int64), starts) > 0)
+    if len(bad):  # colliding lists: each its own group
+        inverse = inverse.copy()
+        inverse[bad] = len(first) + np.arange(len(bad))
+        first = np.concatenate([first, bad])
+    return first.astype(np.int64), inverse.astype(np.int64)
 
 
 def _gather_lists(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray):

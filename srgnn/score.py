@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,6 +132,13 @@ def _spark_scorer(model_uri: str, tracking_uri: str | None, k: int, model_label:
     return score_batches
 
 
+def _timed(function, *args):
+    """``(function(*args), seconds it took)``."""
+    started = time.perf_counter()
+    result = function(*args)
+    return result, round(time.perf_counter() - started, 1)
+
+
 def score_day(settings: Settings, clicks: str, ds: str, *, model_uri: str | None = None, top_k: int = 20,
               engine: str = "local", fmt: str = "auto", spark=None) -> dict:
     """Score one day and replace it in the warehouse. Returns the run's counts."""
@@ -161,36 +169,46 @@ def score_day(settings: Settings, clicks: str, ds: str, *, model_uri: str | None
         mark[0] = now
 
     check_input(clicks, fmt)
-    recommender, model = resolve_model(settings, model_uri)
-    stage("load_model")
+    # The model loads (MLflow, torch) in a thread while the JVM starts and Spark reads the day;
+    # its errors surface at result().
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="srgnn-load-model") as pool:
+        loading = pool.submit(_timed, resolve_model, settings, model_uri)
+        spark = spark or get_spark(settings, app_name="srgnn-score")
+        stage("start_spark")
+        raw = read_clicks(spark, clicks, fmt, cache=True)  # one parse for quarantine and clicks
+        try:
+            quarantine_dir = settings.home / "quarantine" / "scoring" / f"ds={day.isoformat()}"
+            raw.quarantine.write.mode("overwrite").parquet(str(quarantine_dir))
+            quarantined = spark.read.parquet(str(quarantine_dir)).count()
+            stage("read_and_quarantine")
 
-    spark = spark or get_spark(settings, app_name="srgnn-score")
-    stage("start_spark")
-    raw = read_clicks(spark, clicks, fmt)
-    quarantine_dir = settings.home / "quarantine" / "scoring" / f"ds={day.isoformat()}"
-    raw.quarantine.write.mode("overwrite").parquet(str(quarantine_dir))
-    quarantined = spark.read.parquet(str(quarantine_dir)).count()
-    stage("read_and_quarantine")
+            sessions = etl.sessionize(raw.clicks).select(
+                "session_id", F.transform("events", lambda e: e["item_id"]).alias("items"))
+            if engine == "local":
+                table = sessions.toArrow()
+                stage("sessionize")
+                (recommender, model), stages["load_model"] = loading.result()
+                stage("wait_for_model")
+                rows = recommend_table(recommender, table, top_k, model.label)
+                sessions_in = table.num_rows
+            else:
+                from pyspark.sql import types as T
 
-    sessions = etl.sessionize(raw.clicks).select(
-        "session_id", F.transform("events", lambda e: e["item_id"]).alias("items"))
-    if engine == "local":
-        table = sessions.toArrow()
-        rows = recommend_table(recommender, table, top_k, model.label)
-        sessions_in = table.num_rows
-    else:
-        from pyspark.sql import types as T
-
-        schema = T.StructType([
-            T.StructField("session_id", T.StringType()), T.StructField("rank", T.IntegerType()),
-            T.StructField("item_id", T.StringType()), T.StructField("score", T.DoubleType()),
-            T.StructField("model_version", T.StringType()), T.StructField("unknown_clicks", T.IntegerType()),
-        ])
-        scorer = _spark_scorer(model.uri, settings.tracking_uri if model.version != "local" else None,
-                               top_k, model.label)
-        rows = sessions.mapInArrow(scorer, schema).toArrow()
-        sessions_in = int(pc.sum(pc.equal(rows.column("rank"), 1)).as_py() or 0)
-    stage("sessionize_and_score")
+                (recommender, model), stages["load_model"] = loading.result()
+                stage("wait_for_model")
+                schema = T.StructType([
+                    T.StructField("session_id", T.StringType()), T.StructField("rank", T.IntegerType()),
+                    T.StructField("item_id", T.StringType()), T.StructField("score", T.DoubleType()),
+                    T.StructField("model_version", T.StringType()),
+                    T.StructField("unknown_clicks", T.IntegerType()),
+                ])
+                scorer = _spark_scorer(model.uri, settings.tracking_uri if model.version != "local" else None,
+                                       top_k, model.label)
+                rows = sessions.mapInArrow(scorer, schema).toArrow()
+                sessions_in = int(pc.sum(pc.equal(rows.column("rank"), 1)).as_py() or 0)
+        finally:
+            raw.release()
+    stage("score")
     if sessions_in == 0:
         raise InputError(f"{clicks}: no valid click to score for {ds} ({quarantined} rows quarantined)")
 

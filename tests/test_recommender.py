@@ -57,3 +57,39 @@ def test_bad_vocabulary_is_rejected():
         Recommender(Scorer(model), np.array(["a", "b"], dtype=object), np.array([0, 1, 1]))
     with pytest.raises(ValueError, match="unique"):
         Recommender(Scorer(model), np.array(["a", "a", "b"], dtype=object), np.array([0, 1, 1, 1]))
+
+
+def test_unique_lists_groups_equal_lists_only():
+    from srgnn.predict import unique_lists
+
+    lists = [[5, 6], [5], [5, 6], [6, 5], [7], [5], [5, 6, 5], [5, 6]]
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])])
+    first, inverse = unique_lists(np.concatenate(lists), offsets)
+    assert len(first) == 5  # [5 6], [5], [6 5], [7], [5 6 5]
+    for i, members in enumerate(lists):
+        assert lists[first[inverse[i]]] == members
+    groups = {tuple(lists[f]) for f in first}
+    assert groups == {(5, 6), (5,), (6, 5), (7,), (5, 6, 5)}
+
+
+def test_unique_lists_never_merges_lists_whose_hashes_collide(monkeypatch):
+    import srgnn.predict as predict
+
+    # Every hash equal: only the element-by-element check tells the lists apart.
+    monkeypatch.setattr(predict, "_mix64", lambda x: np.zeros_like(x))
+    lists = [[1, 2], [2, 1], [1, 2], [3, 3], [4]]
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])])
+    first, inverse = predict.unique_lists(np.concatenate(lists), offsets)
+    for i, members in enumerate(lists):
+        assert lists[first[inverse[i]]] == members
+    with pytest.raises(ValueError, match="non-empty"):
+        predict.unique_lists(np.array([1]), np.array([0, 0, 1]))
+
+
+def test_duplicate_sessions_get_the_rows_of_a_lone_session(recommender):
+    sessions = [["a", "b"], ["c"], ["a", "b"], [], ["c"], ["b", "a"]]
+    together = recommender.recommend(sessions, k=4)
+    for i, session in enumerate(sessions):
+        alone = recommender.recommend([session], k=4)
+        assert together.item_ids[i].tolist() == alone.item_ids[0].tolist()
+        np.testing.assert_allclose(together.scores[i], alone.scores[0], rtol=1e-5, atol=1e-6)
