@@ -151,6 +151,11 @@ def main() -> None:
     print(f"{'scoring stage only (in-process)':<34} {stage_seconds:>8.1f} {len(sessions) / stage_seconds:>11,.0f}")
     print(f"{'srgnn evaluate --clicks --targets':<34} {'':>8} {'':>11} {'':>9} {eval_hr:>8.2f} {eval_mrr:>9.2f}")
     print("target: >= 3,000 sessions/s in-process; warehouse HR/MRR must equal the evaluation path's")
+    for engine, *_, out in rows:
+        stages = [line.split("stage seconds", 1)[1].strip() for line in out.splitlines()
+                  if "stage seconds" in line]
+        if stages:  # load_model runs in a thread beside Spark's start and read
+            print(f"stage seconds, --engine {engine}: {stages[-1]}")
 
 
 if __name__ == "__main__":
