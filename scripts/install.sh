@@ -22,7 +22,7 @@ fi
 
 if [ "${1:-}" = "--fresh" ]; then rm -rf "$VENV"; fi
 
-stamp_value=$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)
+stamp_value=$(cat pyproject.toml requirements.lock scripts/install.sh | sha256sum | cut -d' ' -f1)
 if [ -x "$VENV/bin/srgnn" ] && [ "$(cat "$VENV/.install-stamp" 2>/dev/null)" = "$stamp_value" ]; then
   exit 0
 fi
@@ -34,6 +34,10 @@ fi
 echo "install: creating $VENV with $PYTHON_BIN" >&2
 "$PYTHON_BIN" -m venv "$VENV"
 
+# Packages are installed with their bytecode compiled: where PYTHONDONTWRITEBYTECODE is set,
+# Python would otherwise compile torch, mlflow, pyspark, ... from source in every process
+# (about 3 s at each start of a command, a Spark worker or a test process).
+
 # Local wheel folders from pip's own configuration (e.g. a CPU build of torch on disk):
 # pip reads them itself, uv has to be told.
 find_links=()
@@ -42,8 +46,8 @@ for dir in $("$VENV/bin/pip" config get global.find-links 2>/dev/null || true); 
 done
 
 if "$VENV/bin/pip" install -q uv==0.13.9 >/dev/null 2>&1; then
-  "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" "${find_links[@]}" \
-    -c requirements.lock -e ".[dev]"
+  "$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python" \
+    "${find_links[@]}" -c requirements.lock -e ".[dev]"
 else
   echo "install: uv unavailable, using pip" >&2
   "$VENV/bin/pip" install -q -c requirements.lock -e ".[dev]"

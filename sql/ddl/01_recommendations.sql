@@ -2,7 +2,8 @@
 --
 -- Written by the nightly scoring job. A day (ds) is always replaced as a whole inside one
 -- transaction, so readers see either the previous version of the day or the new one.
--- Portable SQL: applied as is on DuckDB and on PostgreSQL, on every connect.
+-- PostgreSQL (and any engine without its own file); DuckDB uses 01_recommendations.duckdb.sql.
+-- Applied on every connect.
 CREATE TABLE IF NOT EXISTS recommendations (
     ds            DATE             NOT NULL,  -- the scored day (the DAG run's logical date)
     session_id    VARCHAR          NOT NULL,  -- raw session id, as in the clickstream
