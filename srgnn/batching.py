@@ -361,7 +361,7 @@ class GraphParquetReader:
         *,
         shuffle: bool = False,
         seed: int = 0,
-        shuffle_buffer: int = 200_000,
+        shuffle_buffer: int = 1_000_000,
         max_examples: int | None = None,
         read_rows: int = 65_536,
         drop_last: bool = False,

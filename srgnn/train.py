@@ -94,7 +94,7 @@ class TrainConfig:
     max_examples_per_epoch: int | None = None  # cap on training examples per epoch (quick runs)
     max_valid_examples: int | None = None  # cap on validation examples (quick runs); None = all
     eval_batch_size: int = 500  # examples per batch when scoring the validation split
-    shuffle_buffer: int = 200_000  # rows shuffled together when streaming the training split
+    shuffle_buffer: int = 1_000_000  # rows shuffled together (~150 B each); covers a Diginetica-size split whole
     progress: bool = True  # show a tqdm progress bar per epoch
 
     def __post_init__(self) -> None:
