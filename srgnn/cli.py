@@ -144,7 +144,7 @@ def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, comp
 
 def _train_options(func):
     """Training flags; defaults are the SR-GNN paper's settings (srgnn.train.TrainConfig)."""
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     d = TrainConfig()
     options = [
@@ -183,7 +183,7 @@ def train(settings: Settings, clicks, fmt, min_item_support, test_days, valid_da
     from .io import check_input
     from .prepare import default_out_dir, run_prepare
     from .spark import get_spark
-    from .train import TrainConfig
+    from .config import TrainConfig
     from .training_run import run_training
 
     config = _prepare_config(min_item_support, test_days, valid_days)

@@ -84,6 +84,70 @@ class PrepareConfig:
             raise ValueError("test_days and valid_days must be non-negative.")
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting, with the SR-GNN paper's values as defaults."""
+
+    hidden_size: int = 100  # d: item embedding and node state width
+    steps: int = 1  # propagation steps of the gated graph cell
+    nonhybrid: bool = False  # True: session embedding from attention only (no last-click term)
+    batch_size: int = 100  # training examples per optimizer step
+    lr: float = 0.001  # Adam learning rate
+    lr_decay_step: int = 3  # multiply the learning rate by lr_decay_rate every this many epochs
+    lr_decay_rate: float = 0.1  # step decay factor
+    l2: float = 1e-5  # L2 penalty (Adam weight_decay, added to the gradient as in the reference)
+    epochs: int = 30  # upper bound on training epochs
+    patience: int = 5  # stop after this many epochs without a better validation HR@top_k
+    top_k: int = 20  # K of the validation metrics HR@K and MRR@K (HR@K selects the epoch)
+    seed: int = 2019  # seeds the initial weights and the shuffling of every epoch
+    num_threads: int = 0  # torch CPU threads; 0 = all usable cores (fewer can win on a busy machine)
+    max_examples_per_epoch: int | None = None  # cap on training examples per epoch (quick runs)
+    max_valid_examples: int | None = None  # cap on validation examples (quick runs); None = all
+    eval_batch_size: int = 500  # examples per batch when scoring the validation split
+    shuffle_buffer: int = 1_000_000  # rows shuffled together (~150 B each); covers a Diginetica-size split whole
+    progress: bool = True  # show a tqdm progress bar per epoch
+
+    def __post_init__(self) -> None:
+        positive = ("hidden_size", "steps", "batch_size", "lr_decay_step", "epochs", "patience",
+                    "top_k", "eval_batch_size", "shuffle_buffer")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}.")
+        if not 0 < self.lr_decay_rate <= 1:
+            raise ValueError(f"lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
+        if self.l2 < 0:
+            raise ValueError(f"l2 must be non-negative, got {self.l2}.")
+        if self.num_threads < 0:
+            raise ValueError(
+                f"num_threads must be 0 (all cores) or positive, got {self.num_threads}."
+            )
+        for name in ("max_examples_per_epoch", "max_valid_examples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be a positive integer or None, got {value}.")
+
+    def model_config(self, num_items: int):
+        """The :class:`srgnn.model.ModelConfig` of this config for ``num_items`` items."""
+        from .model import ModelConfig
+
+        return ModelConfig(
+            num_items=num_items,
+            hidden_size=self.hidden_size,
+            steps=self.steps,
+            nonhybrid=self.nonhybrid,
+        )
+
+    def threads(self) -> int:
+        """The number of torch threads this config asks for (0 resolved to all usable cores)."""
+        if self.num_threads:
+            return self.num_threads
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
+
+
 def config_dict(config) -> dict:
     """A flat, JSON-friendly dict of a config dataclass (used for MLflow params and summaries)."""
     out = {}
@@ -93,4 +157,4 @@ def config_dict(config) -> dict:
     return out
 
 
-__all__ = ["Settings", "PrepareConfig", "config_dict", "asdict", "field"]
+__all__ = ["Settings", "PrepareConfig", "TrainConfig", "config_dict", "asdict", "field"]

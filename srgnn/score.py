@@ -132,6 +132,13 @@ def _spark_scorer(model_uri: str, tracking_uri: str | None, k: int, model_label:
     return score_batches
 
 
+def _parquet_rows(folder) -> int:
+    """Rows of a Parquet folder written by Spark, from the file footers (no Spark job)."""
+    import pyarrow.dataset as pads
+
+    return pads.dataset(str(folder), format="parquet").count_rows()
+
+
 def _timed(function, *args):
     """``(function(*args), seconds it took)``."""
     started = time.perf_counter()
@@ -179,7 +186,7 @@ def score_day(settings: Settings, clicks: str, ds: str, *, model_uri: str | None
         try:
             quarantine_dir = settings.home / "quarantine" / "scoring" / f"ds={day.isoformat()}"
             raw.quarantine.write.mode("overwrite").parquet(str(quarantine_dir))
-            quarantined = spark.read.parquet(str(quarantine_dir)).count()
+            quarantined = _parquet_rows(quarantine_dir)
             stage("read_and_quarantine")
 
             sessions = etl.sessionize(raw.clicks).select(
