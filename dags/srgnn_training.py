@@ -47,7 +47,7 @@ def prepare(out_dir: str, params: dict | None = None) -> dict:
 def train(run_dir: str, params: dict | None = None) -> dict:
     from srgnn.pipeline import train_step
 
-    return train_step(run_dir, epochs=params["epochs"])
+    return train_step(run_dir, epochs=params["epochs"], refit=params.get("refit", False))
 
 
 @task
@@ -98,6 +98,11 @@ def publish_champion(trained: dict, outlet_events=None) -> dict:
         "epochs": Param(
             None, type=["null", "integer"], minimum=1,
             description="Training epochs; empty for the package default.",
+        ),
+        "refit": Param(
+            False, type="boolean",
+            description="After choosing the epoch count on validation, train again on train + "
+                        "valid for that many epochs and register that model (needs test_days > 0).",
         ),
     },
 )

@@ -39,20 +39,21 @@ def prepare_step(clicks: str, fmt: str = "auto", out_dir: str | None = None,
     return {"run_dir": result.out_dir, "summary": result.summary}
 
 
-def train_step(run_dir: str, epochs: int | None = None, **overrides) -> dict:
+def train_step(run_dir: str, epochs: int | None = None, refit: bool = False, **overrides) -> dict:
     """Train SR-GNN on a prepared run, log it to MLflow, register it and run the champion gate.
 
-    ``overrides`` are :class:`srgnn.train.TrainConfig` fields (``hidden_size``, ``lr``, ...).
+    ``overrides`` are :class:`srgnn.train.TrainConfig` fields (``hidden_size``, ``lr``, ...);
+    ``refit``: see :func:`srgnn.training_run.run_training`.
     Returns ``{"run_id", "version", "model_uri", "metrics", "promoted", ...}``.
     """
-    from .train import TrainConfig
+    from .config import TrainConfig
     from .training_run import run_training
 
     settings = Settings.from_env()
     if epochs is not None:
         overrides["epochs"] = epochs
     overrides.setdefault("progress", False)
-    result = run_training(settings, run_dir, TrainConfig(**overrides))
+    result = run_training(settings, run_dir, TrainConfig(**overrides), refit=refit)
     _write_json(run_dir, "training.json", result)
     return result
 

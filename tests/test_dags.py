@@ -139,14 +139,14 @@ def test_training_params_and_their_environment_defaults(bag, airflow_env):
     params = bag().dags["srgnn_training"].params
     assert params.dump() == {
         "clicks": str(airflow_env.srgnn_home.resolve() / "clicks"), "format": "auto",
-        "min_item_support": 5, "test_days": 7, "valid_days": 7, "epochs": None,
+        "min_item_support": 5, "test_days": 7, "valid_days": 7, "epochs": None, "refit": False,
     }
     params = bag(SRGNN_TRAINING_CLICKS="/data/clicks/*.csv.gz", SRGNN_TRAINING_FORMAT="yoochoose",
                  SRGNN_MIN_ITEM_SUPPORT="3", SRGNN_TEST_DAYS="1", SRGNN_VALID_DAYS="0",
                  SRGNN_TRAINING_SCHEDULE="0 3 * * 1", SRGNN_TASK_RETRIES="4").dags["srgnn_training"].params
     assert params.dump() == {
         "clicks": "/data/clicks/*.csv.gz", "format": "yoochoose",
-        "min_item_support": 3, "test_days": 1, "valid_days": 0, "epochs": None,
+        "min_item_support": 3, "test_days": 1, "valid_days": 0, "epochs": None, "refit": False,
     }
 
 
@@ -156,7 +156,9 @@ def test_training_params_are_validated(bag):
     params = bag().dags["srgnn_training"].params
     params["epochs"] = 3
     params["format"] = "diginetica"
-    for name, bad in [("format", "xml"), ("min_item_support", 0), ("epochs", 0), ("test_days", -1)]:
+    params["refit"] = True
+    for name, bad in [("format", "xml"), ("min_item_support", 0), ("epochs", 0), ("test_days", -1),
+                      ("refit", "yes")]:
         with pytest.raises(ParamValidationError):
             params[name] = bad
 
