@@ -199,16 +199,11 @@ def score_day(settings: Settings, clicks: str, ds: str, *, model_uri: str | None
                 rows = recommend_table(recommender, table, top_k, model.label)
                 sessions_in = table.num_rows
             else:
-                from pyspark.sql import types as T
+                from pyspark.sql.pandas.types import from_arrow_schema
 
                 (recommender, model), stages["load_model"] = loading.result()
                 stage("wait_for_model")
-                schema = T.StructType([
-                    T.StructField("session_id", T.StringType()), T.StructField("rank", T.IntegerType()),
-                    T.StructField("item_id", T.StringType()), T.StructField("score", T.DoubleType()),
-                    T.StructField("model_version", T.StringType()),
-                    T.StructField("unknown_clicks", T.IntegerType()),
-                ])
+                schema = from_arrow_schema(rows_schema())  # the rows recommend_table builds
                 scorer = _spark_scorer(model.uri, settings.tracking_uri if model.version != "local" else None,
                                        top_k, model.label)
                 rows = sessions.mapInArrow(scorer, schema).toArrow()
