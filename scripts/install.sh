@@ -23,7 +23,16 @@ fi
 if [ "${1:-}" = "--fresh" ]; then rm -rf "$VENV"; fi
 
 stamp_value=$(cat pyproject.toml requirements.lock scripts/install.sh | sha256sum | cut -d' ' -f1)
+# Spark's class archive for fast local starts (srgnn/spark.py); built once per JDK and Spark.
+class_archive() {
+  if command -v java >/dev/null 2>&1 || [ -n "${JAVA_HOME:-}" ]; then
+    "$VENV/bin/python" -m srgnn.spark --build-class-archive --if-missing \
+      || echo "install: warning: no Spark class archive; local Spark starts take a few seconds longer" >&2
+  fi
+}
+
 if [ -x "$VENV/bin/srgnn" ] && [ "$(cat "$VENV/.install-stamp" 2>/dev/null)" = "$stamp_value" ]; then
+  class_archive
   exit 0
 fi
 
@@ -53,4 +62,5 @@ else
   "$VENV/bin/pip" install -q -c requirements.lock -e ".[dev]"
 fi
 echo "$stamp_value" > "$VENV/.install-stamp"
+class_archive
 echo "install: done ($VENV)" >&2

@@ -256,7 +256,7 @@ def read_clicks(spark, path: str, fmt: str = "auto", *, cache: bool = False) -> 
 # --- readers: each returns the "raw" frame -------------------------------------------------
 # Raw frame columns (all strings): session_id, ts_raw, item_id, user_id, event_type,
 # _corrupt (the whole line when it could not be split into fields, else null),
-# _raw (the raw values as JSON text, kept for quarantine), _file, _seq.
+# _raw (a struct of the raw values, written as JSON text for quarantined rows only), _file, _seq.
 
 
 def _string_schema(names, corrupt: bool = True):
@@ -277,7 +277,7 @@ def _finish_raw(df, session, ts, item, user=None, event=None, raw_cols=(), hint=
         trimmed = F.trim(col.cast("string"))
         return F.when(trimmed == "", None).otherwise(trimmed)
 
-    raw_json = F.to_json(F.struct(*[F.col(c).cast("string").alias(c) for c in raw_cols]))
+    raw_values = F.struct(*[F.col(c).cast("string").alias(c) for c in raw_cols])
     return df.select(
         clean(session).alias("session_id"),
         clean(ts).alias("ts_raw"),
@@ -285,7 +285,7 @@ def _finish_raw(df, session, ts, item, user=None, event=None, raw_cols=(), hint=
         clean(user).alias("user_id"),
         clean(event).alias("event_type"),
         (F.col("_corrupt") if "_corrupt" in df.columns else F.lit(None).cast("string")).alias("_corrupt"),
-        raw_json.alias("_raw"),
+        raw_values.alias("_raw"),
         F.input_file_name().alias("_file"),
         (hint if hint is not None else F.lit(None).cast("string")).alias("_hint"),
     ).withColumn("_seq", F.monotonically_increasing_id())
@@ -438,7 +438,7 @@ def split_checked(checked):
         "session_id", "ts", "item_id", "user_id", "event_type", "_seq")
     quarantine = checked.where(F.col("_reason").isNotNull()).select(
         F.col("_file").alias("source_file"),
-        F.coalesce(F.col("_corrupt"), F.col("_raw")).alias("raw"),
+        F.coalesce(F.col("_corrupt"), F.to_json(F.col("_raw"))).alias("raw"),
         F.col("_reason").alias("reason"),
     )
     return clicks, quarantine
