@@ -299,3 +299,39 @@ def test_training_loss_equals_cross_entropy_of_the_scores_with_the_same_gradient
     assert torch.count_nonzero(model.embedding.weight.grad[0]) == 0  # padding row
     with pytest.raises(ValueError, match="targets"):
         model.loss(collate(build_graphs(np.array([1, 2]), np.array([0, 2])), np.array([41])))
+
+
+def test_training_loss_gradients_accumulate_and_survive_vanishing_probabilities():
+    sessions = clustered_sessions(num_items=40, num_sessions=30, seed=7)
+    values, offsets = sessions_to_arrays(sessions)
+    prefix_values, prefix_offsets, targets, _ = expand_prefixes(values, offsets)
+    batch = collate(build_graphs(prefix_values, prefix_offsets), targets)
+    torch.manual_seed(7)
+    model = SRGNN(ModelConfig(num_items=40, hidden_size=16))
+    with torch.no_grad():  # scores hundreds apart: many target probabilities underflow to 0
+        model.embedding.weight.mul_(60.0)
+    expected = torch.nn.functional.cross_entropy(model(batch), batch.targets - 1)
+    assert torch.isfinite(expected) and expected > 100
+    expected.backward()
+    expected_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    loss = model.loss(batch)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    model.loss(batch).backward()  # a second pass adds to the gradients already there
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, 2 * expected_grads[name], rtol=1e-4, atol=1e-5)
+
+
+def test_item_lookup_alone_gives_the_embedding_gradient():
+    from srgnn.model import _ItemLookup
+
+    torch.manual_seed(8)
+    table = torch.randn(9, 4, requires_grad=True)
+    items = torch.tensor([[1, 3, 3], [0, 8, 1]])
+    weights = torch.randn(2, 3, 4)
+    (torch.nn.functional.embedding(items, table) * weights).sum().backward()
+    expected = table.grad.clone()
+    table.grad = None
+    (_ItemLookup.apply(table, items, None) * weights).sum().backward()
+    torch.testing.assert_close(table.grad, expected)
