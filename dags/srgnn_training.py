@@ -47,7 +47,8 @@ def prepare(out_dir: str, params: dict | None = None) -> dict:
 def train(run_dir: str, params: dict | None = None) -> dict:
     from srgnn.pipeline import train_step
 
-    return train_step(run_dir, epochs=params["epochs"], refit=params.get("refit", False))
+    return train_step(run_dir, epochs=params["epochs"], refit=params.get("refit", False),
+                      short_fallback=params.get("short_fallback", True))
 
 
 @task
@@ -103,6 +104,11 @@ def publish_champion(trained: dict, outlet_events=None) -> dict:
             False, type="boolean",
             description="After choosing the epoch count on validation, train again on train + "
                         "valid for that many epochs and register that model (needs test_days > 0).",
+        ),
+        "short_fallback": Param(
+            True, type="boolean",
+            description="Answer 1-3 click sessions with item-KNN where validation by session "
+                        "length shows it better than SR-GNN.",
         ),
     },
 )

@@ -201,8 +201,15 @@ class SessionRecommender:
             if session_times.shape != (len(offsets) - 1,):
                 raise ValueError("session_times needs one entry per training session.")
 
-        self.num_items_ = int(num_items)
-        clicks = np.bincount(values, minlength=self.num_items_ + 1).astype(np.int64)
+        self._set_popularity(np.bincount(values, minlength=int(num_items) + 1))
+        self._fit(values, offsets, session_times)
+        return self
+
+    def _set_popularity(self, clicks: np.ndarray) -> None:
+        """``num_items_``, ``item_clicks_``, ``popularity_order_`` and ``popularity_rank_``
+        from the (N + 1,) training clicks per item."""
+        self.num_items_ = len(clicks) - 1
+        clicks = np.asarray(clicks, dtype=np.int64).copy()
         clicks[0] = 0
         self.item_clicks_ = clicks
         items = np.arange(1, self.num_items_ + 1, dtype=np.int64)
@@ -210,8 +217,6 @@ class SessionRecommender:
         rank = np.full(self.num_items_ + 1, self.num_items_, dtype=np.int64)
         rank[self.popularity_order_] = np.arange(self.num_items_)
         self.popularity_rank_ = rank
-        self._fit(values, offsets, session_times)
-        return self
 
     def recommend(
         self, prefix_values, prefix_offsets, k: int = 20
@@ -444,6 +449,29 @@ class ItemKNN(SessionRecommender):
             self.neighbor_indptr_, self.neighbor_items_, self.neighbor_scores_,
             _last_items(values, offsets), k,
         )
+
+    def save(self, path) -> None:
+        """Write the fitted model (neighbour lists, training clicks, parameters) as ``.npz``."""
+        if not hasattr(self, "neighbor_indptr_"):
+            raise RuntimeError("ItemKNN must be fitted before save().")
+        np.savez(path, indptr=self.neighbor_indptr_, items=self.neighbor_items_,
+                 scores=self.neighbor_scores_, item_clicks=self.item_clicks_,
+                 params=np.array([self.num_neighbors, self.regularization, self.alpha], dtype=np.float64))
+
+    @classmethod
+    def load(cls, path) -> "ItemKNN":
+        """A fitted model from :meth:`save`'s file (no pickled objects are read)."""
+        with np.load(path, allow_pickle=False) as data:
+            num_neighbors, regularization, alpha = data["params"]
+            model = cls(int(num_neighbors), float(regularization), float(alpha))
+            model._set_popularity(data["item_clicks"])
+            model.neighbor_indptr_ = data["indptr"].astype(np.int64)
+            model.neighbor_items_ = data["items"].astype(np.int64)
+            model.neighbor_scores_ = data["scores"].astype(np.float64)
+        if len(model.neighbor_indptr_) != model.num_items_ + 2 or (  # one list per index 0..N
+                len(model.neighbor_items_) and model.neighbor_items_.max() > model.num_items_):
+            raise ValueError(f"{path}: inconsistent item-KNN arrays.")
+        return model
 
 
 class SessionKNN(SessionRecommender):

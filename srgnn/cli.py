@@ -159,6 +159,8 @@ def _train_options(func):
         click.option("--nonhybrid", is_flag=True, help="Session embedding from attention only (no last-click term)."),
         click.option("--max-examples-per-epoch", type=int, default=None, help="Cap training examples per epoch (quick runs)."),
         click.option("--seed", type=int, default=d.seed, show_default=True),
+        click.option("--short-fallback/--no-short-fallback", default=d.short_fallback, show_default=True,
+                     help="Answer 1-3 click sessions with item-KNN where validation by length shows it better."),
         click.option("--resume", is_flag=True, help="Continue the run folder's training after a crash."),
         click.option("--refit", is_flag=True,
                      help="After choosing the epoch count on validation, train again on train + "
@@ -204,6 +206,7 @@ def train(settings: Settings, clicks, fmt, min_item_support, test_days, valid_da
     click.echo(f"\nregistered srgnn version {result['version']} ({result['model_uri']}), "
                f"best epoch {result.get('best_epoch')}")
     click.echo(f"gate: {result.get('decision')}: {result.get('reason')}")
+    click.echo(f"short sessions: {result['short_fallback']['description']}")
     if result.get("table"):
         click.echo(result["table"])
 

@@ -106,6 +106,7 @@ class TrainConfig:
     eval_batch_size: int = 500  # examples per batch when scoring the validation split
     shuffle_buffer: int = 1_000_000  # rows shuffled together (~150 B each); covers a Diginetica-size split whole
     progress: bool = True  # show a tqdm progress bar per epoch
+    short_fallback: bool = True  # item-KNN for 1-3 click sessions where validation by length shows it better
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "steps", "batch_size", "lr_decay_step", "epochs", "patience",

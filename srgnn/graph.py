@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SessionGraphs", "build_graphs", "check_lists", "graphs_to_arrow", "normalized_adjacency"]
+__all__ = ["SessionGraphs", "build_graphs", "check_lists", "gather_lists", "graphs_to_arrow", "normalized_adjacency"]
 
 
 @dataclass(frozen=True)
@@ -176,3 +176,12 @@ def normalized_adjacency(num_nodes: int, edge_src: np.ndarray, edge_dst: np.ndar
     a_out = adjacency / np.where(out_degree == 0, 1.0, out_degree)
     a_in = adjacency.T / np.where(in_degree == 0, 1.0, in_degree)
     return np.concatenate([a_in, a_out], axis=1)
+
+
+def gather_lists(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
+    """Flat values and offsets of the lists ``rows`` (in that order) of a (values, offsets) list column."""
+    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
+    new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
+    return values[np.repeat(starts, lengths) + within], new_offsets

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from srgnn.batching import collate
-from srgnn.graph import build_graphs, check_lists
+from srgnn.graph import build_graphs, check_lists, gather_lists
 from srgnn.model import SRGNN, ModelConfig
 
 __all__ = ["TopK", "Scorer", "native_bfloat16"]
@@ -183,13 +183,13 @@ class Scorer:
 
         # Identical prefixes (many one-click sessions on the same popular item) are scored once.
         rows = np.flatnonzero(~empty)
-        first, inverse = unique_lists(*_gather_lists(values, offsets, rows))
+        first, inverse = unique_lists(*gather_lists(values, offsets, rows))
         unique_rows = rows[first]
         unique_items = np.zeros((len(unique_rows), k), dtype=np.int64)
         unique_scores = np.zeros((len(unique_rows), k), dtype=np.float32)
         for start in range(0, len(unique_rows), self.batch_size):
             chunk = unique_rows[start : start + self.batch_size]
-            graphs = build_graphs(*_gather_lists(values, offsets, chunk))
+            graphs = build_graphs(*gather_lists(values, offsets, chunk))
             top_scores, top_items = self._top_k_batch(collate(graphs).to(self.device), k)
             unique_items[start : start + len(chunk)] = top_items
             unique_scores[start : start + len(chunk)] = top_scores
@@ -294,12 +294,3 @@ def unique_lists(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, n
         inverse[bad] = len(first) + np.arange(len(bad))
         first = np.concatenate([first, bad])
     return first.astype(np.int64), inverse.astype(np.int64)
-
-
-def _gather_lists(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
-    """Flat values and offsets of the lists ``rows`` of a (values, offsets) list column."""
-    starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-    new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_offsets[1:])
-    within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
-    return values[np.repeat(starts, lengths) + within], new_offsets

@@ -9,10 +9,13 @@ champions and candidates through it. It
 2. scores the known prefixes with :class:`srgnn.predict.Scorer` (graphs built by
    :func:`srgnn.graph.build_graphs`, the code that prepared the training data), and
 3. gives sessions without any known item the popularity ranking of the training window,
-   marked ``fallback:pop`` in :attr:`Recommendations.source`.
+   marked ``fallback:pop`` in :attr:`Recommendations.source`, and
+4. optionally gives very short sessions to item-KNN (:class:`ShortSessionFallback`, marked
+   ``fallback:iknn``): graph models are known to be weakest on one or two clicks, and the
+   training run routes a length there only where validation by length shows item-KNN better.
 
-Saved as a folder (``model.pt``, ``vocab.parquet``, ``recommender.json``) that
-:meth:`Recommender.load` reads back.
+Saved as a folder (``model.pt``, ``vocab.parquet``, ``recommender.json``, and
+``item_knn.npz`` with a short-session fallback) that :meth:`Recommender.load` reads back.
 """
 
 from __future__ import annotations
@@ -25,7 +28,28 @@ import numpy as np
 
 SOURCE_MODEL = "model"
 SOURCE_POPULARITY = "fallback:pop"
+SOURCE_ITEM_KNN = "fallback:iknn"
 FORMAT_VERSION = 1
+_ITEM_KNN_FILE = "item_knn.npz"
+
+
+@dataclass(frozen=True)
+class ShortSessionFallback:
+    """Item-KNN answers sessions whose number of known clicks is one of ``lengths``.
+
+    Attributes:
+        item_knn: a fitted :class:`srgnn.baselines.ItemKNN` over the same item indices.
+        lengths: known-click counts routed to it (e.g. ``(1,)``).
+        evidence: why (the validation figures by length that chose it); saved with the model.
+    """
+
+    item_knn: object
+    lengths: tuple[int, ...]
+    evidence: dict
+
+    def __post_init__(self) -> None:
+        if not self.lengths or min(self.lengths) < 1:
+            raise ValueError("a short-session fallback needs lengths of at least 1 click.")
 
 
 @dataclass(frozen=True)
@@ -70,7 +94,7 @@ class Recommender:
         popularity: (N + 1,) training clicks per item index (entry 0, padding, is ignored).
     """
 
-    def __init__(self, scorer, item_ids, popularity) -> None:
+    def __init__(self, scorer, item_ids, popularity, short_fallback: ShortSessionFallback | None = None) -> None:
         import pandas as pd
 
         item_ids = np.asarray(item_ids, dtype=object)
@@ -79,9 +103,12 @@ class Recommender:
             raise ValueError(f"the vocabulary has {len(item_ids)} items but the model scores {scorer.num_items}.")
         if len(popularity) != len(item_ids) + 1:
             raise ValueError("popularity must have one entry per item index plus the padding entry 0.")
+        if short_fallback is not None and short_fallback.item_knn.num_items_ != len(item_ids):
+            raise ValueError("the short-session fallback must cover the vocabulary's items.")
         self.scorer = scorer
         self.item_ids = item_ids
         self.popularity = popularity
+        self.short_fallback = short_fallback
         self._index = pd.Index(item_ids.astype(str))
         if not self._index.is_unique:
             raise ValueError("raw item ids in the vocabulary must be unique.")
@@ -103,6 +130,10 @@ class Recommender:
         item_ids, popularity = read_vocab(Path(run_dir) / "vocab.parquet")
         return cls(Scorer.from_state_dict(state_dict, model_config, **scorer_options), item_ids, popularity)
 
+    def with_short_fallback(self, short_fallback: ShortSessionFallback | None) -> "Recommender":
+        """The same model and vocabulary with another short-session fallback (or none)."""
+        return type(self)(self.scorer, self.item_ids, self.popularity, short_fallback)
+
     def save(self, path) -> None:
         """Write ``model.pt``, ``vocab.parquet`` and ``recommender.json`` into folder ``path``."""
         import dataclasses
@@ -120,9 +151,14 @@ class Recommender:
             "item_index": pa.array(np.arange(1, self.num_items + 1, dtype=np.int32)),
             "train_clicks": pa.array(self.popularity[1:], pa.int64()),
         }), path / "vocab.parquet")
-        (path / "recommender.json").write_text(json.dumps({
-            "format_version": FORMAT_VERSION, "num_items": self.num_items,
-            "model_config": dataclasses.asdict(self.scorer.config)}, indent=2) + "\n")
+        meta = {"format_version": FORMAT_VERSION, "num_items": self.num_items,
+                "model_config": dataclasses.asdict(self.scorer.config)}
+        if self.short_fallback is not None:
+            self.short_fallback.item_knn.save(path / _ITEM_KNN_FILE)
+            meta["short_session_fallback"] = {"baseline": "iknn", "file": _ITEM_KNN_FILE,
+                                              "lengths": list(self.short_fallback.lengths),
+                                              "evidence": self.short_fallback.evidence}
+        (path / "recommender.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
     def load(cls, path, **scorer_options) -> "Recommender":
@@ -137,7 +173,15 @@ class Recommender:
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: unsupported recommender format {meta.get('format_version')!r}.")
         item_ids, popularity = read_vocab(path / "vocab.parquet")
-        return cls(Scorer.from_checkpoint(path / "model.pt", **scorer_options), item_ids, popularity)
+        short_fallback = None
+        if meta.get("short_session_fallback"):
+            from .baselines import ItemKNN
+
+            spec = meta["short_session_fallback"]
+            short_fallback = ShortSessionFallback(ItemKNN.load(path / spec["file"]),
+                                                  tuple(int(n) for n in spec["lengths"]), spec.get("evidence", {}))
+        return cls(Scorer.from_checkpoint(path / "model.pt", **scorer_options), item_ids, popularity,
+                   short_fallback)
 
     # --- recommending ------------------------------------------------------------------------
     def index_items(self, raw_ids) -> np.ndarray:
@@ -157,17 +201,34 @@ class Recommender:
         session_of_click = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         unknown = np.bincount(session_of_click[~known], minlength=len(offsets) - 1)
         kept_per_session = np.bincount(session_of_click[known], minlength=len(offsets) - 1)
-        new_offsets = np.zeros(len(offsets), dtype=np.int64)
-        np.cumsum(kept_per_session, out=new_offsets[1:])
-        top = self.scorer.top_k(indices[known], new_offsets, k)
+        from .graph import gather_lists
+
+        values, offsets = indices[known], _offsets(kept_per_session)
+        short = np.zeros(len(kept_per_session), dtype=bool)
+        if self.short_fallback is not None:
+            short = np.isin(kept_per_session, self.short_fallback.lengths)
+        long_rows = np.flatnonzero(~short)
+        top = self.scorer.top_k(*gather_lists(values, offsets, long_rows), k)
         k_eff = top.items.shape[1]
-        items = top.items.copy()
-        scores = top.scores.astype(np.float64)
-        items[top.empty] = self._popular_items[:k_eff]
-        scores[top.empty] = self._popular_scores[:k_eff]
-        source = np.where(top.empty, SOURCE_POPULARITY, SOURCE_MODEL).astype(object)
+        items = np.zeros((len(short), k_eff), dtype=np.int64)
+        scores = np.zeros((len(short), k_eff), dtype=np.float64)
+        source = np.full(len(short), SOURCE_MODEL, dtype=object)
+        items[long_rows] = np.where(top.empty[:, None], self._popular_items[:k_eff], top.items)
+        scores[long_rows] = np.where(top.empty[:, None], self._popular_scores[:k_eff], top.scores)
+        source[long_rows[top.empty]] = SOURCE_POPULARITY
+        if short.any():
+            short_rows = np.flatnonzero(short)
+            items[short_rows], scores[short_rows] = self.short_fallback.item_knn.recommend(
+                *gather_lists(values, offsets, short_rows), k_eff)
+            source[short_rows] = SOURCE_ITEM_KNN
         return Recommendations(item_ids=self.item_ids[items - 1], scores=scores, source=source,
                                unknown_clicks=unknown)
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
 
 
 def read_vocab(path) -> tuple[np.ndarray, np.ndarray]:

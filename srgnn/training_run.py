@@ -16,6 +16,13 @@ MLflow, register the model as a new version of ``srgnn``, and run the promotion 
 * the model is registered, and :func:`srgnn.registry.promote_if_better` decides whether the
   ``champion`` alias moves to it (the decision is also a run tag).
 
+With ``train_config.short_fallback`` (the default) the registered recommender may answer
+sessions of 1, 2 or 3 known clicks with item-KNN instead (:func:`choose_short_fallback`):
+each of those lengths whose validation examples (at least 100) show item-KNN ahead of the
+selected SR-GNN model (HR@20, ties by MRR@20) goes to item-KNN, fitted on the final model's
+training sessions. The figures by length are logged (``short_fallback.json``, tag
+``short_fallback``) and saved with the model; scoring marks those rows ``fallback:iknn``.
+
 With ``refit=True`` a second training follows the selection: from the same initial weights on
 train + valid together, for the epoch count validation chose (:func:`srgnn.train.refit`); that
 model is the one evaluated, logged and registered (metrics ``refit_train_loss`` per epoch, tag
@@ -64,6 +71,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASELINES = ("pop", "iknn", "sknn", "markov")
+SHORT_LENGTHS = (1, 2, 3)  # session lengths (known clicks) that may go to the item-KNN fallback
+SHORT_MIN_EXAMPLES = 100  # validation examples a length needs before it can be routed
 CHECKPOINT_DIR = "model"  # under the run folder
 REFIT_DIR = "refit"  # under the checkpoint folder
 _RUN_RECORD = "mlflow_run.json"  # in the checkpoint folder: the MLflow run of that training
@@ -159,6 +168,78 @@ def _open_run(checkpoint_dir: Path, resume: bool, run_name: str):
             logger.info("continuing MLflow run %s", run_id)
             return mlflow.start_run(run_id=run_id), True
     return mlflow.start_run(run_name=run_name), False
+
+
+def short_fallback_lengths(model_by_length: dict, baseline_by_length: dict, k: int = 20,
+                           lengths=SHORT_LENGTHS, min_examples: int = SHORT_MIN_EXAMPLES) -> tuple[int, ...]:
+    """The lengths whose validation bucket shows the baseline ahead of the model.
+
+    Args:
+        model_by_length, baseline_by_length: ``by_length`` dicts of
+            :func:`srgnn.evaluate.evaluate_ranked` (``{"1": {"HR@K", "MRR@K", "examples"}}``).
+        lengths: single-length buckets that may be routed.
+        min_examples: fewer validation examples than this never route a length.
+
+    Returns:
+        The routed lengths: where the baseline has the higher HR@K, or the same HR@K and a
+        higher MRR@K (:func:`srgnn.registry.is_better`).
+    """
+    from srgnn.registry import is_better
+
+    chosen = []
+    for length in lengths:
+        model, baseline = model_by_length.get(str(length)), baseline_by_length.get(str(length))
+        if not model or not baseline or model["examples"] < min_examples:
+            continue
+        if is_better(baseline, model, k):
+            chosen.append(length)
+    return tuple(chosen)
+
+
+def _concat_sessions(parts):
+    values = np.concatenate([p.values for p in parts])
+    offsets = [np.asarray(parts[0].offsets, dtype=np.int64)]
+    for part in parts[1:]:
+        offsets.append(np.asarray(part.offsets[1:], dtype=np.int64) + offsets[-1][-1])
+    return values, np.concatenate(offsets)
+
+
+def choose_short_fallback(run_dir, selection_recommender, *, training_splits=("train",), k: int = 20,
+                          lengths=SHORT_LENGTHS, min_examples: int = SHORT_MIN_EXAMPLES):
+    """``(fallback or None, evidence)``: item-KNN for the short lengths where it beats the model
+    on the run's validation split (module docstring).
+
+    Args:
+        run_dir: the prepare run folder (needs validation examples).
+        selection_recommender: the model chosen on validation, trained without those days.
+        training_splits: the ``sessions/<split>`` folders the final model trained on; the
+            fallback's item-KNN is fitted on them.
+    """
+    from srgnn import registry
+    from srgnn.baselines import ItemKNN
+    from srgnn.evaluate import evaluate_baselines, load_sessions
+    from srgnn.recommender import ShortSessionFallback
+
+    model = registry.evaluate_recommender(selection_recommender, run_dir, "valid", k)["by_length"]
+    knn = evaluate_baselines(run_dir, ["iknn"], k=k, split="valid")["iknn"]["by_length"]
+    evidence = {str(n): {"srgnn": model[str(n)], "iknn": knn[str(n)]} for n in lengths}
+    chosen = short_fallback_lengths(model, knn, k, lengths, min_examples)
+    if not chosen:
+        return None, evidence
+    values, offsets = _concat_sessions([load_sessions(run_dir, split) for split in training_splits])
+    fitted = ItemKNN().fit_flat(values, offsets, num_items=selection_recommender.num_items)
+    return ShortSessionFallback(fitted, chosen, evidence), evidence
+
+
+def _describe_fallback(fallback, k: int) -> str:
+    if fallback is None:
+        return "none: SR-GNN answers every length"
+    parts = []
+    for n in fallback.lengths:
+        figures = fallback.evidence[str(n)]
+        parts.append(f"{n} click{'s' if n > 1 else ''} (validation HR@{k} item-KNN "
+                     f"{100 * figures['iknn'][f'HR@{k}']:.2f} vs SR-GNN {100 * figures['srgnn'][f'HR@{k}']:.2f})")
+    return "item-KNN for " + ", ".join(parts)
 
 
 def run_training(
@@ -261,6 +342,17 @@ def run_training(
             )
             mlflow.set_tags({"refit": "true", "refit_epochs": str(result.best_epoch)})
         recommender = Recommender.from_training(final.best_state_dict, final.model_config, run_dir)
+        short_fallback, evidence = None, {}
+        if train_config.short_fallback and registry._split_examples(run_dir, "valid") > 0:
+            selected = recommender if final is result else Recommender.from_training(
+                result.best_state_dict, result.model_config, run_dir)
+            short_fallback, evidence = choose_short_fallback(
+                run_dir, selected, training_splits=("train", "valid") if refit else ("train",), k=k)
+            if short_fallback is not None:
+                recommender = recommender.with_short_fallback(short_fallback)
+            mlflow.log_dict(registry.json_safe(evidence), "short_fallback.json")
+        fallback_text = _describe_fallback(short_fallback, k)
+        mlflow.set_tag("short_fallback", fallback_text)
         results = {SRGNN: registry.evaluate_recommender(recommender, run_dir, split, k)}
         if baselines:
             results.update(evaluate_baselines(run_dir, list(baselines), k=k, split=split))
@@ -300,6 +392,8 @@ def run_training(
         "best_epoch": result.best_epoch,
         "epochs": len(result.history),
         "refit_epochs": result.best_epoch if refit else 0,
+        "short_fallback": {"lengths": list(short_fallback.lengths) if short_fallback else [],
+                           "description": fallback_text, "validation_by_length": evidence},
         "run_dir": str(run_dir),
     })
 

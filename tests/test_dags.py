@@ -140,6 +140,7 @@ def test_training_params_and_their_environment_defaults(bag, airflow_env):
     assert params.dump() == {
         "clicks": str(airflow_env.srgnn_home.resolve() / "clicks"), "format": "auto",
         "min_item_support": 5, "test_days": 7, "valid_days": 7, "epochs": None, "refit": False,
+        "short_fallback": True,
     }
     params = bag(SRGNN_TRAINING_CLICKS="/data/clicks/*.csv.gz", SRGNN_TRAINING_FORMAT="yoochoose",
                  SRGNN_MIN_ITEM_SUPPORT="3", SRGNN_TEST_DAYS="1", SRGNN_VALID_DAYS="0",
@@ -147,6 +148,7 @@ def test_training_params_and_their_environment_defaults(bag, airflow_env):
     assert params.dump() == {
         "clicks": "/data/clicks/*.csv.gz", "format": "yoochoose",
         "min_item_support": 3, "test_days": 1, "valid_days": 0, "epochs": None, "refit": False,
+        "short_fallback": True,
     }
 
 
@@ -158,7 +160,7 @@ def test_training_params_are_validated(bag):
     params["format"] = "diginetica"
     params["refit"] = True
     for name, bad in [("format", "xml"), ("min_item_support", 0), ("epochs", 0), ("test_days", -1),
-                      ("refit", "yes")]:
+                      ("refit", "yes"), ("short_fallback", "no")]:
         with pytest.raises(ParamValidationError):
             params[name] = bad
 

@@ -93,3 +93,42 @@ def test_duplicate_sessions_get_the_rows_of_a_lone_session(recommender):
         alone = recommender.recommend([session], k=4)
         assert together.item_ids[i].tolist() == alone.item_ids[0].tolist()
         np.testing.assert_allclose(together.scores[i], alone.scores[0], rtol=1e-5, atol=1e-6)
+
+
+def test_short_session_fallback_routes_its_lengths_and_survives_save_and_load(recommender, tmp_path):
+    from srgnn.baselines import ItemKNN
+    from srgnn.recommender import SOURCE_ITEM_KNN, ShortSessionFallback
+
+    # Co-occurrences: a-c in three sessions, a-e in one; b-d twice.
+    knn = ItemKNN(regularization=0.0).fit([[1, 3], [3, 1, 5], [1, 3], [2, 4], [4, 2], [1, 5]], num_items=5)
+    routed = recommender.with_short_fallback(ShortSessionFallback(knn, (1,), {"1": "why"}))
+    sessions = [["a"], ["zz", "a"], ["b", "a"], [], ["b"]]
+    out = routed.recommend(sessions, k=3)
+    plain = recommender.recommend(sessions, k=3)
+    assert out.source.tolist() == [SOURCE_ITEM_KNN, SOURCE_ITEM_KNN, SOURCE_MODEL, SOURCE_POPULARITY,
+                                   SOURCE_ITEM_KNN]
+    # the neighbours of a, then item-KNN's most clicked item (a, 4 training clicks)
+    assert out.item_ids[0].tolist() == ["c", "e", "a"]
+    assert out.item_ids[1].tolist() == ["c", "e", "a"] and out.unknown_clicks.tolist() == [0, 1, 0, 0, 0]
+    assert out.item_ids[4].tolist()[0] == "d"
+    for row in (2, 3):  # the other sessions are answered as without the fallback
+        assert out.item_ids[row].tolist() == plain.item_ids[row].tolist()
+        np.testing.assert_allclose(out.scores[row], plain.scores[row], rtol=1e-5, atol=1e-6)
+
+    routed.save(tmp_path / "rec")
+    loaded = Recommender.load(tmp_path / "rec")
+    assert loaded.short_fallback.lengths == (1,) and loaded.short_fallback.evidence == {"1": "why"}
+    again = loaded.recommend(sessions, k=3)
+    assert again.item_ids.tolist() == out.item_ids.tolist() and again.source.tolist() == out.source.tolist()
+    np.testing.assert_allclose(again.scores, out.scores, rtol=1e-6)
+    assert Recommender.load(_saved(recommender, tmp_path / "plain")).short_fallback is None
+
+    with pytest.raises(ValueError, match="lengths"):
+        ShortSessionFallback(knn, (), {})
+    with pytest.raises(ValueError, match="cover"):
+        recommender.with_short_fallback(ShortSessionFallback(ItemKNN().fit([[1, 2]], num_items=3), (1,), {}))
+
+
+def _saved(recommender, path):
+    recommender.save(path)
+    return path

@@ -130,3 +130,26 @@ def test_held_out_evaluation_agrees_with_the_rows_in_the_warehouse(spark, tmp_pa
     assert results["HR@5"] == pytest.approx(2 / 4)
     assert results["MRR@5"] == pytest.approx((1 / 3 + 1) / 4)
     assert "srgnn:local" in table
+
+
+def test_short_sessions_routed_to_item_knn_are_marked_in_both_engines(spark, tmp_path, model_dir, day_clicks):
+    from srgnn.baselines import ItemKNN
+    from srgnn.recommender import ShortSessionFallback
+
+    knn = ItemKNN().fit([[1, 2, 3], [3, 6, 7], [5, 3], [1, 2]], num_items=len(ITEMS))
+    routed_dir = tmp_path / "routed"
+    Recommender.load(model_dir).with_short_fallback(ShortSessionFallback(knn, (1,), {})).save(routed_dir)
+    rows = {}
+    for engine in ("local", "spark"):
+        settings = settings_for(tmp_path / engine)
+        result = score_day(settings, day_clicks, DAY, model_uri=str(routed_dir), top_k=3, spark=spark,
+                           engine=engine)
+        # one known click: "ünï 🙂" and "partly" (its other click is unknown); no known click: pop
+        assert result["fallbacks"] == 3
+        rows[engine] = stored(settings.warehouse)
+        versions = {r[0]: r[4] for r in rows[engine]}
+        assert versions == {"plain": "srgnn:local", "s'; DROP TABLE scoring_runs;--": "srgnn:local",
+                            "ünï 🙂": "fallback:iknn", "partly": "fallback:iknn", "only-unknown": "fallback:pop"}
+        expected, _ = knn.recommend([7], [0, 1], 3)  # "partly": the neighbours of g
+        assert [r[2] for r in rows[engine] if r[0] == "partly"] == [ITEMS[i - 1] for i in expected[0]]
+    assert rows["local"] == rows["spark"]

@@ -164,3 +164,48 @@ def test_refit_needs_a_test_split(trained, tmp_path):
     with pytest.raises(ValueError, match="test-days"):
         run_training(settings, run_dir, CONFIG, baselines=(), refit=True)
     assert not (run_dir / "model" / "checkpoint.pt").exists()  # refused before any training
+
+
+@pytest.mark.slow
+def test_short_sessions_go_to_item_knn_only_where_validation_shows_it_better(trained):
+    settings, run_dir, first, worse = trained
+    for result in (first, worse):
+        evidence = result["short_fallback"]["validation_by_length"]
+        assert set(evidence) == {"1", "2", "3"}
+        expected = [n for n in (1, 2, 3) if evidence[str(n)]["srgnn"]["examples"] >= 100
+                    and registry.is_better(evidence[str(n)]["iknn"], evidence[str(n)]["srgnn"])]
+        assert result["short_fallback"]["lengths"] == expected
+        run = registry.client().get_run(result["run_id"])
+        assert run.data.tags["short_fallback"] == result["short_fallback"]["description"]
+    # The barely trained model loses to item-KNN on one-click sessions: they are routed.
+    assert 1 in worse["short_fallback"]["lengths"]
+    assert worse["short_fallback"]["description"].startswith("item-KNN for 1 click")
+
+    registry.connect(settings)
+    recommender, _ = registry.load_recommender("models:/srgnn/2")
+    assert recommender.short_fallback.lengths == tuple(worse["short_fallback"]["lengths"])
+    item_ids = recommender.item_ids
+    sessions = [[item_ids[3]], [item_ids[3], "never-seen"], [item_ids[5], item_ids[3]] * 3, []]
+    out = recommender.recommend(sessions, k=5)
+    assert list(out.source[:2]) == ["fallback:iknn"] * 2  # one known click either way
+    assert out.source[2] == "model"  # six clicks: SR-GNN
+    assert out.source[3] == "fallback:pop"
+    # item-KNN's answer: the neighbours of the last click, fitted on the training sessions.
+    knn = recommender.short_fallback.item_knn
+    expected_items, _ = knn.recommend([4], [0, 1], 5)
+    assert list(out.item_ids[0]) == list(item_ids[expected_items[0] - 1])
+
+
+def test_short_fallback_lengths_rule():
+    from srgnn.training_run import short_fallback_lengths
+
+    def bucket(hr, mrr, examples=500):
+        return {"HR@20": hr, "MRR@20": mrr, "examples": examples}
+
+    model = {"1": bucket(0.30, 0.10), "2": bucket(0.40, 0.15), "3": bucket(0.50, 0.20, examples=99)}
+    knn = {"1": bucket(0.35, 0.08), "2": bucket(0.40, 0.16), "3": bucket(0.90, 0.50, examples=99)}
+    assert short_fallback_lengths(model, knn) == (1, 2)  # HR first, MRR breaks the tie of 2
+    assert short_fallback_lengths(model, model) == ()  # equal is not better
+    assert short_fallback_lengths(model, knn, min_examples=50) == (1, 2, 3)
+    assert short_fallback_lengths(model, knn, lengths=(2,)) == (2,)
+    assert short_fallback_lengths({}, knn) == ()
