@@ -299,6 +299,43 @@ def matmul_ceiling(num_items: int, hidden: int = 100, batch: int = 100, repeats:
     }
 
 
+def step_matmul_floor(batches: list[GraphBatch], num_items: int, hidden: int = 100, repeats: int = 5) -> dict:
+    """Time of the matrix products alone of one training step, at the sample batches' shapes.
+
+    Every linear map of the model (the graph cell's in/out edge maps, input and state gates;
+    the readout's key, query and output maps; the catalogue scores) costs three products per
+    step: forward ``x W^T``, and backward ``g W`` and ``g^T x``. Whatever the batching, a
+    training step of this model does at least this arithmetic, so ``batch / floor`` bounds the
+    examples/s of any implementation on this machine. Returns the median floor in ms over the
+    sample and its MFLOP.
+    """
+    d = hidden
+    times, flops = [], []
+    for batch in batches:
+        nodes, size = batch.node_items.numel(), batch.targets.numel()
+        shapes = [(nodes, d, d), (nodes, d, d), (nodes, 2 * d, 3 * d), (nodes, d, 3 * d),  # cell
+                  (nodes, d, d), (size, d, d), (size, 2 * d, d),  # readout
+                  (size, d, num_items)]  # catalogue scores
+        operands = [(torch.randn(rows, fan_in), torch.randn(fan_out, fan_in), torch.randn(rows, fan_out))
+                    for rows, fan_in, fan_out in shapes]
+
+        def products():
+            for x, weight, grad in operands:
+                torch.nn.functional.linear(x, weight)
+                torch.mm(grad, weight)
+                torch.mm(grad.T, x)
+
+        products()
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            products()
+            best = min(best, time.perf_counter() - started)
+        times.append(best)
+        flops.append(sum(6 * rows * fan_in * fan_out for rows, fan_in, fan_out in shapes))
+    return {"ms": 1e3 * statistics.median(times), "mflop": statistics.median(flops) / 1e6}
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
 
@@ -335,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
 
     ceiling_before = matmul_ceiling(int(values.max()))
-    rows, cells = [], {}
+    rows, cells, floors = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="bench-train-speed-") as scratch:
         for name, num_items, cat_values, cat_offsets, count in catalogues:
             cat_values, cat_offsets = sample_sessions(cat_values, cat_offsets, args.sessions)
@@ -373,6 +410,7 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append((name, layout, figures, speedups))
             sample = [batch for _, batch in zip(range(50), reader_batches(False))]
             cells[name] = time_graph_cell(sample, num_items)
+            floors[name] = step_matmul_floor(sample[:20], num_items)
             print(f"  measured {name}: peak RSS {peak_rss_mib():.0f} MiB")
 
     # The ceiling is measured before and after the training rows; the faster one counts.
@@ -410,6 +448,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {label:<62} -> ceiling {ceiling[key]:>6,.0f} examples/s; block-diagonal training "
               f"{100 * measured['examples_per_second'] / ceiling[key]:.0f}% "
               f"(best round {100 * measured['best_round'] / ceiling[key]:.0f}%)")
+    print()
+    print("matrix products alone of one training step at the batches' shapes (every linear map,")
+    print("forward + 2 backward products): no batching of this model can train faster than this")
+    for name, floor in floors.items():
+        ours = next(f for n, layout, f, _ in rows if n == name and layout == "block-diagonal")
+        loop = next((f for n, layout, f, _ in rows if n == name and layout == "per-session loop"), None)
+        line = (f"  {name:<20} {floor['mflop']:>5.0f} MFLOP in {floor['ms']:>5.2f} ms -> at most "
+                f"{100 / floor['ms'] * 1e3:>7,.0f} examples/s; block-diagonal at "
+                f"{100 * ours['examples_per_second'] * floor['ms'] / 1e5:.0f}%")
+        if loop:
+            line += (f"; over the per-session loop at most "
+                     f"{100 / floor['ms'] * 1e3 / loop['examples_per_second']:.1f}x")
+        print(line)
     print(f"peak RSS {peak_rss_mib():.0f} MiB; load average {os.getloadavg()[0]:.2f} at the end")
 
 
