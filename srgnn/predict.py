@@ -25,10 +25,10 @@ candidates in bfloat16 and keeps float32 answers:
 2. exact float32 scores of the candidates; their ``k`` best are the answer if
 3. a certificate holds: the ``k``-th of them is above the highest score any other item can
    have, ``a_m + 2^-7 |a_m| + 2^-6 ||s|| max_j ||e_j||`` (``a_m`` is the ``m``-th approximate
-   score). Rounding to bfloat16 moves a number by at most ``2^-8`` of itself, so the rounded
-   product is within ``(2 * 2^-8 + 2^-16) sum_i |s_i e_ji| <= 2^-7 ||s|| ||e_j||`` (plus
-   float32 sums, ~1e-6 of that) of ``s . e_j``, and the rounded result within ``2^-8`` of
-   itself; both terms of the certificate are twice these bounds.
+   score). Rounding to bfloat16 moves a number by at most ``2^-8`` of itself, so the product
+   of the rounded vectors is within ``(2^-7 + 2^-16) sum_i |s_i e_ji| <= (2^-7 + 2^-16)
+   ||s|| ||e_j||`` of ``s . e_j`` (float32 sums add ~1e-6 of that), and the rounded result
+   is within ``2^-8`` of itself; the certificate's two terms are about twice these bounds.
 
 A prefix without the certificate is scored again in float32 over every item, so the answer is
 always the float32 top-K (up to the order of scores equal within float32 rounding); only the
