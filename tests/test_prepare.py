@@ -149,6 +149,19 @@ def test_cli_reports_user_mistakes_in_one_line(tmp_path):
     assert "Traceback" not in refit.stderr and not (tmp_path / "home").exists()
 
 
+@pytest.mark.slow
+def test_cli_command_with_spark_exits_with_its_output_and_results_complete(tmp_path):
+    rows = [f"s{s},{1700000000 + 60 * i + 3600 * s},{(s + i) % 4}" for s in range(12) for i in range(3)]
+    clicks = write_text(tmp_path / "clicks.csv", "session_id,timestamp,item_id\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    result = run_cli("prepare", "--clicks", clicks, "--out", str(out), "--min-item-support", "1",
+                     "--test-days", "0", "--valid-days", "0", env={"SRGNN_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "examples" in result.stdout  # the summary, flushed before the process ended
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["splits"]["train"]["sessions"] == 12
+
+
 def test_cli_help_lists_the_commands():
     result = run_cli("--help")
     assert result.returncode == 0
