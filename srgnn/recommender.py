@@ -178,7 +178,7 @@ class Recommender:
             from .baselines import ItemKNN
 
             spec = meta["short_session_fallback"]
-            short_fallback = ShortSessionFallback(ItemKNN.load(path / spec["file"]),
+            short_fallback = ShortSessionFallback(ItemKNN.load(path / _ITEM_KNN_FILE),
                                                   tuple(int(n) for n in spec["lengths"]), spec.get("evidence", {}))
         return cls(Scorer.from_checkpoint(path / "model.pt", **scorer_options), item_ids, popularity,
                    short_fallback)

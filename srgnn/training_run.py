@@ -222,7 +222,8 @@ def choose_short_fallback(run_dir, selection_recommender, *, training_splits=("t
 
     model = registry.evaluate_recommender(selection_recommender, run_dir, "valid", k)["by_length"]
     knn = evaluate_baselines(run_dir, ["iknn"], k=k, split="valid")["iknn"]["by_length"]
-    evidence = {str(n): {"srgnn": model[str(n)], "iknn": knn[str(n)]} for n in lengths}
+    evidence = {str(n): {"srgnn": model[str(n)], "iknn": knn[str(n)]}
+                for n in lengths if str(n) in model and str(n) in knn}
     chosen = short_fallback_lengths(model, knn, k, lengths, min_examples)
     if not chosen:
         return None, evidence
