@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SessionGraphs", "build_graphs", "check_lists", "gather_lists", "graphs_to_arrow", "normalized_adjacency"]
+__all__ = ["SessionGraphs", "build_graphs", "check_lists", "counts_to_offsets", "gather_lists", "graphs_to_arrow", "normalized_adjacency"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ class SessionGraphs:
         return len(self.nodes_offsets) - 1
 
 
-def _counts_to_offsets(counts: np.ndarray) -> np.ndarray:
+def counts_to_offsets(counts: np.ndarray) -> np.ndarray:
+    """(S + 1,) int64 offsets of lists with the given (S,) lengths."""
     offsets = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return offsets
@@ -116,7 +117,7 @@ def build_graphs(values: np.ndarray, offsets: np.ndarray) -> SessionGraphs:
     node_keys, inverse = np.unique(keys, return_inverse=True)
     session_of_node = node_keys // item_span
     nodes_values = node_keys % item_span
-    nodes_offsets = _counts_to_offsets(np.bincount(session_of_node, minlength=num_sessions))
+    nodes_offsets = counts_to_offsets(np.bincount(session_of_node, minlength=num_sessions))
     alias_values = inverse.reshape(-1) - nodes_offsets[session_of_click]
 
     # Edges between consecutive clicks of the same session, de-duplicated per session.
@@ -129,7 +130,7 @@ def build_graphs(values: np.ndarray, offsets: np.ndarray) -> SessionGraphs:
     edge_dst = edge_keys % node_span
     edge_src = (edge_keys // node_span) % node_span
     session_of_unique_edge = edge_keys // (node_span * node_span)
-    edge_offsets = _counts_to_offsets(np.bincount(session_of_unique_edge, minlength=num_sessions))
+    edge_offsets = counts_to_offsets(np.bincount(session_of_unique_edge, minlength=num_sessions))
 
     return SessionGraphs(
         nodes_values=nodes_values,
@@ -181,7 +182,6 @@ def normalized_adjacency(num_nodes: int, edge_src: np.ndarray, edge_dst: np.ndar
 def gather_lists(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
     """Flat values and offsets of the lists ``rows`` (in that order) of a (values, offsets) list column."""
     starts, lengths = offsets[rows], offsets[rows + 1] - offsets[rows]
-    new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_offsets[1:])
+    new_offsets = counts_to_offsets(lengths)
     within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
     return values[np.repeat(starts, lengths) + within], new_offsets

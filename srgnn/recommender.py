@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .graph import counts_to_offsets, gather_lists
+
 SOURCE_MODEL = "model"
 SOURCE_POPULARITY = "fallback:pop"
 SOURCE_ITEM_KNN = "fallback:iknn"
@@ -201,14 +203,13 @@ class Recommender:
         session_of_click = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         unknown = np.bincount(session_of_click[~known], minlength=len(offsets) - 1)
         kept_per_session = np.bincount(session_of_click[known], minlength=len(offsets) - 1)
-        from .graph import gather_lists
-
-        values, offsets = indices[known], _offsets(kept_per_session)
+        values, offsets = indices[known], counts_to_offsets(kept_per_session)
         short = np.zeros(len(kept_per_session), dtype=bool)
         if self.short_fallback is not None:
             short = np.isin(kept_per_session, self.short_fallback.lengths)
         long_rows = np.flatnonzero(~short)
-        top = self.scorer.top_k(*gather_lists(values, offsets, long_rows), k)
+        long_lists = gather_lists(values, offsets, long_rows) if short.any() else (values, offsets)
+        top = self.scorer.top_k(*long_lists, k)
         k_eff = top.items.shape[1]
         items = np.zeros((len(short), k_eff), dtype=np.int64)
         scores = np.zeros((len(short), k_eff), dtype=np.float64)
@@ -223,12 +224,6 @@ class Recommender:
             source[short_rows] = SOURCE_ITEM_KNN
         return Recommendations(item_ids=self.item_ids[items - 1], scores=scores, source=source,
                                unknown_clicks=unknown)
-
-
-def _offsets(lengths: np.ndarray) -> np.ndarray:
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets
 
 
 def read_vocab(path) -> tuple[np.ndarray, np.ndarray]:

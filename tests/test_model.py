@@ -279,18 +279,27 @@ def test_scorer_from_state_dict_and_bad_input(scorer_model):
         scorer.top_k(np.array([1]), np.array([0, 1]), k=0)
 
 
-def test_training_loss_equals_cross_entropy_of_the_scores_with_the_same_gradients():
-    sessions = clustered_sessions(num_items=40, num_sessions=30, seed=6)
-    values, offsets = sessions_to_arrays(sessions)
+def _loss_case(seed: int):
+    """A batch of every prefix of 30 generated sessions over 40 items, and a fresh model."""
+    values, offsets = sessions_to_arrays(clustered_sessions(num_items=40, num_sessions=30, seed=seed))
     prefix_values, prefix_offsets, targets, _ = expand_prefixes(values, offsets)
     batch = collate(build_graphs(prefix_values, prefix_offsets), targets)
-    torch.manual_seed(6)
-    model = SRGNN(ModelConfig(num_items=40, hidden_size=16))
+    torch.manual_seed(seed)
+    return batch, SRGNN(ModelConfig(num_items=40, hidden_size=16))
 
+
+def _reference_loss_and_gradients(model, batch):
+    """Cross-entropy of the plain scores and its gradients (the model's grads are then cleared)."""
     expected = torch.nn.functional.cross_entropy(model(batch), batch.targets - 1)
     expected.backward()
-    expected_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
+    return expected, grads
+
+
+def test_training_loss_equals_cross_entropy_of_the_scores_with_the_same_gradients():
+    batch, model = _loss_case(6)
+    expected, expected_grads = _reference_loss_and_gradients(model, batch)
     loss = model.loss(batch)
     loss.backward()
     torch.testing.assert_close(loss, expected)
@@ -302,19 +311,11 @@ def test_training_loss_equals_cross_entropy_of_the_scores_with_the_same_gradient
 
 
 def test_training_loss_gradients_accumulate_and_survive_vanishing_probabilities():
-    sessions = clustered_sessions(num_items=40, num_sessions=30, seed=7)
-    values, offsets = sessions_to_arrays(sessions)
-    prefix_values, prefix_offsets, targets, _ = expand_prefixes(values, offsets)
-    batch = collate(build_graphs(prefix_values, prefix_offsets), targets)
-    torch.manual_seed(7)
-    model = SRGNN(ModelConfig(num_items=40, hidden_size=16))
+    batch, model = _loss_case(7)
     with torch.no_grad():  # scores hundreds apart: many target probabilities underflow to 0
         model.embedding.weight.mul_(60.0)
-    expected = torch.nn.functional.cross_entropy(model(batch), batch.targets - 1)
+    expected, expected_grads = _reference_loss_and_gradients(model, batch)
     assert torch.isfinite(expected) and expected > 100
-    expected.backward()
-    expected_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
     loss = model.loss(batch)
     torch.testing.assert_close(loss, expected)
     loss.backward()
