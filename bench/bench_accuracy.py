@@ -85,6 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="operands of the loss's catalogue products (TrainConfig.precision)")
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES),
                    help="baselines to fit and score (none: --baselines with no name)")
     p.add_argument("--k", type=int, default=20)
@@ -150,7 +152,8 @@ def main(argv=None) -> None:
     config = TrainConfig(hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr,
                          epochs=args.epochs, patience=args.patience, top_k=k,
                          num_threads=args.threads, max_examples_per_epoch=args.max_examples,
-                         max_valid_examples=args.max_valid_examples, progress=False)
+                         max_valid_examples=args.max_valid_examples, progress=False,
+                         precision=args.precision)
     started = time.perf_counter()
     trained = run_training(settings, run_dir, config, baselines=(), k=k, resume=args.resume)
     timings["train"] = time.perf_counter() - started

@@ -3,7 +3,7 @@
 For a Diginetica-size catalogue (43,097 items, the benchmark's real sessions when
 ``../shared/data/diginetica/train_clicks.csv.gz`` exists, generated sessions otherwise) and
 a small catalogue (the 2,000 most clicked items of the same sessions), it trains the same
-model (hidden 100, batch 100, fused Adam, ``srgnn.train.training_step``) fed three ways:
+model (hidden 100, batch 100, fused Adam, ``srgnn.train.training_step``) fed several ways:
 
 * ``block-diagonal``: the product path: graph Parquet streamed by
   ``srgnn.batching.GraphParquetReader`` (shuffled), vectorised ``collate``;
@@ -11,8 +11,16 @@ model (hidden 100, batch 100, fused Adam, ``srgnn.train.training_step``) fed thr
 * ``per-session loop``: the reference implementation's batching: a numpy loop per session
   that builds the padded dense adjacency, from in-memory prefixes, padded to the batch's
   longest prefix;
-* ``reference (L=...)``: the same loop padded, as the authors' code does, to the longest prefix
-  of the whole dataset (so the alias loop and the attention run over ``L`` positions).
+* ``reference batching (L=...)``: the same loop padded, as the authors' code does, to the
+  longest prefix of the whole dataset (so the alias loop and the attention run over ``L``
+  positions), then this project's forward pass and loss;
+* ``reference code (L=...)``: that batching and the authors' forward pass as well
+  (:func:`reference_code_loss`: click states gathered session by session, autograd loss).
+
+Every row computes in float32, except ``block-diagonal, bf16 scores`` (on CPUs with native
+bfloat16, or with ``--bfloat16``): the product's default there, where the loss's three catalogue
+products take bfloat16 operands (``TrainConfig.precision``); the bf16 matmul ceiling is
+printed beside it.
 
 It also times one graph-cell forward + backward per aggregation (``index_add`` on the
 block-diagonal batch, ``bmm`` on the padded one, ``torch.sparse.mm`` with a COO block-diagonal
@@ -51,6 +59,7 @@ from srgnn.model import SRGNN, ModelConfig  # noqa: E402
 from srgnn.train import training_step  # noqa: E402
 
 DIGINETICA = ROOT.parent / "shared" / "data" / "diginetica" / "train_clicks.csv.gz"
+BF16_ROW = "block-diagonal, bf16 scores"
 
 
 # ------------------------------------------------------------------------------------------
@@ -153,6 +162,23 @@ def per_session_batch(
     )
 
 
+def check_reference_loss(prefix_values, prefix_offsets, targets, num_items: int, pad_to: int) -> None:
+    """Stop unless reference_code_loss and SRGNN.loss agree on one reference batch (values and
+    gradients), so that the reference code row times the same model."""
+    batch = next(per_session_batches(prefix_values, prefix_offsets, targets, 100, seed=2, pad_to=pad_to))
+    torch.manual_seed(0)
+    model = SRGNN(ModelConfig(num_items=num_items, hidden_size=100))
+    figures = []
+    for loss in (reference_code_loss(model, batch), model.loss(batch)):
+        loss.backward()
+        figures.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+        model.zero_grad(set_to_none=True)
+    (ref, ref_grads), (ours, our_grads) = figures
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(our_grads, ref_grads):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
 def per_session_batches(prefix_values, prefix_offsets, targets, batch_size, seed, pad_to=None):
     order = np.random.default_rng(seed).permutation(len(targets))
     for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -161,13 +187,36 @@ def per_session_batches(prefix_values, prefix_offsets, targets, batch_size, seed
         yield per_session_batch(prefixes, targets[rows], pad_to)
 
 
+def reference_code_loss(model: SRGNN, batch: PaddedGraphBatch) -> torch.Tensor:
+    """The loss as the authors' forward pass computes it, with ``model``'s parameters.
+
+    Same model and arithmetic as ``model.loss`` (a check in ``main`` compares the two), but the
+    way the reference code goes about it: the click states are gathered session by session in
+    a Python loop and stacked, the attention runs over every padded position, and the scores go
+    through autograd's ``matmul`` and ``cross_entropy``.
+    """
+    readout = model.readout
+    nodes = model.gnn(model.embedding(batch.items), batch)  # (B, n, d), dense adjacency bmm
+    sequence = torch.stack([nodes[row][batch.alias[row]] for row in range(nodes.shape[0])])  # (B, L, d)
+    last = sequence[torch.arange(sequence.shape[0]), batch.mask.sum(1) - 1]  # (B, d)
+    weights = readout.attention(torch.sigmoid(readout.last_query(last).unsqueeze(1)
+                                              + readout.click_key(sequence)))  # (B, L, 1)
+    pooled = (weights * sequence * batch.mask.unsqueeze(-1).float()).sum(1)  # (B, d)
+    session = readout.transform(torch.cat([pooled, last], 1))
+    scores = torch.matmul(session, model.embedding.weight[1:].transpose(1, 0))  # (B, N)
+    return torch.nn.functional.cross_entropy(scores, batch.targets - 1)
+
+
 # ------------------------------------------------------------------------------------------
 # Measurements
 # ------------------------------------------------------------------------------------------
 class TrainingRun:
     """A fresh model trained on one batch stream, timed round by round."""
 
-    def __init__(self, batches, num_items: int, warmup: int) -> None:
+    def __init__(self, batches, num_items: int, warmup: int, precision: str = "float32") -> None:
+        # operands of the catalogue products (SRGNN.loss), or "reference code": the loss of
+        # reference_code_loss and a plain autograd step
+        self.precision = precision
         torch.manual_seed(0)
         self.model = SRGNN(ModelConfig(num_items=num_items, hidden_size=100))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, weight_decay=1e-5, fused=True)
@@ -183,7 +232,12 @@ class TrainingRun:
             started = time.perf_counter()
             batch = next(self.batches)
             built = time.perf_counter()
-            training_step(self.model, self.optimizer, batch)
+            if self.precision == "reference code":
+                self.optimizer.zero_grad(set_to_none=True)
+                reference_code_loss(self.model, batch).backward()
+                self.optimizer.step()
+            else:
+                training_step(self.model, self.optimizer, batch, self.precision)
             if timed:
                 self.batch_seconds.append(built - started)
                 self.step_seconds.append(time.perf_counter() - built)
@@ -204,7 +258,8 @@ class TrainingRun:
 def time_training(streams: dict, num_items: int, warmup: int, count: int, rounds: int) -> dict:
     """Train one model per batch stream; the streams take turns, ``rounds`` times, so that a
     burst of load from other processes hits them all alike."""
-    runs = {name: TrainingRun(batches, num_items, warmup) for name, batches in streams.items()}
+    runs = {name: TrainingRun(batches, num_items, warmup, precision)
+            for name, (batches, precision) in streams.items()}
     for _ in range(rounds):
         for run in runs.values():
             run.run(max(count // rounds, 1))
@@ -289,7 +344,11 @@ def matmul_ceiling(num_items: int, hidden: int = 100, batch: int = 100, repeats:
     single = best_seconds(lambda: torch.mm(session, items_by_column))
     single_gflops = 2 * batch * hidden * num_items / single / 1e9
     three = best_seconds(products)
+    low_session, low_items = session.to(torch.bfloat16), items_by_column.to(torch.bfloat16)
+    single_bf16 = best_seconds(lambda: torch.mm(low_session, low_items))
     return {
+        "single_bf16_gflops": 2 * batch * hidden * num_items / single_bf16 / 1e9,
+        "single_bf16_examples_per_second": batch / (3 * single_bf16),
         "mflop_per_example": flop_per_example / 1e6,
         "single_gflops": single_gflops,
         "single_examples_per_second": single_gflops * 1e9 / flop_per_example,
@@ -352,9 +411,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = every core")
     parser.add_argument("--small-items", type=int, default=2_000, help="size of the small catalogue")
     parser.add_argument("--skip-reference", action="store_true", help="skip the per-session loop rows")
+    parser.add_argument("--bfloat16", action="store_true",
+                        help="time the bfloat16-scores row even where the CPU lacks native bfloat16")
     args = parser.parse_args(argv)
 
     threads = args.threads or len(os.sched_getaffinity(0))
+    from srgnn.predict import native_bfloat16
+
+    bfloat16 = args.bfloat16 or native_bfloat16()
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, {threads} thread(s) of {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f} at start")
@@ -388,25 +452,32 @@ def main(argv: list[str] | None = None) -> None:
                 for batch in reader.batches(0):
                     yield batch.to_padded() if padded else batch
 
-            streams = {
-                "block-diagonal": reader_batches(False),
-                "padded (vectorised)": reader_batches(True),
-            }
+            # name -> (batches, operand type of the catalogue products); every row but
+            # BF16_ROW computes in float32, the reference code's arithmetic.
+            streams = {"block-diagonal": (reader_batches(False), "float32")}
+            if bfloat16:
+                streams[BF16_ROW] = (reader_batches(False), "bfloat16")
+            streams["padded (vectorised)"] = (reader_batches(True), "float32")
             if not args.skip_reference:
-                streams["per-session loop"] = per_session_batches(
+                streams["per-session loop"] = (per_session_batches(
                     prefix_values, prefix_offsets, targets, 100, seed=1
-                )
+                ), "float32")
                 longest = int(np.diff(prefix_offsets).max())
-                streams[f"reference (L={longest})"] = per_session_batches(
+                streams[f"reference batching (L={longest})"] = (per_session_batches(
                     prefix_values, prefix_offsets, targets, 100, seed=1, pad_to=longest
-                )
+                ), "float32")
+                streams[f"reference code (L={longest})"] = (per_session_batches(
+                    prefix_values, prefix_offsets, targets, 100, seed=1, pad_to=longest
+                ), "reference code")
+                check_reference_loss(prefix_values, prefix_offsets, targets, num_items, longest)
             measured = time_training(streams, num_items, args.warmup, count, args.rounds)
             loop = measured.get("per-session loop", {}).get("examples_per_second")
-            reference = next((f["examples_per_second"] for layout, f in measured.items()
-                              if layout.startswith("reference")), None)
+            bases = [loop] + [next((f["examples_per_second"] for layout, f in measured.items()
+                                    if layout.startswith(prefix)), None)
+                              for prefix in ("reference batching", "reference code")]
             for layout, figures in measured.items():
                 rate = figures["examples_per_second"]
-                speedups = tuple(rate / base if base else float("nan") for base in (loop, reference))
+                speedups = tuple(rate / base if base else float("nan") for base in bases)
                 rows.append((name, layout, figures, speedups))
             sample = [batch for _, batch in zip(range(50), reader_batches(False))]
             cells[name] = time_graph_cell(sample, num_items)
@@ -419,23 +490,27 @@ def main(argv: list[str] | None = None) -> None:
         key: (min if key.endswith("_ms") else max)(ceiling_before[key], after[key]) for key in after
     }
     print()
-    print(f"{'catalogue':<22} {'batching':<21} {'examples/s':>11} {'best round':>11} "
-          f"{'batch ms':>9} {'step ms':>8} {'vs loop':>8} {'vs ref':>7}")
-    for name, layout, figures, (vs_loop, vs_reference) in rows:
-        print(f"{name:<22} {layout:<21} {figures['examples_per_second']:>11,.0f} "
+    print(f"{'catalogue':<22} {'batching':<26} {'examples/s':>11} {'best round':>11} "
+          f"{'batch ms':>9} {'step ms':>8} {'vs loop':>8} {'vs ref b.':>9} {'vs ref code':>11}")
+    for name, layout, figures, (vs_loop, vs_batching, vs_code) in rows:
+        print(f"{name:<22} {layout:<26} {figures['examples_per_second']:>11,.0f} "
               f"{figures['best_round']:>11,.0f} {figures['batching_ms']:>9.2f} "
-              f"{figures['step_ms']:>8.2f} {vs_loop:>7.1f}x {vs_reference:>6.1f}x")
+              f"{figures['step_ms']:>8.2f} {vs_loop:>7.1f}x {vs_batching:>8.1f}x {vs_code:>10.1f}x")
     print("examples/s: over all timed batches (batch building included); best round: the fastest\n"
           "of the rounds; batch ms / step ms: medians of building one batch / of one training step;\n"
-          "vs loop / vs ref: examples/s over the per-session loop row (padded to the batch's longest\n"
-          "prefix) / over the reference row (padded to the dataset's longest prefix, as the\n"
-          "authors' code does)")
+          "vs loop / vs ref b. / vs ref code: examples/s over the per-session loop row (padded to\n"
+          "the batch's longest prefix), the reference batching row (padded to the dataset's longest\n"
+          "prefix, as the authors' code does; this project's forward pass), and the reference code\n"
+          "row (that batching and the authors' forward: per-session gather loop, autograd loss).\n"
+          f"Every row computes in float32 except '{BF16_ROW}' (the catalogue products with\n"
+          "bfloat16 operands: TrainConfig.precision, 'auto' on CPUs with native bfloat16)")
     print()
     print(f"{'graph cell fwd + bwd (median ms)':<34}" + "".join(f"{n:>22}" for n in cells))
     for method in next(iter(cells.values())):
         print(f"{method:<34}" + "".join(f"{cells[n][method]:>22.2f}" for n in cells))
     print()
     measured = next(f for n, layout, f, _ in rows if layout == "block-diagonal")
+    low = next((f for n, layout, f, _ in rows if layout == BF16_ROW), None)
     num_items = int(values.max())
     print(f"fp32 matmul ceiling at d = B = 100, N = {num_items:,}: "
           f"{ceiling['mflop_per_example']:.1f} MFLOP per example (forward + backward scoring)")
@@ -448,6 +523,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {label:<62} -> ceiling {ceiling[key]:>6,.0f} examples/s; block-diagonal training "
               f"{100 * measured['examples_per_second'] / ceiling[key]:.0f}% "
               f"(best round {100 * measured['best_round'] / ceiling[key]:.0f}%)")
+    if low:
+        print(f"  the '{BF16_ROW}' row: {low['examples_per_second']:,.0f} examples/s = "
+              f"{100 * low['examples_per_second'] / ceiling['single_examples_per_second']:.0f}% of the "
+              f"fp32 single-product ceiling; bf16 ceiling (one bf16 torch.mm of that shape, "
+              f"{ceiling['single_bf16_gflops']:.0f} GFLOP/s) {ceiling['single_bf16_examples_per_second']:,.0f} "
+              f"examples/s -> {100 * low['examples_per_second'] / ceiling['single_bf16_examples_per_second']:.0f}%")
     print()
     print("matrix products alone of one training step at the batches' shapes (every linear map,")
     print("forward + 2 backward products): no batching of this model can train faster than this")

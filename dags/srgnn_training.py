@@ -48,7 +48,8 @@ def train(run_dir: str, params: dict | None = None) -> dict:
     from srgnn.pipeline import train_step
 
     return train_step(run_dir, epochs=params["epochs"], refit=params.get("refit", False),
-                      short_fallback=params.get("short_fallback", True))
+                      short_fallback=params.get("short_fallback", True),
+                      precision=params.get("precision", "auto"))
 
 
 @task
@@ -109,6 +110,11 @@ def publish_champion(trained: dict, outlet_events=None) -> dict:
             True, type="boolean",
             description="Answer 1-3 click sessions with item-KNN where validation by session "
                         "length shows it better than SR-GNN.",
+        ),
+        "precision": Param(
+            _common.env("SRGNN_PRECISION", "auto"), enum=["auto", "float32", "bfloat16"],
+            description="Operands of the training loss's catalogue products; auto = bfloat16 "
+                        "where the CPU multiplies it natively (float32 accumulation and weights).",
         ),
     },
 )

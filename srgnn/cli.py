@@ -161,6 +161,10 @@ def _train_options(func):
         click.option("--seed", type=int, default=d.seed, show_default=True),
         click.option("--short-fallback/--no-short-fallback", default=d.short_fallback, show_default=True,
                      help="Answer 1-3 click sessions with item-KNN where validation by length shows it better."),
+        click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default=d.precision,
+                     show_default=True, envvar="SRGNN_PRECISION", show_envvar=True,
+                     help="Operands of the loss's catalogue products; auto = bfloat16 where the CPU "
+                          "multiplies it natively (float32 accumulation, softmax and weights)."),
         click.option("--resume", is_flag=True, help="Continue the run folder's training after a crash."),
         click.option("--refit", is_flag=True,
                      help="After choosing the epoch count on validation, train again on train + "

@@ -84,6 +84,9 @@ class PrepareConfig:
             raise ValueError("test_days and valid_days must be non-negative.")
 
 
+TRAIN_PRECISIONS = ("auto", "float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training setting, with the SR-GNN paper's values as defaults."""
@@ -107,6 +110,9 @@ class TrainConfig:
     shuffle_buffer: int = 1_000_000  # rows shuffled together (~150 B each); covers a Diginetica-size split whole
     progress: bool = True  # show a tqdm progress bar per epoch
     short_fallback: bool = True  # item-KNN for 1-3 click sessions where validation by length shows it better
+    # Operands of the loss's catalogue products: "float32", "bfloat16" (float32 accumulation,
+    # softmax and parameters), or "auto" = bfloat16 where the CPU multiplies it natively.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "steps", "batch_size", "lr_decay_step", "epochs", "patience",
@@ -124,6 +130,10 @@ class TrainConfig:
             raise ValueError(
                 f"num_threads must be 0 (all cores) or positive, got {self.num_threads}."
             )
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}."
+            )
         for name in ("max_examples_per_epoch", "max_valid_examples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -139,6 +149,14 @@ class TrainConfig:
             steps=self.steps,
             nonhybrid=self.nonhybrid,
         )
+
+    def training_precision(self) -> str:
+        """``precision`` with "auto" resolved for this machine: "bfloat16" or "float32"."""
+        if self.precision != "auto":
+            return self.precision
+        from .predict import native_bfloat16
+
+        return "bfloat16" if native_bfloat16() else "float32"
 
     def threads(self) -> int:
         """The number of torch threads this config asks for (0 resolved to all usable cores)."""

@@ -320,6 +320,8 @@ def training_params(train_config, num_items: int, summary: dict | None = None) -
 
     summary = summary or {}
     params: dict[str, Any] = {**asdict(train_config), "num_items": num_items}
+    if hasattr(train_config, "training_precision"):
+        params["training_precision"] = train_config.training_precision()  # "auto" resolved
     params.update({f"prepare.{k}": v for k, v in (summary.get("config") or {}).items()})
     for key in ("input", "format", "last_day", "vocab_size", "clicks_read", "clicks_kept",
                 "sessions_read", "examples", "examples_lost_to_unseen_items"):

@@ -16,7 +16,10 @@ epochs an uninterrupted run would have produced (same thread count, same machine
 
 Differences from the reference code, on purpose: the learning-rate scheduler steps at the end
 of an epoch (the reference steps it first, so its decay comes one epoch early); the model is
-selected on a validation split, never on the test set.
+selected on a validation split, never on the test set; with ``precision="auto"`` (the default)
+on a CPU that multiplies bfloat16 natively, the loss's three catalogue products take bfloat16
+operands with float32 accumulation (mixed precision; the softmax, the graph network, the
+weights and the optimizer stay float32), which makes a Diginetica-size step about 1.6x faster.
 
 Refit: :func:`refit` trains again from the same initial weights on several splits together
 (e.g. train + valid) for the number of epochs that validation chose, so that the model also
@@ -131,10 +134,15 @@ class Evaluation:
     examples: int
 
 
-def training_step(model: SRGNN, optimizer: torch.optim.Optimizer, batch: GraphBatch) -> float:
-    """One optimizer step on ``batch``; returns the batch's mean cross-entropy."""
+def training_step(
+    model: SRGNN, optimizer: torch.optim.Optimizer, batch: GraphBatch, precision: str = "float32"
+) -> float:
+    """One optimizer step on ``batch``; returns the batch's mean cross-entropy.
+
+    ``precision`` is the operand type of the catalogue products (:meth:`SRGNN.loss`).
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss = model.loss(batch)  # cross-entropy over all N items
+    loss = model.loss(batch, precision)  # cross-entropy over all N items
     loss.backward()
     optimizer.step()
     return float(loss.detach())
@@ -403,8 +411,9 @@ def _train_epoch(model, optimizer, reader: GraphParquetReader, epoch: int, confi
         leave=False, dynamic_ncols=True,
     ) as bar:
         # Epochs count from 1; the shuffle order of epoch e is seeded by (seed, e - 1).
+        precision = config.training_precision()
         for step, batch in enumerate(reader.batches(epoch - 1)):
-            loss = training_step(model, optimizer, batch)
+            loss = training_step(model, optimizer, batch, precision)
             total_loss += loss * batch.batch_size
             examples += batch.batch_size
             bar.update(1)
@@ -489,7 +498,7 @@ def _save_best(out, state, config, model_config) -> None:
 
 def _load_checkpoint(out, config, model_config, model, optimizer, scheduler) -> _RunState:
     checkpoint = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
-    saved = checkpoint["config"]
+    saved = {"precision": "float32", **checkpoint["config"]}  # older checkpoints: float32 only
     current = asdict(config)
     changed = sorted(
         name for name in current

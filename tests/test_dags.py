@@ -140,15 +140,16 @@ def test_training_params_and_their_environment_defaults(bag, airflow_env):
     assert params.dump() == {
         "clicks": str(airflow_env.srgnn_home.resolve() / "clicks"), "format": "auto",
         "min_item_support": 5, "test_days": 7, "valid_days": 7, "epochs": None, "refit": False,
-        "short_fallback": True,
+        "short_fallback": True, "precision": "auto",
     }
     params = bag(SRGNN_TRAINING_CLICKS="/data/clicks/*.csv.gz", SRGNN_TRAINING_FORMAT="yoochoose",
                  SRGNN_MIN_ITEM_SUPPORT="3", SRGNN_TEST_DAYS="1", SRGNN_VALID_DAYS="0",
-                 SRGNN_TRAINING_SCHEDULE="0 3 * * 1", SRGNN_TASK_RETRIES="4").dags["srgnn_training"].params
+                 SRGNN_TRAINING_SCHEDULE="0 3 * * 1", SRGNN_TASK_RETRIES="4",
+                 SRGNN_PRECISION="float32").dags["srgnn_training"].params
     assert params.dump() == {
         "clicks": "/data/clicks/*.csv.gz", "format": "yoochoose",
         "min_item_support": 3, "test_days": 1, "valid_days": 0, "epochs": None, "refit": False,
-        "short_fallback": True,
+        "short_fallback": True, "precision": "float32",
     }
 
 
@@ -160,7 +161,7 @@ def test_training_params_are_validated(bag):
     params["format"] = "diginetica"
     params["refit"] = True
     for name, bad in [("format", "xml"), ("min_item_support", 0), ("epochs", 0), ("test_days", -1),
-                      ("refit", "yes"), ("short_fallback", "no")]:
+                      ("refit", "yes"), ("short_fallback", "no"), ("precision", "half")]:
         with pytest.raises(ParamValidationError):
             params[name] = bad
 

@@ -324,6 +324,23 @@ def test_training_loss_gradients_accumulate_and_survive_vanishing_probabilities(
         torch.testing.assert_close(parameter.grad, 2 * expected_grads[name], rtol=1e-4, atol=1e-5)
 
 
+def test_bfloat16_catalogue_products_keep_the_loss_and_gradients_within_bfloat16_rounding():
+    batch, model = _loss_case(9)
+    expected, expected_grads = _reference_loss_and_gradients(model, batch)
+    loss = model.loss(batch, "bfloat16")
+    loss.backward()
+    assert loss.dtype == torch.float32 and loss != expected  # the products did run in bfloat16
+    # bfloat16 keeps 8 significant bits (relative rounding <= 2^-9 per operand and per score).
+    torch.testing.assert_close(loss, expected, rtol=1e-2, atol=0)
+    for name, parameter in model.named_parameters():
+        grad, reference = parameter.grad.flatten(), expected_grads[name].flatten()
+        assert parameter.grad.dtype == torch.float32
+        assert torch.linalg.vector_norm(grad - reference) <= 0.02 * torch.linalg.vector_norm(reference), name
+    assert torch.count_nonzero(model.embedding.weight.grad[0]) == 0  # padding row
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+        model.loss(batch, "half")
+
+
 def test_item_lookup_alone_gives_the_embedding_gradient():
     from srgnn.model import _ItemLookup
 

@@ -50,9 +50,10 @@ def popularity_hit_rate(train_dir, valid_dir, k=20) -> float:
 
 
 @pytest.mark.slow
-def test_short_training_lowers_the_loss_and_beats_popularity(splits):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_short_training_lowers_the_loss_and_beats_popularity(splits, precision):
     train_dir, valid_dir = splits
-    config = replace(SMALL, hidden_size=32, epochs=4)
+    config = replace(SMALL, hidden_size=32, epochs=4, precision=precision)
     result = train(train_dir, valid_dir, NUM_ITEMS, config)
 
     losses = [epoch.train_loss for epoch in result.history]
@@ -142,6 +143,19 @@ def test_checkpoint_files_and_resume_guards(splits, tmp_path):
               resume=True)
     with pytest.raises(ValueError, match="num_items"):
         train(train_dir, valid_dir, NUM_ITEMS + 1, config, output_dir=tmp_path, resume=True)
+    other = "float32" if config.training_precision() == "bfloat16" else "bfloat16"
+    with pytest.raises(ValueError, match=r"\(precision differ\)"):
+        train(train_dir, valid_dir, NUM_ITEMS, replace(config, precision=other), output_dir=tmp_path,
+              resume=True)
+
+    # A checkpoint written before the precision option computed in float32, and resumes as such.
+    checkpoint["config"].pop("precision")
+    torch.save(checkpoint, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(ValueError, match=r"\(precision differ\)"):
+        train(train_dir, valid_dir, NUM_ITEMS, replace(config, precision="bfloat16"),
+              output_dir=tmp_path, resume=True)
+    train(train_dir, valid_dir, NUM_ITEMS, replace(config, precision="float32"), output_dir=tmp_path,
+          resume=True, on_epoch_end=lambda stats: pytest.fail("no epoch should run"))
     with pytest.raises(ValueError, match="output_dir"):
         train(train_dir, valid_dir, NUM_ITEMS, config, resume=True)
 
@@ -177,6 +191,13 @@ def test_config_validation_and_vocab_size(tmp_path):
     with pytest.raises(ValueError, match="max_examples_per_epoch"):
         TrainConfig(max_examples_per_epoch=0)
     assert TrainConfig().threads() >= 1 and TrainConfig(num_threads=3).threads() == 3
+    with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16"):
+        TrainConfig(precision="half")
+    from srgnn.predict import native_bfloat16
+
+    assert TrainConfig().training_precision() == ("bfloat16" if native_bfloat16() else "float32")
+    assert TrainConfig(precision="float32").training_precision() == "float32"
+    assert TrainConfig(precision="bfloat16").training_precision() == "bfloat16"
     import pyarrow as pa
 
     vocab = pa.table({"item_id": ["a", "b", "c"], "item_index": pa.array([1, 2, 3], pa.int32())})

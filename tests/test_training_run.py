@@ -62,6 +62,7 @@ def test_the_mlflow_run_holds_config_curves_plots_and_model(trained):
     for name, value in asdict(CONFIG).items():  # the config object itself, every field
         assert params[name] == str(value), name
     assert params["num_items"] == str(len(read_vocab(run_dir / "vocab.parquet")[0]))
+    assert params["training_precision"] == CONFIG.training_precision()  # "auto" resolved
     assert params["prepare.min_item_support"] == "1"
     assert int(params["data.train_examples"]) > 1000
 
