@@ -127,6 +127,28 @@ class GraphBatch(_TensorBatch):
     prefix_lengths: torch.Tensor
     targets: torch.Tensor
 
+    def message_routes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both directions' messages as one gather and one scatter over ``(2T, d)`` rows.
+
+        With node ``t``'s in-message at row ``2t`` and its out-message at row ``2t + 1`` (a
+        ``(T, 2d)`` tensor viewed as ``(2T, d)``), ``A_in`` moves row ``2 src`` to row
+        ``2 dst`` with weight ``1 / indeg(dst)`` and ``A_out`` moves row ``2 dst + 1`` to row
+        ``2 src + 1`` with weight ``1 / outdeg(src)``.
+
+        Returns:
+            ``(source_rows, target_rows, weights)``: (2E,) int64, (2E,) int64, (2E, 1) float32.
+            Computed once per batch.
+        """
+        routes = self.__dict__.get("_message_routes")
+        if routes is None:
+            src2, dst2 = self.edge_src * 2, self.edge_dst * 2
+            routes = (
+                torch.cat([src2, dst2 + 1]),
+                torch.cat([dst2, src2 + 1]),
+                torch.cat([self.edge_weight_in, self.edge_weight_out]).unsqueeze(1),
+            )
+            self.__dict__["_message_routes"] = routes
+        return routes
 
     def to_padded(self) -> "PaddedGraphBatch":
         """The same batch in padded dense form (what the reference implementation feeds)."""

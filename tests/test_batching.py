@@ -54,6 +54,21 @@ def test_adjacency_of_a_b_c_b_matches_the_hand_written_matrices():
     assert np.allclose(reference, torch.cat([expected_in, expected_out], dim=1).numpy())
 
 
+def test_message_routes_apply_both_normalised_adjacencies_in_one_scatter():
+    # A -> B -> C -> B as above: row 2t of the (2T, d) messages is node t's in-message, 2t + 1
+    # its out-message; routing them must give [A_in m_in ; A_out m_out] of the hand matrices.
+    batch = batch_of([[A, B, C, B]])
+    source_rows, target_rows, weights = batch.message_routes()
+    assert batch.message_routes()[0] is source_rows  # computed once per batch
+    m_in = torch.tensor([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])  # one row per node A, B, C
+    m_out = torch.tensor([[4.0, 40.0], [5.0, 50.0], [6.0, 60.0]])
+    rows = torch.cat([m_in, m_out], dim=1).view(-1, 2)
+    routed = torch.zeros_like(rows).index_add_(0, target_rows, rows[source_rows] * weights).view(3, 4)
+    # A_in: B <- (A + C) / 2, C <- B;  A_out: A -> B, B -> C, C -> B.
+    assert routed[:, :2].tolist() == [[0.0, 0.0], [2.0, 20.0], [2.0, 20.0]]
+    assert routed[:, 2:].tolist() == [[5.0, 50.0], [6.0, 60.0], [5.0, 50.0]]
+
+
 def test_two_session_batch_with_a_repeated_click_is_right():
     # Session 0: 7, 7, 3 (a repeated consecutive click gives the self-loop 7 -> 7).
     # Session 1: 4, 9.
