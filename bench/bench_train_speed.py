@@ -416,12 +416,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     threads = args.threads or len(os.sched_getaffinity(0))
+    from srgnn.memory import retain_freed_memory
     from srgnn.predict import native_bfloat16
+
+    retained = retain_freed_memory()  # as srgnn.train.train does, for every row alike
 
     bfloat16 = args.bfloat16 or native_bfloat16()
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, {threads} thread(s) of {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.2f} at start")
+          f"load average {os.getloadavg()[0]:.2f} at start; freed memory retained "
+          f"(srgnn.memory): {retained}")
 
     if DIGINETICA.exists():
         values, offsets, source = diginetica_sessions(DIGINETICA)

@@ -49,6 +49,7 @@ import torch
 
 from srgnn.batching import GraphBatch, GraphParquetReader
 from srgnn.config import TrainConfig
+from srgnn.memory import retain_freed_memory
 from srgnn.metrics import hit_rate_at_k, mrr_at_k, ranks_from_scores
 from srgnn.model import SRGNN, ModelConfig
 
@@ -237,6 +238,7 @@ def train(
         raise ValueError("resume=True needs the output_dir that holds the checkpoint.")
     out = Path(output_dir) if output_dir is not None else None
 
+    retain_freed_memory()  # no page faults for the step's large buffers (srgnn.memory)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads())
     try:
