@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from srgnn import metrics  # noqa: E402
 from srgnn.baselines import BASELINES, make_baseline  # noqa: E402
-from srgnn.config import Settings  # noqa: E402
+from srgnn.config import PRECISIONS, Settings  # noqa: E402
 from srgnn.evaluate import evaluate_ranked, format_table, load_sessions  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "diginetica"
@@ -85,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=0.001)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
-    p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
+    p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                    help="operands of the loss's catalogue products (TrainConfig.precision)")
     p.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=list(BASELINES),
                    help="baselines to fit and score (none: --baselines with no name)")

@@ -26,7 +26,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 import _common
-from srgnn.config import PrepareConfig
+from srgnn.config import PRECISIONS, PrepareConfig
 from srgnn.io import FORMATS
 
 DAG_ID = "srgnn_training"
@@ -112,7 +112,7 @@ def publish_champion(trained: dict, outlet_events=None) -> dict:
                         "length shows it better than SR-GNN.",
         ),
         "precision": Param(
-            _common.env("SRGNN_PRECISION", "auto"), enum=["auto", "float32", "bfloat16"],
+            _common.env("SRGNN_PRECISION", "auto"), enum=list(PRECISIONS),
             description="Operands of the training loss's catalogue products; auto = bfloat16 "
                         "where the CPU multiplies it natively (float32 accumulation and weights).",
         ),

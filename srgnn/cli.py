@@ -144,7 +144,7 @@ def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, comp
 
 def _train_options(func):
     """Training flags; defaults are the SR-GNN paper's settings (srgnn.train.TrainConfig)."""
-    from .config import TrainConfig
+    from .config import PRECISIONS, TrainConfig
 
     d = TrainConfig()
     options = [
@@ -161,7 +161,7 @@ def _train_options(func):
         click.option("--seed", type=int, default=d.seed, show_default=True),
         click.option("--short-fallback/--no-short-fallback", default=d.short_fallback, show_default=True,
                      help="Answer 1-3 click sessions with item-KNN where validation by length shows it better."),
-        click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default=d.precision,
+        click.option("--precision", type=click.Choice(list(PRECISIONS)), default=d.precision,
                      show_default=True, envvar="SRGNN_PRECISION", show_envvar=True,
                      help="Operands of the loss's catalogue products; auto = bfloat16 where the CPU "
                           "multiplies it natively (float32 accumulation, softmax and weights)."),

@@ -84,7 +84,9 @@ class PrepareConfig:
             raise ValueError("test_days and valid_days must be non-negative.")
 
 
-TRAIN_PRECISIONS = ("auto", "float32", "bfloat16")
+# Arithmetic choices of training (TrainConfig.precision) and scoring (srgnn.predict.Scorer):
+# "auto" resolves to bfloat16 where the CPU multiplies it natively, float32 elsewhere.
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -130,9 +132,9 @@ class TrainConfig:
             raise ValueError(
                 f"num_threads must be 0 (all cores) or positive, got {self.num_threads}."
             )
-        if self.precision not in TRAIN_PRECISIONS:
+        if self.precision not in PRECISIONS:
             raise ValueError(
-                f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}."
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}."
             )
         for name in ("max_examples_per_epoch", "max_valid_examples"):
             value = getattr(self, name)

@@ -45,12 +45,12 @@ import numpy as np
 import torch
 
 from srgnn.batching import collate
+from srgnn.config import PRECISIONS
 from srgnn.graph import build_graphs, check_lists, gather_lists
 from srgnn.model import SRGNN, ModelConfig
 
 __all__ = ["TopK", "Scorer", "native_bfloat16"]
 
-PRECISIONS = ("auto", "float32", "bfloat16")
 # The certificate's error terms (see the module docstring): twice the bounds.
 _PRODUCT_ERROR = 2.0**-6  # times ||s|| max ||e_j||: bfloat16 inputs, float32 sums
 _RESULT_ERROR = 2.0**-7  # times |a_m|: the bfloat16 rounding of a result
