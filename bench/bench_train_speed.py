@@ -3,7 +3,8 @@
 For a Diginetica-size catalogue (43,097 items, the benchmark's real sessions when
 ``../shared/data/diginetica/train_clicks.csv.gz`` exists, generated sessions otherwise) and
 a small catalogue (the 2,000 most clicked items of the same sessions), it trains the same
-model (hidden 100, batch 100, fused Adam, ``srgnn.train.training_step``) fed several ways:
+model (hidden 100, batch 100, ``srgnn.train.training_step`` with its fused Adam) fed several
+ways:
 
 * ``block-diagonal``: the product path: graph Parquet streamed by
   ``srgnn.batching.GraphParquetReader`` (shuffled), vectorised ``collate``;
@@ -14,8 +15,12 @@ model (hidden 100, batch 100, fused Adam, ``srgnn.train.training_step``) fed sev
 * ``reference batching (L=...)``: the same loop padded, as the authors' code does, to the
   longest prefix of the whole dataset (so the alias loop and the attention run over ``L``
   positions), then this project's forward pass and loss;
-* ``reference code (L=...)``: that batching and the authors' forward pass as well
-  (:func:`reference_code_loss`: click states gathered session by session, autograd loss).
+* ``reference code (L=...)``: that batching, the authors' forward pass as well
+  (:func:`reference_code_loss`: click states gathered session by session, autograd loss) and
+  their optimizer call (``torch.optim.Adam(params, lr, weight_decay)``, which on the CPU runs
+  torch's per-parameter loop): the reference code end to end;
+* ``reference code, fused Adam (L=...)``: the same with the fused Adam of every other row,
+  which isolates batching and forward pass.
 
 Every row computes in float32, except ``block-diagonal, bf16 scores`` (on CPUs with native
 bfloat16, or with ``--bfloat16``): the product's default there, where the loss's three catalogue
@@ -60,6 +65,8 @@ from srgnn.train import training_step  # noqa: E402
 
 DIGINETICA = ROOT.parent / "shared" / "data" / "diginetica" / "train_clicks.csv.gz"
 BF16_ROW = "block-diagonal, bf16 scores"
+REFERENCE_CODE = "reference code"  # the authors' batching, forward pass and optimizer call
+REFERENCE_FUSED = "reference code, fused Adam"  # the same with srgnn.train's optimizer
 
 
 # ------------------------------------------------------------------------------------------
@@ -213,13 +220,17 @@ def reference_code_loss(model: SRGNN, batch: PaddedGraphBatch) -> torch.Tensor:
 class TrainingRun:
     """A fresh model trained on one batch stream, timed round by round."""
 
-    def __init__(self, batches, num_items: int, warmup: int, precision: str = "float32") -> None:
+    def __init__(self, batches, num_items: int, warmup: int, precision: str = "float32",
+                 fused_adam: bool = True) -> None:
         # operands of the catalogue products (SRGNN.loss), or "reference code": the loss of
         # reference_code_loss and a plain autograd step
         self.precision = precision
         torch.manual_seed(0)
         self.model = SRGNN(ModelConfig(num_items=num_items, hidden_size=100))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, weight_decay=1e-5, fused=True)
+        # fused: srgnn.train's optimizer; otherwise the authors' call, torch.optim.Adam with
+        # torch's default implementation (on the CPU, a loop over the parameters)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, weight_decay=1e-5,
+                                          **({"fused": True} if fused_adam else {}))
         self.batches = iter(batches)
         self.rounds: list[float] = []  # examples/s of each round
         self.batch_seconds: list[float] = []
@@ -258,8 +269,8 @@ class TrainingRun:
 def time_training(streams: dict, num_items: int, warmup: int, count: int, rounds: int) -> dict:
     """Train one model per batch stream; the streams take turns, ``rounds`` times, so that a
     burst of load from other processes hits them all alike."""
-    runs = {name: TrainingRun(batches, num_items, warmup, precision)
-            for name, (batches, precision) in streams.items()}
+    runs = {name: TrainingRun(batches, num_items, warmup, *settings)
+            for name, (batches, *settings) in streams.items()}
     for _ in range(rounds):
         for run in runs.values():
             run.run(max(count // rounds, 1))
@@ -411,6 +422,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = every core")
     parser.add_argument("--small-items", type=int, default=2_000, help="size of the small catalogue")
     parser.add_argument("--skip-reference", action="store_true", help="skip the per-session loop rows")
+    parser.add_argument("--catalogue", choices=("both", "large", "small"), default="both",
+                        help="time the Diginetica-size catalogue, the small one, or both")
     parser.add_argument("--bfloat16", action="store_true",
                         help="time the bfloat16-scores row even where the CPU lacks native bfloat16")
     args = parser.parse_args(argv)
@@ -438,6 +451,8 @@ def main(argv: list[str] | None = None) -> None:
         (f"small ({args.small_items:,} items)", args.small_items,
          *keep_top_items(values, offsets, args.small_items), args.small_batches),
     ]
+
+    catalogues = [c for c, keep in zip(catalogues, ("large", "small")) if args.catalogue in ("both", keep)]
 
     ceiling_before = matmul_ceiling(int(values.max()))
     rows, cells, floors = [], {}, {}
@@ -470,15 +485,18 @@ def main(argv: list[str] | None = None) -> None:
                 streams[f"reference batching (L={longest})"] = (per_session_batches(
                     prefix_values, prefix_offsets, targets, 100, seed=1, pad_to=longest
                 ), "float32")
-                streams[f"reference code (L={longest})"] = (per_session_batches(
+                streams[f"{REFERENCE_CODE} (L={longest})"] = (per_session_batches(
+                    prefix_values, prefix_offsets, targets, 100, seed=1, pad_to=longest
+                ), "reference code", False)
+                streams[f"{REFERENCE_FUSED} (L={longest})"] = (per_session_batches(
                     prefix_values, prefix_offsets, targets, 100, seed=1, pad_to=longest
                 ), "reference code")
                 check_reference_loss(prefix_values, prefix_offsets, targets, num_items, longest)
             measured = time_training(streams, num_items, args.warmup, count, args.rounds)
             loop = measured.get("per-session loop", {}).get("examples_per_second")
             bases = [loop] + [next((f["examples_per_second"] for layout, f in measured.items()
-                                    if layout.startswith(prefix)), None)
-                              for prefix in ("reference batching", "reference code")]
+                                    if layout.startswith(prefix + " (")), None)
+                              for prefix in ("reference batching", REFERENCE_CODE, REFERENCE_FUSED)]
             for layout, figures in measured.items():
                 rate = figures["examples_per_second"]
                 speedups = tuple(rate / base if base else float("nan") for base in bases)
@@ -494,18 +512,22 @@ def main(argv: list[str] | None = None) -> None:
         key: (min if key.endswith("_ms") else max)(ceiling_before[key], after[key]) for key in after
     }
     print()
-    print(f"{'catalogue':<22} {'batching':<26} {'examples/s':>11} {'best round':>11} "
-          f"{'batch ms':>9} {'step ms':>8} {'vs loop':>8} {'vs ref b.':>9} {'vs ref code':>11}")
-    for name, layout, figures, (vs_loop, vs_batching, vs_code) in rows:
-        print(f"{name:<22} {layout:<26} {figures['examples_per_second']:>11,.0f} "
+    print(f"{'catalogue':<22} {'batching':<36} {'examples/s':>11} {'best round':>11} "
+          f"{'batch ms':>9} {'step ms':>8} {'vs loop':>8} {'vs ref b.':>9} {'vs ref code':>11} "
+          f"{'vs ref, fused':>13}")
+    for name, layout, figures, (vs_loop, vs_batching, vs_code, vs_fused) in rows:
+        print(f"{name:<22} {layout:<36} {figures['examples_per_second']:>11,.0f} "
               f"{figures['best_round']:>11,.0f} {figures['batching_ms']:>9.2f} "
-              f"{figures['step_ms']:>8.2f} {vs_loop:>7.1f}x {vs_batching:>8.1f}x {vs_code:>10.1f}x")
+              f"{figures['step_ms']:>8.2f} {vs_loop:>7.1f}x {vs_batching:>8.1f}x {vs_code:>10.1f}x "
+              f"{vs_fused:>12.1f}x")
     print("examples/s: over all timed batches (batch building included); best round: the fastest\n"
           "of the rounds; batch ms / step ms: medians of building one batch / of one training step;\n"
-          "vs loop / vs ref b. / vs ref code: examples/s over the per-session loop row (padded to\n"
-          "the batch's longest prefix), the reference batching row (padded to the dataset's longest\n"
-          "prefix, as the authors' code does; this project's forward pass), and the reference code\n"
-          "row (that batching and the authors' forward: per-session gather loop, autograd loss).\n"
+          "vs loop / vs ref b. / vs ref code / vs ref, fused: examples/s over the per-session loop\n"
+          "row (padded to the batch's longest prefix), the reference batching row (padded to the\n"
+          "dataset's longest prefix, as the authors' code does; this project's forward pass), the\n"
+          "reference code row (that batching, the authors' forward: per-session gather loop,\n"
+          "autograd loss, and their optimizer call: torch.optim.Adam with torch's default\n"
+          "implementation), and the same with the fused Adam every other row uses.\n"
           f"Every row computes in float32 except '{BF16_ROW}' (the catalogue products with\n"
           "bfloat16 operands: TrainConfig.precision, 'auto' on CPUs with native bfloat16)")
     print()
@@ -513,8 +535,9 @@ def main(argv: list[str] | None = None) -> None:
     for method in next(iter(cells.values())):
         print(f"{method:<34}" + "".join(f"{cells[n][method]:>22.2f}" for n in cells))
     print()
-    measured = next(f for n, layout, f, _ in rows if layout == "block-diagonal")
-    low = next((f for n, layout, f, _ in rows if layout == BF16_ROW), None)
+    large = catalogues[0][0] if args.catalogue != "small" else None
+    measured = next((f for n, layout, f, _ in rows if n == large and layout == "block-diagonal"), None)
+    low = next((f for n, layout, f, _ in rows if n == large and layout == BF16_ROW), None)
     num_items = int(values.max())
     print(f"fp32 matmul ceiling at d = B = 100, N = {num_items:,}: "
           f"{ceiling['mflop_per_example']:.1f} MFLOP per example (forward + backward scoring)")
@@ -524,9 +547,11 @@ def main(argv: list[str] | None = None) -> None:
         (f"the step's 3 products: {ceiling['products_gflops']:.0f} GFLOP/s, "
          f"{ceiling['products_ms']:.1f} ms/batch", "products_examples_per_second"),
     ):
-        print(f"  {label:<62} -> ceiling {ceiling[key]:>6,.0f} examples/s; block-diagonal training "
-              f"{100 * measured['examples_per_second'] / ceiling[key]:.0f}% "
-              f"(best round {100 * measured['best_round'] / ceiling[key]:.0f}%)")
+        line = f"  {label:<62} -> ceiling {ceiling[key]:>6,.0f} examples/s"
+        if measured:
+            line += (f"; block-diagonal training {100 * measured['examples_per_second'] / ceiling[key]:.0f}% "
+                     f"(best round {100 * measured['best_round'] / ceiling[key]:.0f}%)")
+        print(line)
     if low:
         print(f"  the '{BF16_ROW}' row: {low['examples_per_second']:,.0f} examples/s = "
               f"{100 * low['examples_per_second'] / ceiling['single_examples_per_second']:.0f}% of the "

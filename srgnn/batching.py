@@ -113,6 +113,15 @@ class GraphBatch(_TensorBatch):
         last_position: (B,) int64 position of the last click (``prefix_length - 1``).
         prefix_lengths: (B,) int64 number of clicks of every prefix.
         targets: (B,) int64 item index (1..N) of the next click; 0 when unknown (scoring).
+        click_nodes: (C,) int64 global node of every real click, session by session in click
+            order (``alias[mask]``; ``C`` = sum of ``prefix_lengths``).
+        click_sessions: (C,) int64 session of every real click.
+        last_nodes: (B,) int64 global node of every session's last click.
+        route_sources, route_targets, route_weights: the graph cell's message routes, see
+            :meth:`message_routes`.
+
+    The last six are derived from the others in :func:`collate` (numpy, with the batch),
+    so that a training step does not rebuild them with a dozen small tensor operations.
     """
 
     node_items: torch.Tensor
@@ -126,6 +135,12 @@ class GraphBatch(_TensorBatch):
     last_position: torch.Tensor
     prefix_lengths: torch.Tensor
     targets: torch.Tensor
+    click_nodes: torch.Tensor
+    click_sessions: torch.Tensor
+    last_nodes: torch.Tensor
+    route_sources: torch.Tensor
+    route_targets: torch.Tensor
+    route_weights: torch.Tensor
 
     def message_routes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Both directions' messages as one gather and one scatter over ``(2T, d)`` rows.
@@ -137,18 +152,8 @@ class GraphBatch(_TensorBatch):
 
         Returns:
             ``(source_rows, target_rows, weights)``: (2E,) int64, (2E,) int64, (2E, 1) float32.
-            Computed once per batch.
         """
-        routes = self.__dict__.get("_message_routes")
-        if routes is None:
-            src2, dst2 = self.edge_src * 2, self.edge_dst * 2
-            routes = (
-                torch.cat([src2, dst2 + 1]),
-                torch.cat([dst2, src2 + 1]),
-                torch.cat([self.edge_weight_in, self.edge_weight_out]).unsqueeze(1),
-            )
-            self.__dict__["_message_routes"] = routes
-        return routes
+        return self.route_sources, self.route_targets, self.route_weights
 
     def to_padded(self) -> "PaddedGraphBatch":
         """The same batch in padded dense form (what the reference implementation feeds)."""
@@ -278,9 +283,14 @@ def collate(graphs: SessionGraphs, targets: np.ndarray | None = None) -> GraphBa
     max_length = int(prefix_lengths.max()) if batch_size else 0
     position_of_click = np.arange(len(alias_values)) - alias_offsets[session_of_click]
     alias = np.zeros((batch_size, max_length), dtype=np.int64)  # (B, L)
-    alias[session_of_click, position_of_click] = alias_values + node_base[session_of_click]
+    click_nodes = alias_values + node_base[session_of_click]  # (C,) global node of each click
+    alias[session_of_click, position_of_click] = click_nodes
     mask = np.zeros((batch_size, max_length), dtype=bool)  # (B, L)
     mask[session_of_click, position_of_click] = True
+
+    # The graph cell's message routes (GraphBatch.message_routes): in-messages sit at row
+    # 2t, out-messages at row 2t + 1.
+    src2, dst2 = 2 * edge_src, 2 * edge_dst
 
     return GraphBatch(
         node_items=torch.from_numpy(np.asarray(graphs.nodes_values, dtype=np.int64)),
@@ -294,6 +304,12 @@ def collate(graphs: SessionGraphs, targets: np.ndarray | None = None) -> GraphBa
         last_position=torch.from_numpy(prefix_lengths - 1),
         prefix_lengths=torch.from_numpy(prefix_lengths),
         targets=torch.from_numpy(targets),
+        click_nodes=torch.from_numpy(click_nodes),
+        click_sessions=torch.from_numpy(session_of_click),
+        last_nodes=torch.from_numpy(click_nodes[alias_offsets[1:] - 1]),
+        route_sources=torch.from_numpy(np.concatenate([src2, dst2 + 1])),
+        route_targets=torch.from_numpy(np.concatenate([dst2, src2 + 1])),
+        route_weights=torch.from_numpy(np.concatenate([edge_weight_in, edge_weight_out])[:, None]),
     )
 
 

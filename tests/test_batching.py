@@ -59,7 +59,7 @@ def test_message_routes_apply_both_normalised_adjacencies_in_one_scatter():
     # its out-message; routing them must give [A_in m_in ; A_out m_out] of the hand matrices.
     batch = batch_of([[A, B, C, B]])
     source_rows, target_rows, weights = batch.message_routes()
-    assert batch.message_routes()[0] is source_rows  # computed once per batch
+    assert batch.message_routes()[0] is source_rows  # built once, by collate
     m_in = torch.tensor([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])  # one row per node A, B, C
     m_out = torch.tensor([[4.0, 40.0], [5.0, 50.0], [6.0, 60.0]])
     rows = torch.cat([m_in, m_out], dim=1).view(-1, 2)
@@ -83,6 +83,11 @@ def test_two_session_batch_with_a_repeated_click_is_right():
     assert batch.last_position.tolist() == [2, 1]
     assert batch.prefix_lengths.tolist() == [3, 2]
     assert batch.targets.tolist() == [5, 2]
+    # The same clicks as flat lists (the attention readout's form): node and session of every
+    # click, and the node of each session's last click (item 3 = node 0, item 9 = node 3).
+    assert batch.click_nodes.tolist() == [1, 1, 0, 2, 3]
+    assert batch.click_sessions.tolist() == [0, 0, 0, 1, 1]
+    assert batch.last_nodes.tolist() == [0, 3]
 
     # Edges 7->3, 7->7 and 4->9 with weights 1/indeg(dst) and 1/outdeg(src):
     # node 7 has out-degree 2; every destination has in-degree 1.

@@ -137,6 +137,30 @@ def test_block_diagonal_and_padded_layouts_agree_with_gradients():
         torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6)
 
 
+def test_graph_cell_hand_written_backward_equals_the_composed_operations():
+    # On a block-diagonal batch the cell runs as one autograd node with its own backward; the
+    # composed form (messages then gates, autograd through every operation) is the reference.
+    sessions = clustered_sessions(num_items=30, num_sessions=25, seed=4) + SESSIONS
+    values, offsets = sessions_to_arrays(sessions)
+    batch = collate(build_graphs(values, offsets))
+    torch.manual_seed(4)
+    cell = SRGNN(ModelConfig(num_items=30, hidden_size=8)).gnn.double()
+    hidden = torch.randn(batch.node_items.numel(), 8, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn_like(hidden)
+    inputs = [hidden, *cell.parameters()]
+    results = []
+    for compute in (lambda: cell(hidden, batch), lambda: cell.gates(hidden, cell.messages(hidden, batch))):
+        out = compute()
+        results.append((out, torch.autograd.grad(out, inputs, upstream)))
+    (fused, fused_grads), (composed, composed_grads) = results
+    assert fused.grad_fn is not None and "GatedCellStep" in type(fused.grad_fn).__name__
+    torch.testing.assert_close(fused, composed, rtol=1e-12, atol=1e-12)
+    names = ["hidden"] + [name for name, _ in cell.named_parameters()]
+    for name, got, expected in zip(names, fused_grads, composed_grads):
+        assert expected.abs().max() > 0, name  # every input has a gradient to compare
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12, msg=name)
+
+
 def test_parameters_are_uniform_in_the_reference_range_and_reset():
     torch.manual_seed(3)
     model = SRGNN(ModelConfig(num_items=50, hidden_size=25))
