@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=100, help="timed batches per row (Diginetica)")
     parser.add_argument("--small-batches", type=int, default=300, help="timed batches per row (small)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed batches before each row")
-    parser.add_argument("--rounds", type=int, default=5, help="turns the rows take (see time_training)")
+    parser.add_argument("--rounds", type=int, default=10, help="turns the rows take (see time_training)")
     parser.add_argument("--sessions", type=int, default=30_000,
                         help="sessions sampled into the graph Parquet (more = longer setup)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = every core")

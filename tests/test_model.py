@@ -161,6 +161,35 @@ def test_graph_cell_hand_written_backward_equals_the_composed_operations():
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12, msg=name)
 
 
+@pytest.mark.parametrize("nonhybrid", [False, True])
+def test_readout_hand_written_backward_equals_the_composed_operations(nonhybrid):
+    sessions = clustered_sessions(num_items=30, num_sessions=25, seed=5) + SESSIONS
+    values, offsets = sessions_to_arrays(sessions)
+    batch = collate(build_graphs(values, offsets))
+    torch.manual_seed(5)
+    readout = SRGNN(ModelConfig(num_items=30, hidden_size=8, nonhybrid=nonhybrid)).readout.double()
+    nodes = torch.randn(batch.node_items.numel(), 8, dtype=torch.float64, requires_grad=True)
+    flat = (batch.click_nodes, batch.click_sessions, batch.last_nodes)
+    upstream = torch.randn(batch.batch_size, 8, dtype=torch.float64)
+    inputs = [nodes, *readout.parameters()]
+    results = []
+    for compute in (
+        lambda: readout(nodes, batch.alias, batch.mask, batch.last_position, flat),
+        lambda: readout(nodes, batch.alias, batch.mask, batch.last_position),  # lists from the mask
+        lambda: readout.composed(nodes, *flat),
+    ):
+        out = compute()
+        results.append((out, torch.autograd.grad(out, inputs, upstream)))
+    assert "AttentionStep" in type(results[0][0].grad_fn).__name__
+    names = ["nodes"] + [name for name, _ in readout.named_parameters()]
+    expected, expected_grads = results[-1]
+    for out, grads in results[:-1]:
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        for name, got, want in zip(names, grads, expected_grads):
+            assert want.abs().max() > 0, name
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=name)
+
+
 def test_parameters_are_uniform_in_the_reference_range_and_reset():
     torch.manual_seed(3)
     model = SRGNN(ModelConfig(num_items=50, hidden_size=25))
