@@ -25,8 +25,9 @@ What it runs, as production does:
 Prints HR@20 / MRR@20 next to the published figures on exactly these prefixes (SR-GNN 50.73 /
 17.59, NARM 49.70 / 16.17, STAMP 45.64 / 14.32, Item-KNN 35.75 / 11.57, POP 0.89 / 0.20),
 then the full metric table and the figures by session length. The reference code picks its
-epoch on the test set; here it is picked on validation days that the model then does not train
-on, and items that only occur in those days are unknown to it: expect a gap of that size.
+epoch on the test set; here it is picked on validation days that the selected model does not
+train on (the vocabulary covers them, but their items only ever appear to it as negatives):
+expect a gap of that size without ``--refit``, which trains on those days too.
 
 One epoch over the 673k training examples takes about 5.5 minutes on 2 CPU cores. Needs
 ``../shared/data/diginetica``; writes under ``--home`` (default ``var/bench/accuracy``).

@@ -106,11 +106,13 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
         raise InputError(f"{clicks_path}: no session is left after the filters "
                          f"(min session length {min_len}, min item support {config.min_item_support})")
 
-    # 3. split by day, vocabulary from train.
+    # 3. split by day; vocabulary from the training window (train and valid days, never test):
+    # a model refitted on train + valid then knows the items that first appear in the
+    # validation days, which are often the newest and most clicked of the following days.
     split = etl.assign_split(etl.drop_short_sessions(filtered, min_len), last_day,
                              config.test_days, config.valid_days)
     vocab_path = _out_path(out_dir, "vocab.parquet")
-    vocab = etl.build_vocab(split.where(F.col("split") == "train"))
+    vocab = etl.build_vocab(split.where(F.col("split") != "test"))
     vocab.orderBy("item_index").coalesce(1).write.mode("overwrite").parquet(vocab_path)
     vocab = keep(spark.read.parquet(vocab_path))
     vocab_size = vocab.count()
@@ -120,7 +122,7 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
 
     stage("split_and_vocab")
 
-    # 4. item indices; items unseen in train leave valid/test sessions; per-split counts.
+    # 4. item indices; items unseen in the training window leave test sessions; per-split counts.
     indexed = keep(etl.index_sessions(split, vocab))
     size = F.size("items")
     ok = size >= min_len

@@ -75,6 +75,27 @@ def test_prepare_small_log_accounts_for_every_click(spark, tmp_path):
     assert sorted(r["raw"] for r in quarantine if r["reason"] == "malformed_row") == ["broken,line"]
 
 
+def test_vocabulary_covers_the_validation_days_but_not_the_test_days(spark, tmp_path):
+    # v first appears in the validation day; q only in the test day. A model refitted on train +
+    # valid must be able to recommend v, and v in a test session must survive indexing.
+    lines = ["session_id,timestamp,item_id"]
+    for sid, day, items in [("s1", 0, "ab"), ("s2", 0, "ba"), ("s3", 1, "cv"), ("s4", 1, "vcv"),
+                            ("s5", 2, "av"), ("s6", 2, "qv")]:
+        lines += [f"{sid},{BASE + day * DAY + 60 * k},{item}" for k, item in enumerate(items)]
+    path = write_text(tmp_path / "clicks.csv", "\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    s = run_prepare(spark, path, str(out), PrepareConfig(min_item_support=1, test_days=1, valid_days=1)).summary
+    vocab = pq.read_table(out / "vocab.parquet").to_pylist()
+    # clicks in the window: v 3, a 2, b 2, c 2 (ties by raw id); q none
+    assert [(v["item_id"], v["item_index"], v["train_clicks"]) for v in vocab] == [
+        ("v", 1, 3), ("a", 2, 2), ("b", 3, 2), ("c", 4, 2)]
+    test = pq.read_table(out / "graphs" / "test").to_pylist()
+    assert sorted((r["session_id"], r["prefix"], r["target"]) for r in test) == [("s5", [2], 1)]
+    assert s["clicks_removed"]["unseen_items"] == 1  # q
+    assert s["clicks_removed"]["short_after_unseen_items"] == 1  # s6 left with v alone
+    assert s["balanced"]
+
+
 def reference_counts(path, min_support, test_days, valid_days):
     """The reference preprocessing rules, written out plainly on the raw Diginetica file."""
     sessions = {}
@@ -102,7 +123,8 @@ def reference_counts(path, min_support, test_days, valid_days):
     by_split = {"train": {}, "valid": {}, "test": {}}
     for s, c in kept.items():
         by_split[split_of(c)][s] = [item for _, item in c]
-    vocab = {item for c in by_split["train"].values() for item in c}
+    # the training window: train and valid days (the test days never add items)
+    vocab = {item for name in ("train", "valid") for c in by_split[name].values() for item in c}
     out = {"vocab": len(vocab), "rare_removed": sum(len(c) for c in long.values()) - sum(
         len([x for x in c if support[x[1]] >= min_support]) for c in long.values())}
     for name, group in by_split.items():
