@@ -32,18 +32,19 @@ training prefixes, torch 2.13 on a shared 2-core VM; figures for 1 thread / 2 th
 per batch                          block-diagonal (this)   padded dense
 =================================  ======================  =====================
 real nodes / node slots            357                     1,738 (100 x 17.4)
-build the batch (read + collate)   0.3 ms                  0.6-0.7 ms
-graph cell forward + backward      6.3 / 4.0 ms            19.7 / 11.0 ms
-training step, 2,000 items         7.7 / 6.1 ms            16.7 / 10.1 ms
-training step, 43,097 items        68.7 / 42.8 ms          81.9 / 48.3 ms
+build the batch (read + collate)   0.3-0.4 ms              0.6-0.8 ms
+graph cell forward + backward      5.9 / 3.8 ms            18.2 / 11.9 ms
+training step, 2,000 items         6.1 / 4.2 ms            14.9 / 9.3 ms
+training step, 43,097 items        59.9 / 34.7 ms          73.7 / 42.2 ms
 =================================  ======================  =====================
 
 A random batch's longest session has ~17 distinct items while the mean is ~3.6, so the
 padded form does ~5x the graph-cell work. ``torch.sparse.mm`` with a COO block-diagonal
-matrix (built outside the timing) measured the same as ``index_add`` within noise (6.5 / 3.6
+matrix (built outside the timing) measured the same as ``index_add`` within noise (5.9 / 4.4
 ms for the graph cell); ``index_add`` is kept because it needs no sparse tensor to be built
-and coalesced per batch and its backward is ordinary dense autograd on every device. The
-reference implementation's per-session numpy loop takes 5.8 ms to build one batch.
+and coalesced per batch, and its transpose (the backward) is the same gather and scatter with
+the routes swapped. The reference implementation's per-session numpy loop takes 5.9 ms to
+build one batch.
 
 Example::
 

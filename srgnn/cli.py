@@ -117,7 +117,7 @@ def _print_prepare_summary(s: dict) -> None:
     click.echo(f"  items (vocabulary) {s['vocab_size']:>12,}")
     for split, v in s["splits"].items():
         click.echo(f"  {split:<6} sessions {v['sessions']:>10,}  examples {v['examples']:>10,}")
-    click.echo(f"  examples lost to items unseen in train: {s['examples_lost_to_unseen_items']:,}")
+    click.echo(f"  examples lost to items unseen in the training window: {s['examples_lost_to_unseen_items']:,}")
 
 
 @cli.command()

@@ -10,8 +10,9 @@ reference SR-GNN preprocessing:
 3. :func:`drop_rare_items`: items with fewer than ``min_support`` clicks, then
    :func:`drop_short_sessions` again;
 4. :func:`assign_split`: train / valid / test by the day of the session's last click;
-5. :func:`build_vocab` from train; :func:`index_sessions` maps items to 1..N and removes items
-   unseen in train from valid/test sessions (then :func:`drop_short_sessions` once more);
+5. :func:`build_vocab` from the training window (train and valid sessions);
+   :func:`index_sessions` maps items to 1..N and removes items unseen there from test sessions
+   (then :func:`drop_short_sessions` once more);
 6. :func:`prefix_examples` and :func:`add_graph_columns`: every prefix predicts its next item,
    with the session graph built by :func:`srgnn.graph.build_graphs`.
 
@@ -164,9 +165,10 @@ def assign_split(sessions: DataFrame, last_day, test_days: int, valid_days: int)
 
 
 def build_vocab(train_sessions: DataFrame) -> DataFrame:
-    """Item vocabulary from the training sessions: ``item_id, item_index (1..N), train_clicks``.
+    """Item vocabulary from the training window's sessions: ``item_id, item_index (1..N),
+    train_clicks``.
 
-    Indices follow decreasing train popularity (ties by raw id), so index 1 is the most
+    Indices follow decreasing popularity in those sessions (ties by raw id), so index 1 is the most
     clicked item; 0 is reserved for padding.
     """
     from pyspark.sql.window import Window

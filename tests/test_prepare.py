@@ -35,7 +35,7 @@ def test_prepare_small_log_accounts_for_every_click(spark, tmp_path):
     add("d", 2, "d")            # single click
     add("e", 2, "ax")           # x rare -> e becomes too short
     add("f", 3, "abca")         # valid
-    add("g", 4, "aqb")          # test, q unseen in train
+    add("g", 4, "aqb")          # test, q unseen in the training window
     add("h", 4, "qq")           # test, nothing left after q is removed
     lines.append(f"a,{BASE},a")   # exact duplicate of a's first click
     lines += ["broken,line", f",{BASE},a", f"z,{BASE},"]
