@@ -85,6 +85,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hidden-size", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--lr-decay-step", type=int, default=3,
+                   help="epochs between learning-rate decays (x0.1); the authors' code decays "
+                        "after 2 epochs first, then every 3")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                    help="operands of the loss's catalogue products (TrainConfig.precision)")
@@ -151,7 +154,8 @@ def main(argv=None) -> None:
     from srgnn.training_run import run_training
 
     config = TrainConfig(hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr,
-                         epochs=args.epochs, patience=args.patience, top_k=k,
+                         lr_decay_step=args.lr_decay_step, epochs=args.epochs,
+                         patience=args.patience, top_k=k,
                          num_threads=args.threads, max_examples_per_epoch=args.max_examples,
                          max_valid_examples=args.max_valid_examples, progress=False,
                          precision=args.precision)
