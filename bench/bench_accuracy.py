@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_accuracy.py                                  # paper settings
     .venv/bin/python bench/bench_accuracy.py --epochs 7 --refit               # the README's figures
+    .venv/bin/python bench/bench_accuracy.py --epochs 6 --refit --lr-decay-step 2   # and the best
     .venv/bin/python bench/bench_accuracy.py --epochs 1 --max-examples 20000  # a quick check
     .venv/bin/python bench/bench_accuracy.py --run-dir var/bench/accuracy/run --epochs 5
 

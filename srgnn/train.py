@@ -15,7 +15,9 @@ epoch number only, and the model has no other randomness, a resumed run produces
 epochs an uninterrupted run would have produced (same thread count, same machine).
 
 Differences from the reference code, on purpose: the learning-rate scheduler steps at the end
-of an epoch (the reference steps it first, so its decay comes one epoch early); the model is
+of an epoch, as the paper describes (the reference steps it first, so its decay comes one epoch
+early: ``lr_decay_step=2`` does the same for the first four epochs, and on Diginetica's
+validation days it is 1.2 points of HR@20 better, see the README); the model is
 selected on a validation split, never on the test set; with ``precision="auto"`` (the default)
 on a CPU that multiplies bfloat16 natively, the loss's three catalogue products take bfloat16
 operands with float32 accumulation (mixed precision; the softmax, the graph network, the
