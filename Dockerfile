@@ -32,12 +32,10 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
         -c requirements.lock -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The project. Installed in editable mode so that srgnn/ stays next to sql/, where the
-# warehouse module looks for its DDL, checks and queries.
+# The project (the warehouse SQL ships inside the package, srgnn/warehouse/sql/).
 COPY README.md ./
 COPY srgnn/ srgnn/
 RUN pip install -c requirements.lock --no-deps -e .
-COPY sql/ sql/
 COPY jobs/ jobs/
 COPY dags/ dags/
 COPY docker/entrypoint.sh /usr/local/bin/srgnn-entrypoint

@@ -13,13 +13,14 @@ What it runs, as production does:
    ``--valid-days 3``: the last 3 of the 30 training days (about 10% of the sessions, like the
    reference code's ``--valid_portion 0.1``) form the validation split that selects the epoch
    and stops training early. The test prefixes are never seen before scoring.
-2. **train** with :func:`srgnn.training_run.run_training`: MLflow run, registered version,
-   gate (held-out figures on the validation split).
+2. **train** with :func:`srgnn.training.run.run_training`: MLflow run, registered version
+   (the epoch chosen on the validation split).
 3. **score** the 60,858 prefixes of ``score_clicks.csv.gz`` (each its own session on the day
    after training ends, what a nightly scoring run receives) with the registered model loaded
-   by :func:`srgnn.registry.load_recommender`, and compare with ``targets.csv.gz``.
+   by :func:`srgnn.serving.registry.load_recommender`, and compare with ``targets.csv.gz``
+   through the one evaluation path (:func:`srgnn.evaluation.evaluate.evaluate`).
 4. with ``--refit``, **refit**: train again from the same initial weights on train + valid for
-   the epoch count validation chose (:func:`srgnn.train.refit`), and score that model too
+   the epoch count validation chose (:func:`srgnn.training.loop.refit`), and score that model too
    (row ``srgnn_refit``): the validation days are then learnt from as well.
 5. **baselines** fitted on the same prepared train sessions, evaluated on the same prefixes.
 
@@ -28,10 +29,10 @@ Prints HR@20 / MRR@20 next to the published figures on exactly these prefixes (S
 then the full metric table and the figures by session length. The reference code picks its
 epoch on the test set; here it is picked on validation days that the selected model does not
 train on (the vocabulary covers them, but their items only ever appear to it as negatives):
-expect a gap of that size without ``--refit``, which trains on those days too.
+expect a gap to the published figures without ``--refit``, which trains on those days too.
 
-One epoch over the 673k training examples takes about 5.5 minutes on 2 CPU cores. Needs
-``../shared/data/diginetica``; writes under ``--home`` (default ``var/bench/accuracy``).
+Prints the time each step took. Needs ``../shared/data/diginetica``; writes under ``--home``
+(default ``var/bench/accuracy``).
 """
 
 from __future__ import annotations
@@ -46,16 +47,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import DIGINETICA, ROOT, machine, text_table
+from srgnn.config import PRECISIONS, Settings
+from srgnn.data.ragged import counts_to_offsets
+from srgnn.data.runfolder import RunFolder
+from srgnn.evaluation.evaluate import evaluate_ranked
+from srgnn.evaluation.report import format_table
+from srgnn.model.baselines import BASELINES, make_baseline
 
-from srgnn import metrics  # noqa: E402
-from srgnn.baselines import BASELINES, make_baseline  # noqa: E402
-from srgnn.config import PRECISIONS, Settings  # noqa: E402
-from srgnn.evaluate import evaluate_ranked, format_table, load_sessions  # noqa: E402
-
-DATA = ROOT.parent / "shared" / "data" / "diginetica"
 # Published HR@20 / MRR@20 (percent) on the same 60,858 prefixes, and our row for each.
 PUBLISHED = [
     ("SR-GNN (paper)", 50.73, 17.59, "srgnn"),
@@ -68,7 +69,7 @@ PUBLISHED = [
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", type=Path, default=DATA, help="folder with the three Diginetica files")
+    p.add_argument("--data", type=Path, default=DIGINETICA, help="folder with the three Diginetica files")
     p.add_argument("--home", type=Path, default=ROOT / "var" / "bench" / "accuracy",
                    help="project home of this benchmark (MLflow store, run folder)")
     p.add_argument("--run-dir", type=Path, default=None,
@@ -126,11 +127,6 @@ def load_prefixes(data: Path):
     return sessions.tolist(), target_ids.to_numpy(dtype=object)
 
 
-def to_run_indices(raw_ids, index: pd.Index) -> np.ndarray:
-    """Raw ids -> the run's item indices (1..N), 0 where unknown."""
-    return index.get_indexer(np.asarray(raw_ids, dtype=object).astype(str)) + 1
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     if not (args.data / "train_clicks.csv.gz").exists():
@@ -149,10 +145,11 @@ def main(argv=None) -> None:
           + ", ".join(f"{s} {c['sessions']:,} sessions / {c['examples']:,} examples"
                       for s, c in summary["splits"].items()), flush=True)
 
-    from srgnn.registry import load_recommender
-    from srgnn.recommender import read_vocab
-    from srgnn.train import TrainConfig
-    from srgnn.training_run import run_training
+    from srgnn.config import TrainConfig
+    from srgnn.evaluation.evaluate import evaluate
+    from srgnn.evaluation.heldout import HeldOut
+    from srgnn.serving.registry import load_recommender
+    from srgnn.training.run import run_training
 
     config = TrainConfig(hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr,
                          lr_decay_step=args.lr_decay_step, epochs=args.epochs,
@@ -161,36 +158,30 @@ def main(argv=None) -> None:
                          max_valid_examples=args.max_valid_examples, progress=False,
                          precision=args.precision)
     started = time.perf_counter()
-    trained = run_training(settings, run_dir, config, baselines=(), k=k, resume=args.resume)
+    trained = run_training(settings, run_dir, config, k=k, resume=args.resume)
     timings["train"] = time.perf_counter() - started
-    print(f"train: version {trained['version']} ({trained['decision']}), {trained['epochs']} "
+    print(f"train: version {trained['version']}, {trained['epochs']} "
           f"epoch(s), best epoch {trained['best_epoch']}, valid HR@{k} "
           f"{100 * trained['metrics'][f'best_valid_hr_at_{k}']:.2f}", flush=True)
 
+    run = RunFolder(run_dir)
+    vocabulary = run.vocabulary
     sessions, targets = load_prefixes(args.data)
-    item_ids, popularity = read_vocab(run_dir / "vocab.parquet")
-    index = pd.Index(item_ids.astype(str))
     lengths = np.array([len(s) for s in sessions])
-    target_index = to_run_indices(targets, index)  # 0: a target the model cannot know
+    # The prefixes as held-out examples in raw ids; list measures over the run's catalogue.
+    held_out = HeldOut(pa.array(sessions, pa.list_(pa.string())), targets, lengths, vocabulary,
+                       description=f"{args.data / 'score_clicks.csv.gz'} with its targets")
+    target_index = vocabulary.indices(targets)  # 0: a target the model cannot know
     print(f"score: {len(sessions):,} prefixes; {np.mean(target_index == 0):.2%} of targets are "
           f"outside the training vocabulary", flush=True)
 
     def score(recommender, name: str, label: str, extra_seconds: float = 0.0) -> None:
-        started = time.perf_counter()
-        recs = recommender.recommend(sessions, k=k)
-        seconds = time.perf_counter() - started + extra_seconds
-        # Raw ids against raw ids for the accuracy; the run's indices for the list measures.
-        ranks = metrics.ranks_from_topk(recs.item_ids[:, :k], targets)
-        shape = recs.item_ids.shape
-        result = evaluate_ranked(to_run_indices(recs.item_ids.ravel(), index).reshape(shape),
-                                 target_index, lengths, popularity, k)
-        assert result[f"HR@{k}"] == metrics.hit_rate_at_k(ranks, k)
-        result["fallback_share"] = float(np.mean(recs.source != "model"))
-        result["recommend_s"] = seconds
+        result = evaluate(recommender, held_out, k)  # the one evaluation path
+        result["recommend_s"] += extra_seconds
         results[name] = result
         print(f"  {name:7s} {label}: HR@{k} {100 * result[f'HR@{k}']:.2f}  MRR@{k} "
               f"{100 * result[f'MRR@{k}']:.2f}  ({result['fallback_share']:.2%} fallback, "
-              f"{seconds:.1f}s)", flush=True)
+              f"{result['recommend_s']:.1f}s)", flush=True)
 
     results = {}
     started = time.perf_counter()
@@ -198,36 +189,37 @@ def main(argv=None) -> None:
     score(recommender, "srgnn", info.resolved_uri, time.perf_counter() - started)
 
     if args.refit:
-        from srgnn.recommender import Recommender
-        from srgnn.train import num_items_from_vocab, refit
+        from srgnn.serving.recommender import Recommender
+        from srgnn.training.loop import refit
 
         epochs = trained["best_epoch"]
         print(f"refit: {epochs} epoch(s) on train + valid", flush=True)
         started = time.perf_counter()
-        refitted = refit([run_dir / "graphs" / "train", run_dir / "graphs" / "valid"],
-                         num_items_from_vocab(run_dir / "vocab.parquet"), epochs, config,
-                         output_dir=run_dir / "model" / "refit", resume=True)
+        refitted = refit([run.graphs("train"), run.graphs("valid")], run.num_items, epochs, config,
+                         output_dir=run.checkpoint_dir / "refit", resume=True)
         timings["refit"] = time.perf_counter() - started
         for stats in refitted.history:
             print(f"  refit epoch {stats.epoch}: loss {stats.train_loss:.4f}, "
                   f"{stats.examples_per_second:.0f} examples/s", flush=True)
-        score(Recommender.from_training(refitted.best_state_dict, refitted.model_config, run_dir),
+        score(Recommender.from_training(refitted.best_state_dict, refitted.model_config, vocabulary),
               "srgnn_refit", f"train + valid, {epochs} epoch(s)")
 
     if args.baselines:
-        train_sessions = load_sessions(run_dir, "train")
+        # Each baseline on the prefixes' item indices (unknown items, 0, are ignored by the
+        # baselines; an empty prefix gets the baseline's own popular items).
+        train_sessions = run.sessions("train")
         flat = np.concatenate([np.asarray(s, dtype=object) for s in sessions]).astype(str)
-        prefix_values = to_run_indices(flat, index)  # unknown items (0) are ignored by baselines
-        prefix_offsets = np.concatenate([[0], np.cumsum(lengths)])
+        prefix_values = vocabulary.indices(flat)
+        prefix_offsets = counts_to_offsets(lengths)
         for name in args.baselines:
             model = make_baseline(name)
             t0 = time.perf_counter()
             model.fit_flat(train_sessions.values, train_sessions.offsets,
-                           num_items=len(item_ids), session_times=train_sessions.end_times)
+                           num_items=vocabulary.num_items, session_times=train_sessions.end_times)
             t1 = time.perf_counter()
             top, _ = model.recommend(prefix_values, prefix_offsets, k)
             t2 = time.perf_counter()
-            result = evaluate_ranked(top, target_index, lengths, popularity, k)
+            result = evaluate_ranked(top, target_index, lengths, vocabulary.popularity, k)
             result["fallback_share"] = float("nan")
             result["recommend_s"] = t2 - t1
             result["fit_s"] = t1 - t0
@@ -243,22 +235,19 @@ def main(argv=None) -> None:
           + f", hidden size {args.hidden_size}; prepare {timings['prepare']:.0f}s, "
           f"train+log {timings['train']:.0f}s"
           + (f", refit {timings['refit']:.0f}s" if "refit" in timings else ""))
-    rows = [("model", f"HR@{k} %", f"MRR@{k} %", "published HR@20 %", "published MRR@20 %")]
+    print(machine())
+    rows = []
     for label, hr, mrr, ours in PUBLISHED:
         mine = results.get(ours) if ours else None
-        rows.append((label if ours is None else f"{ours} (this pipeline) / {label}",
+        rows.append([label if ours is None else f"{ours} (this pipeline) / {label}",
                      f"{100 * mine[f'HR@{k}']:.2f}" if mine else "-",
-                     f"{100 * mine[f'MRR@{k}']:.2f}" if mine else "-", f"{hr:.2f}", f"{mrr:.2f}"))
+                     f"{100 * mine[f'MRR@{k}']:.2f}" if mine else "-", f"{hr:.2f}", f"{mrr:.2f}"])
     for name in results:
         if name not in {ours for *_, ours in PUBLISHED} - {None}:
-            rows.append((f"{name} (this pipeline)", f"{100 * results[name][f'HR@{k}']:.2f}",
-                         f"{100 * results[name][f'MRR@{k}']:.2f}", "-", "-"))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) if c == 0 else cell.rjust(w)
-                        for c, (cell, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+            rows.append([f"{name} (this pipeline)", f"{100 * results[name][f'HR@{k}']:.2f}",
+                         f"{100 * results[name][f'MRR@{k}']:.2f}", "-", "-"])
+    print(text_table(["model", f"HR@{k} %", f"MRR@{k} %", "published HR@20 %", "published MRR@20 %"],
+                     rows))
     print()
     print(format_table(results))
 

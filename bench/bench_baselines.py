@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import DIGINETICA, machine
+from srgnn.data.ragged import counts_to_offsets, expand_ranges
+from srgnn.evaluation.evaluate import evaluate_ranked
+from srgnn.evaluation.report import format_table
+from srgnn.model.baselines import BASELINES, make_baseline
 
-from srgnn.baselines import BASELINES, make_baseline  # noqa: E402
-from srgnn.evaluate import evaluate_ranked, format_table  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "diginetica"
 PUBLISHED = {"iknn": (35.75, 11.57), "pop": (0.89, 0.20)}  # HR@20, MRR@20 in percent
 
 
@@ -42,9 +42,7 @@ def to_flat(clicks: pd.DataFrame, vocab: pd.Index) -> tuple[np.ndarray, np.ndarr
     clicks = clicks.sort_values(["session_id", "timestamp"], kind="stable")
     values = vocab.get_indexer(clicks["item_id"]) + 1  # -1 (unknown) becomes 0
     sessions, counts = np.unique(clicks["session_id"].to_numpy(), return_counts=True)
-    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return values.astype(np.int64), offsets, pd.Index(sessions)
+    return values.astype(np.int64), counts_to_offsets(counts), pd.Index(sessions)
 
 
 def load_published(data: Path):
@@ -81,12 +79,9 @@ def load_holdout(data: Path, days: float):
     position = np.arange(len(test_values)) - test_offsets[session]
     example = np.flatnonzero((position >= 1) & (test_values > 0))
     lengths = position[example]
-    starts = test_offsets[session[example]]
-    prefix_offsets = np.zeros(len(example) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=prefix_offsets[1:])
-    gather = np.repeat(starts, lengths) + (np.arange(prefix_offsets[-1]) - np.repeat(prefix_offsets[:-1], lengths))
+    _, gather = expand_ranges(test_offsets[session[example]], lengths)
     return (train_values, train_offsets, end_times, len(vocab),
-            test_values[gather], prefix_offsets, test_values[example])
+            test_values[gather], counts_to_offsets(lengths), test_values[example])
 
 
 def main(argv=None) -> None:
@@ -95,7 +90,7 @@ def main(argv=None) -> None:
     parser.add_argument("--holdout-days", type=float, default=2.0)
     parser.add_argument("--models", nargs="+", default=list(BASELINES), choices=list(BASELINES))
     parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=DIGINETICA)
     args = parser.parse_args(argv)
 
     if not (args.data / "train_clicks.csv.gz").exists():
@@ -106,6 +101,7 @@ def main(argv=None) -> None:
     else:
         loaded = load_holdout(args.data, args.holdout_days)
     train_values, train_offsets, end_times, num_items, prefix_values, prefix_offsets, targets = loaded
+    print(machine())
     prefix_lengths = np.diff(prefix_offsets)
     popularity = np.bincount(train_values, minlength=num_items + 1)
     popularity[0] = 0

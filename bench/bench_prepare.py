@@ -20,35 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
+from common import DIGINETICA, machine, run_measured
 
-ROOT = Path(__file__).resolve().parents[1]
-DIGINETICA = ROOT.parent / "shared" / "data" / "diginetica" / "train_clicks.csv.gz"
-
-
-def run_measured(cmd: list[str], env: dict) -> tuple[float, float, float, int]:
-    """Run cmd; return (seconds, peak tree RSS GiB, peak JVM RSS GiB, exit code)."""
-    start = time.time()
-    # Output goes to a file, not a pipe: a full pipe would stall the child.
-    log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    parent = psutil.Process(proc.pid)
-    peak_tree = peak_jvm = 0
-    while proc.poll() is None:
-        try:
-            procs = [parent] + parent.children(recursive=True)
-            rss = {p.pid: p.memory_info().rss for p in procs if p.is_running()}
-            jvm = sum(rss[p.pid] for p in procs if p.pid in rss and "java" in (p.name() or ""))
-        except psutil.Error:
-            continue
-        peak_tree = max(peak_tree, sum(rss.values()))
-        peak_jvm = max(peak_jvm, jvm)
-        time.sleep(0.2)
-    log.seek(0)
-    output = log.read()
-    if proc.returncode != 0:
-        print(output[-3000:], file=sys.stderr)
-    return time.time() - start, peak_tree / 2**30, peak_jvm / 2**30, proc.returncode
+TRAIN_CLICKS = DIGINETICA / "train_clicks.csv.gz"
 
 
 def main() -> None:
@@ -61,15 +35,18 @@ def main() -> None:
     srgnn = [sys.executable, "-m", "srgnn.cli"]
     rows = []
 
-    if DIGINETICA.exists():
+    print(machine())
+
+    if TRAIN_CLICKS.exists():
         out = work / "diginetica"
-        seconds, tree, jvm, rc = run_measured(
-            srgnn + ["prepare", "--clicks", str(DIGINETICA), "--out", str(out), "--min-item-support", "1",
-                     "--test-days", "0", "--valid-days", "3"], env)
-        s = json.loads((out / "summary.json").read_text()) if rc == 0 else {}
-        rows.append(("diginetica train_clicks", s.get("clicks_read"), seconds, tree, jvm, s, 60))
+        run = run_measured(
+            srgnn + ["prepare", "--clicks", str(TRAIN_CLICKS), "--out", str(out), "--min-item-support", "1",
+                     "--test-days", "0", "--valid-days", "3"], env, check=False)
+        s = json.loads((out / "summary.json").read_text()) if run.returncode == 0 else {}
+        rows.append(("diginetica train_clicks", s.get("clicks_read"), run.seconds, run.peak_gib,
+                     run.peak_jvm_gib, s, 60))
     else:
-        print(f"skipping Diginetica: {DIGINETICA} not found")
+        print(f"skipping Diginetica: {TRAIN_CLICKS} not found")
 
     if args.synthetic:
         clicks = work / "synthetic.csv"
@@ -80,10 +57,12 @@ def main() -> None:
                                 "--items", "50000", "--days", "30", "--seed", "1"], env=env, check=True)
         print(f"generated {clicks} in {time.time() - t:.0f} s ({clicks.stat().st_size / 2**20:.0f} MiB)")
         out = work / "synthetic"
-        seconds, tree, jvm, rc = run_measured(
-            srgnn + ["prepare", "--clicks", str(clicks), "--out", str(out), "--test-days", "1", "--valid-days", "1"], env)
-        s = json.loads((out / "summary.json").read_text()) if rc == 0 else {}
-        rows.append((f"generated {args.synthetic / 1e6:.0f}M clicks", s.get("clicks_read"), seconds, tree, jvm, s, 360))
+        run = run_measured(
+            srgnn + ["prepare", "--clicks", str(clicks), "--out", str(out), "--test-days", "1", "--valid-days", "1"],
+            env, check=False)
+        s = json.loads((out / "summary.json").read_text()) if run.returncode == 0 else {}
+        rows.append((f"generated {args.synthetic / 1e6:.0f}M clicks", s.get("clicks_read"), run.seconds,
+                     run.peak_gib, run.peak_jvm_gib, s, 360))
 
     print()
     print(f"{'input':<26} {'clicks read':>12} {'examples':>10} {'wall s':>8} {'target s':>9} "

@@ -22,9 +22,7 @@ included) and the scoring stage alone (model + top-K, measured in-process).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,32 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "diginetica"
+from common import DIGINETICA as DATA, machine, run_measured
+
 DAY = "2020-10-13"  # the day after the training clicks end
-
-
-def run_measured(cmd, env):
-    start = time.time()
-    # Output goes to a file, not a pipe: a full pipe would stall the child.
-    log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    parent, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            procs = [parent] + parent.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.2)
-    log.seek(0)
-    out = log.read()
-    if proc.returncode != 0:
-        print(out[-4000:], file=sys.stderr)
-        raise SystemExit(f"command failed: {' '.join(cmd)}")
-    return time.time() - start, peak / 2**30, out
 
 
 def read_prefixes():
@@ -70,7 +46,7 @@ def read_prefixes():
 
 def metrics_from_lists(top: dict[str, list[str]], targets: pd.Series, k: int = 20):
     """HR@K / MRR@K (percent) of stored top-K lists, computed plainly from the rows."""
-    from srgnn.metrics import hit_rate_at_k, mrr_at_k
+    from srgnn.evaluation.metrics import hit_rate_at_k, mrr_at_k
 
     ranks = []
     for sid, target in targets.items():
@@ -105,18 +81,17 @@ def main() -> None:
     rows = []
     for engine in ("local", "spark"):
         warehouse = f"duckdb:///{home / f'warehouse-{engine}.duckdb'}"
-        seconds, peak, out = run_measured(
+        run = run_measured(
             srgnn + ["score", "--clicks", str(DATA / "score_clicks.csv.gz"), "--ds", DAY, "--model", model,
                      "--engine", engine, "--warehouse", warehouse], env)
-        rows.append((engine, seconds, peak, warehouse, out))
+        rows.append((engine, run.seconds, run.peak_gib, warehouse, run.output))
 
     # The scoring stage alone, in this process: model + top-K over the whole catalogue.
     os.environ["SRGNN_HOME"] = str(home)
     from srgnn.config import Settings
-    from srgnn.score import recommend_table, resolve_model
+    from srgnn.serving.score import recommend_table, resolve_model
 
     import pyarrow as pa
-    import torch
 
     sessions, targets = read_prefixes()
     recommender, ref = resolve_model(Settings.from_env(), model)
@@ -125,26 +100,33 @@ def main() -> None:
     recommend_table(recommender, table.slice(0, 2000), 20, ref.label)  # warm-up
     # The default precision (bfloat16 candidates + float32 certificate where the CPU has
     # native bfloat16) next to plain float32 over every item, on the same prefixes.
-    scorer, stage = recommender.scorer, {}
-    for precision in dict.fromkeys([scorer.precision, "float32"]):
-        scorer.precision, scorer.certified, scorer.rescored = precision, 0, 0
+    ranker, stage = recommender.ranker, {}
+    loaded_precision = ranker.precision
+    for precision in dict.fromkeys([ranker.precision, "float32"]):
+        ranker.precision, ranker.certified, ranker.rescored = precision, 0, 0
         t = time.time()
         out = recommend_table(recommender, table, 20, ref.label)
-        stage[precision] = (time.time() - t, scorer.certified, scorer.rescored,
+        stage[precision] = (time.time() - t, ranker.certified, ranker.rescored,
                             out.column("item_id").to_numpy(zero_copy_only=False).reshape(len(sessions), -1))
 
-    # What `srgnn evaluate --clicks ... --targets ...` reports for the same model and prefixes.
-    from srgnn.score import evaluate_held_out
+    # What `srgnn evaluate --clicks ... --targets ...` reports for the same model and prefixes:
+    # the prefixes read as scoring reads a day, then the one evaluation path.
+    from srgnn.data.spark import get_spark
+    from srgnn.evaluation import heldout
+    from srgnn.evaluation.evaluate import evaluate
 
-    evaluated, _ = evaluate_held_out(Settings.from_env(), str(DATA / "score_clicks.csv.gz"),
-                                     str(DATA / "targets.csv.gz"), model_uri=ref.uri, k=20)
+    ranker.precision = loaded_precision  # the model as loaded, as the command evaluates it
+    held_out = heldout.from_clicks(get_spark(Settings.from_env(), app_name="bench-score-evaluate"),
+                                   str(DATA / "score_clicks.csv.gz"), str(DATA / "targets.csv.gz"),
+                                   recommender.vocabulary)
+    evaluated = evaluate(recommender, held_out, 20)
     eval_hr, eval_mrr = 100 * evaluated["HR@20"], 100 * evaluated["MRR@20"]
 
     from srgnn.warehouse import Warehouse
 
     print()
-    print(f"model {ref.uri} ({recommender.num_items:,} items), {len(sessions):,} sessions, top-20, "
-          f"torch threads {torch.get_num_threads()}")
+    print(f"model {ref.uri} ({recommender.num_items:,} items), {len(sessions):,} sessions, top-20; "
+          f"{machine()}")
     print(f"{'path':<34} {'wall s':>8} {'sessions/s':>11} {'peak GiB':>9} {'HR@20 %':>8} {'MRR@20 %':>9}")
     for engine, seconds, peak, warehouse, _ in rows:
         with Warehouse.connect(warehouse, read_only=True) as wh:

@@ -1,24 +1,25 @@
 """Training speed of SR-GNN on the CPU: batching layouts, the matmul ceiling, peak memory.
 
 For a Diginetica-size catalogue (43,097 items, the benchmark's real sessions when
-``../shared/data/diginetica/train_clicks.csv.gz`` exists, generated sessions otherwise) and
-a small catalogue (the 2,000 most clicked items of the same sessions), it trains the same
-model (hidden 100, batch 100, ``srgnn.train.training_step`` with its fused Adam) fed several
-ways:
+``../shared/data/diginetica/train_clicks.csv.gz`` exists, sessions of
+:func:`srgnn.data.samples.clustered_sessions` otherwise) and a small catalogue (the 2,000 most
+clicked items of the same sessions), it trains the same model (hidden 100, batch 100,
+``srgnn.training.loop.training_step`` with its fused Adam) fed several ways:
 
 * ``block-diagonal``: the product path: graph Parquet streamed by
-  ``srgnn.batching.GraphParquetReader`` (shuffled), vectorised ``collate``;
+  ``srgnn.model.reader.GraphParquetReader`` (shuffled), vectorised ``collate``;
 * ``padded (vectorised)``: the same batches turned into padded dense ``(B, n, n)`` matrices;
-* ``per-session loop``: the reference implementation's batching: a numpy loop per session
-  that builds the padded dense adjacency, from in-memory prefixes, padded to the batch's
-  longest prefix;
+* ``per-session loop``: the reference implementation's batching
+  (:mod:`srgnn.model.reference`): a numpy loop per session that builds the padded dense
+  adjacency, from in-memory prefixes, padded to the batch's longest prefix;
 * ``reference batching (L=...)``: the same loop padded, as the authors' code does, to the
   longest prefix of the whole dataset (so the alias loop and the attention run over ``L``
   positions), then this project's forward pass and loss;
 * ``reference code (L=...)``: that batching, the authors' forward pass as well
-  (:func:`reference_code_loss`: click states gathered session by session, autograd loss) and
-  their optimizer call (``torch.optim.Adam(params, lr, weight_decay)``, which on the CPU runs
-  torch's per-parameter loop): the reference code end to end;
+  (:func:`~srgnn.model.reference.reference_code_loss`: click states gathered session by
+  session, autograd loss) and their optimizer call (``torch.optim.Adam(params, lr,
+  weight_decay)``, which on the CPU runs torch's per-parameter loop): the reference code end to
+  end;
 * ``reference code, fused Adam (L=...)``: the same with the fused Adam of every other row,
   which isolates batching and forward pass.
 
@@ -34,7 +35,8 @@ forward plus the two backward products, ``6 * d * N`` FLOP per example (~26 MFLO
 size), so ``ceiling examples/s = B / time of the three products``. The machine is shared: load
 averages are printed before and after.
 
-Run (about 1-2 minutes with the defaults)::
+Prints one table row per catalogue and feeding, then the graph-cell times, the ceilings, the
+peak RSS and the load average at the end. Run::
 
     .venv/bin/python bench/bench_train_speed.py
     .venv/bin/python bench/bench_train_speed.py --batches 1000 --threads 1   # longer, 1 thread
@@ -44,9 +46,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,19 +54,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from common import DIGINETICA, machine, peak_rss_mib
+from srgnn.data.ragged import counts_to_offsets, gather_lists
+from srgnn.data.samples import clustered_sessions, expand_prefixes, sessions_to_arrays, write_graph_parquet
+from srgnn.model.batching import GraphBatch
+from srgnn.model.network import SRGNN, ModelConfig
+from srgnn.model.reader import GraphParquetReader
+from srgnn.model.reference import per_session_batches, reference_code_loss
+from srgnn.training.loop import training_step
 
-from graphdata import clustered_sessions, expand_prefixes, sessions_to_arrays, write_graph_parquet  # noqa: E402
-from srgnn.batching import GraphBatch, GraphParquetReader, PaddedGraphBatch  # noqa: E402
-from srgnn.model import SRGNN, ModelConfig  # noqa: E402
-from srgnn.train import training_step  # noqa: E402
-
-DIGINETICA = ROOT.parent / "shared" / "data" / "diginetica" / "train_clicks.csv.gz"
+TRAIN_CLICKS = DIGINETICA / "train_clicks.csv.gz"
 BF16_ROW = "block-diagonal, bf16 scores"
 REFERENCE_CODE = "reference code"  # the authors' batching, forward pass and optimizer call
-REFERENCE_FUSED = "reference code, fused Adam"  # the same with srgnn.train's optimizer
+REFERENCE_FUSED = "reference code, fused Adam"  # the same with srgnn.training.loop's optimizer
 
 
 # ------------------------------------------------------------------------------------------
@@ -107,8 +107,7 @@ def keep_top_items(values, offsets, keep: int) -> tuple[np.ndarray, np.ndarray]:
     long_enough = (lengths >= 2)[session]
     values, session = values[long_enough], session[long_enough]
     lengths = np.bincount(session, minlength=len(offsets) - 1)
-    lengths = lengths[lengths > 0]
-    return values, np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    return values, counts_to_offsets(lengths[lengths > 0])
 
 
 def sample_sessions(values, offsets, count: int, seed: int = 0):
@@ -117,58 +116,12 @@ def sample_sessions(values, offsets, count: int, seed: int = 0):
     if count >= num_sessions:
         return values, offsets
     chosen = np.sort(np.random.default_rng(seed).choice(num_sessions, count, replace=False))
-    lengths = np.diff(offsets)[chosen]
-    new_offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
-    within = np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], lengths)
-    return values[np.repeat(offsets[chosen], lengths) + within], new_offsets
+    return gather_lists(values, offsets, chosen)
 
 
 # ------------------------------------------------------------------------------------------
-# The reference implementation's batching: one numpy loop per session
+# The reference implementation (srgnn.model.reference)
 # ------------------------------------------------------------------------------------------
-def per_session_batch(
-    prefixes: list[np.ndarray], targets: np.ndarray, pad_to: int | None = None
-) -> PaddedGraphBatch:
-    """Padded dense batch built session by session, as the authors' ``Data.get_slice`` does.
-
-    The reference pads every prefix to the longest prefix of the whole dataset (``pad_to``);
-    ``None`` pads to the longest of the batch instead, which is cheaper.
-    """
-    lengths = [len(p) for p in prefixes]
-    max_length = pad_to or max(lengths)
-    padded = [np.concatenate([p, np.zeros(max_length - len(p), dtype=np.int64)]) for p in prefixes]
-    max_nodes = max(len(np.unique(u)) for u in padded)
-    items, adjacency_in, adjacency_out, alias = [], [], [], []
-    for u in padded:
-        node = np.unique(u)
-        items.append(node.tolist() + [0] * (max_nodes - len(node)))
-        adjacency = np.zeros((max_nodes, max_nodes))
-        for i in range(len(u) - 1):
-            if u[i + 1] == 0:
-                break
-            source = np.where(node == u[i])[0][0]
-            target = np.where(node == u[i + 1])[0][0]
-            adjacency[source][target] = 1
-        in_degree = adjacency.sum(0)
-        in_degree[in_degree == 0] = 1
-        out_degree = adjacency.sum(1)
-        out_degree[out_degree == 0] = 1
-        adjacency_in.append((adjacency / in_degree).T)
-        adjacency_out.append((adjacency.T / out_degree).T)
-        alias.append([np.where(node == i)[0][0] for i in u])
-    mask = np.array([[1] * n + [0] * (max_length - n) for n in lengths], dtype=bool)
-    return PaddedGraphBatch(
-        items=torch.tensor(np.array(items), dtype=torch.long),
-        adjacency_in=torch.tensor(np.array(adjacency_in), dtype=torch.float32),
-        adjacency_out=torch.tensor(np.array(adjacency_out), dtype=torch.float32),
-        alias=torch.tensor(np.array(alias), dtype=torch.long),
-        mask=torch.from_numpy(mask),
-        last_position=torch.tensor(lengths, dtype=torch.long) - 1,
-        prefix_lengths=torch.tensor(lengths, dtype=torch.long),
-        targets=torch.from_numpy(targets.astype(np.int64)),
-    )
-
-
 def check_reference_loss(prefix_values, prefix_offsets, targets, num_items: int, pad_to: int) -> None:
     """Stop unless reference_code_loss and SRGNN.loss agree on one reference batch (values and
     gradients), so that the reference code row times the same model."""
@@ -186,34 +139,6 @@ def check_reference_loss(prefix_values, prefix_offsets, targets, num_items: int,
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
 
 
-def per_session_batches(prefix_values, prefix_offsets, targets, batch_size, seed, pad_to=None):
-    order = np.random.default_rng(seed).permutation(len(targets))
-    for start in range(0, len(order) - batch_size + 1, batch_size):
-        rows = order[start : start + batch_size]
-        prefixes = [prefix_values[prefix_offsets[r] : prefix_offsets[r + 1]] for r in rows]
-        yield per_session_batch(prefixes, targets[rows], pad_to)
-
-
-def reference_code_loss(model: SRGNN, batch: PaddedGraphBatch) -> torch.Tensor:
-    """The loss as the authors' forward pass computes it, with ``model``'s parameters.
-
-    Same model and arithmetic as ``model.loss`` (a check in ``main`` compares the two), but the
-    way the reference code goes about it: the click states are gathered session by session in
-    a Python loop and stacked, the attention runs over every padded position, and the scores go
-    through autograd's ``matmul`` and ``cross_entropy``.
-    """
-    readout = model.readout
-    nodes = model.gnn(model.embedding(batch.items), batch)  # (B, n, d), dense adjacency bmm
-    sequence = torch.stack([nodes[row][batch.alias[row]] for row in range(nodes.shape[0])])  # (B, L, d)
-    last = sequence[torch.arange(sequence.shape[0]), batch.mask.sum(1) - 1]  # (B, d)
-    weights = readout.attention(torch.sigmoid(readout.last_query(last).unsqueeze(1)
-                                              + readout.click_key(sequence)))  # (B, L, 1)
-    pooled = (weights * sequence * batch.mask.unsqueeze(-1).float()).sum(1)  # (B, d)
-    session = readout.transform(torch.cat([pooled, last], 1))
-    scores = torch.matmul(session, model.embedding.weight[1:].transpose(1, 0))  # (B, N)
-    return torch.nn.functional.cross_entropy(scores, batch.targets - 1)
-
-
 # ------------------------------------------------------------------------------------------
 # Measurements
 # ------------------------------------------------------------------------------------------
@@ -227,7 +152,7 @@ class TrainingRun:
         self.precision = precision
         torch.manual_seed(0)
         self.model = SRGNN(ModelConfig(num_items=num_items, hidden_size=100))
-        # fused: srgnn.train's optimizer; otherwise the authors' call, torch.optim.Adam with
+        # fused: srgnn.training.loop's optimizer; otherwise the authors' call, torch.optim.Adam with
         # torch's default implementation (on the CPU, a loop over the parameters)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, weight_decay=1e-5,
                                           **({"fused": True} if fused_adam else {}))
@@ -406,10 +331,6 @@ def step_matmul_floor(batches: list[GraphBatch], num_items: int, hidden: int = 1
     return {"ms": 1e3 * statistics.median(times), "mflop": statistics.median(flops) / 1e6}
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
-
-
 # ------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -429,19 +350,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     threads = args.threads or len(os.sched_getaffinity(0))
-    from srgnn.memory import retain_freed_memory
-    from srgnn.predict import native_bfloat16
+    from srgnn.training.memory import retain_freed_memory
+    from srgnn.cpu import native_bfloat16
 
-    retained = retain_freed_memory()  # as srgnn.train.train does, for every row alike
+    retained = retain_freed_memory()  # as srgnn.training.loop.train does, for every row alike
 
     bfloat16 = args.bfloat16 or native_bfloat16()
     torch.set_num_threads(threads)
-    print(f"torch {torch.__version__}, {threads} thread(s) of {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.2f} at start; freed memory retained "
-          f"(srgnn.memory): {retained}")
+    print(f"{machine()} at start; freed memory retained (srgnn.training.memory): {retained}")
 
-    if DIGINETICA.exists():
-        values, offsets, source = diginetica_sessions(DIGINETICA)
+    if TRAIN_CLICKS.exists():
+        values, offsets, source = diginetica_sessions(TRAIN_CLICKS)
     else:
         values, offsets, source = generated_sessions(43_097, 190_000)
     print(f"data: {source}: {len(offsets) - 1:,} sessions, {len(values):,} clicks, "

@@ -8,13 +8,12 @@ engine. Not run by CI.
     .venv/bin/python bench/bench_warehouse.py --postgres-url postgresql+psycopg://u:p@host/db
 
 Without --postgres-url, a throwaway server is started from the installed PostgreSQL binaries
-(tests/pg.py); without those, only DuckDB is measured.
+(:mod:`srgnn.warehouse.localpg`); without those, only DuckDB is measured.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from common import machine, text_table
 from srgnn.warehouse import Warehouse
 
 DAY = "2024-05-01"
@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
 
     table = synthetic_day(args.sessions, args.top_k, args.items)
-    print(f"{table.num_rows:,} rows ({args.sessions:,} sessions x K={args.top_k})")
+    print(f"{table.num_rows:,} rows ({args.sessions:,} sessions x K={args.top_k}); {machine()}")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         results["duckdb"] = measure(f"duckdb:///{Path(folder) / 'bench.duckdb'}", table, args.top_k)
@@ -79,8 +79,7 @@ def main() -> None:
     server = None
     url = args.postgres_url
     if url is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-        from pg import PostgresServer, PostgresUnavailable
+        from srgnn.warehouse.localpg import PostgresServer, PostgresUnavailable
 
         try:
             server = PostgresServer.start()
@@ -95,11 +94,10 @@ def main() -> None:
             server.stop()
 
     columns = list(next(iter(results.values())))
-    print(f"{'engine':<12}" + "".join(f"{c:>18}" for c in columns))
-    for engine, timings in results.items():
-        print(f"{engine:<12}" + "".join(
-            f"{timings[c]:>18,.0f}" if c.startswith("rows/s") else f"{timings[c]:>18.2f}"
-            for c in columns))
+    print(text_table(["engine", *columns], [
+        [engine, *(f"{timings[c]:,.0f}" if c.startswith("rows/s") else f"{timings[c]:.2f}"
+                   for c in columns)]
+        for engine, timings in results.items()]))
 
 
 if __name__ == "__main__":

@@ -1,73 +1,60 @@
-"""Settings and small helpers shared by the srgnn DAG files.
+"""What the srgnn DAG files share: their settings, params built from the settings table, and the
+rules for failing.
 
-Everything here is read from the environment when a DAG file is parsed, so the deployment
-(``.env`` / docker-compose.yml, or the shell that runs ``airflow standalone``) decides the
-schedules, the execution mode and the inputs; nobody edits a DAG file to change them.
+Everything here is read from the environment when a DAG file is parsed, through the settings
+table of :mod:`srgnn.config` (the same variables, defaults and checks as the command line), so
+the deployment (``.env`` / docker-compose.yml, or the shell that runs ``airflow standalone``)
+decides the schedules, the execution mode and the inputs; nobody edits a DAG file to change
+them.
+
+Failing: a user's mistake (a missing clicks folder, a bad column, a bad setting, a manual
+scoring run without a logical date) fails the task at once, without retries
+(:func:`fail_fast_on_user_errors`); retries (``SRGNN_TASK_RETRIES``) are for faults of the
+environment. A day whose clicks may still be arriving is waited for by a sensor with a timeout
+(``SRGNN_SCORING_WAIT_MINUTES``), not by retries.
 
 Light on purpose: the dag-processor imports this on every parse. It imports nothing heavier
-than ``srgnn.config`` and ``srgnn.io`` (no torch, pyspark or mlflow); the tasks import the
-package's pipeline steps themselves.
+than ``srgnn.config`` (no torch, pyspark or mlflow); the tasks import the package's pipeline
+steps themselves. ``.airflowignore`` keeps this file out of DAG parsing.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import jinja2
-from airflow.sdk import Asset
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import Asset, Param
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from srgnn.config import Settings
-
-EXECUTION_MODES = ("local", "cluster")
+from srgnn import config
 
 # The model alias `champion` of the registered model `srgnn`, as an Airflow asset: the training
 # DAG emits an event on it whenever a new version takes the alias.
 CHAMPION = Asset("srgnn://models/srgnn/champion")
-CHAMPION_URI = "models:/srgnn@champion"
 
 # Static and in the past; with catchup=False only the latest interval runs when a DAG is
 # unpaused, while `airflow backfill create` can still reach back to this date.
 START_DATE = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
-def env(name: str, default: str | None = None) -> str | None:
-    """An environment variable, with empty values treated as unset."""
-    value = os.environ.get(name, "").strip()
-    return value or default
+
+def deployment() -> config.Deployment:
+    """The DAGs' settings from the environment, read at each parse."""
+    return config.Deployment.from_env()
 
 
-def env_int(name: str, default: int) -> int:
-    value = env(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer, not {value!r}.") from None
-
-
-def execution_mode() -> str:
-    """``local`` (tasks call the package in-process, Spark local) or ``cluster`` (spark-submit)."""
-    mode = env("SRGNN_EXECUTION_MODE", "local").lower()
-    if mode not in EXECUTION_MODES:
-        raise ValueError(f"SRGNN_EXECUTION_MODE must be one of {', '.join(EXECUTION_MODES)}, not {mode!r}.")
-    return mode
-
-
-def schedule(name: str, default: str) -> str | None:
-    """A cron expression or preset from the environment; ``none`` means triggered runs only."""
-    value = env(name, default)
+def schedule(value: str) -> str | None:
+    """A cron expression or preset; ``none`` means triggered runs only."""
     return None if value.lower() in ("none", "null", "manual") else value
 
 
 def default_args() -> dict:
     return {
         "owner": "srgnn",
-        "retries": env_int("SRGNN_TASK_RETRIES", 2),
+        "retries": deployment().task_retries,
         "retry_delay": timedelta(minutes=5),
         "retry_exponential_backoff": True,
     }
@@ -75,21 +62,64 @@ def default_args() -> dict:
 
 def home() -> Path:
     """The project home as an absolute path (task processes do not share the parser's cwd)."""
-    return Settings.from_env().home.resolve()
+    return config.Settings.from_env().home.resolve()
 
 
 def jobs_dir() -> str:
     """Folder holding the spark-submit entry points (``jobs/`` next to ``dags/`` by default)."""
-    return env("SRGNN_JOBS_DIR", str(Path(__file__).resolve().parents[1] / "jobs"))
+    return deployment().jobs_dir or str(Path(__file__).resolve().parents[1] / "jobs")
 
 
-def spark_conn_id() -> str:
-    return env("SRGNN_SPARK_CONN_ID", "spark_default")
+_JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", Path: "string"}
 
 
-def spark_py_files() -> str | None:
-    """Optional zip of the package for clusters whose nodes do not have it installed."""
-    return env("SRGNN_SPARK_PY_FILES")
+def params(config_class, only=None, **defaults) -> dict[str, Param]:
+    """DAG params for the user-facing fields of ``config_class`` (or the fields in ``only``):
+    default from the environment (or ``defaults``), type, range, choices and description from
+    the settings table."""
+    out = {}
+    for opt in config.options(config_class):
+        if only is not None and opt.name not in only:
+            continue
+        if only is None and not opt.cli:
+            continue
+        kind = _JSON_TYPES[opt.type]
+        schema = {"type": [kind, "null"] if opt.optional else kind}
+        if opt.choices:
+            schema["enum"] = list(opt.choices)
+        if opt.minimum is not None:
+            schema["minimum"] = opt.minimum
+        if opt.type is str and not opt.optional:
+            schema["minLength"] = 1
+        default = defaults.get(opt.name, config.env_value(opt))
+        out[opt.name] = Param(str(default) if isinstance(default, Path) else default,
+                              description=opt.help, **schema)
+    return out
+
+
+def build(config_class, values: dict):
+    """``config_class`` from a run's params (the fields it has); a bad value fails the task."""
+    try:
+        return config.from_values(config_class, values)
+    except config.SettingError as exc:
+        raise AirflowFailException(f"error: {exc}") from None
+
+
+def fail_fast_on_user_errors(function):
+    """Run a task body so that a user's mistake fails the task without retries.
+
+    ``InputError`` (bad input files) and ``SettingError`` (bad settings) become
+    ``AirflowFailException`` with the one-line message; anything else is retried as usual.
+    """
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        from srgnn.data.inputs import InputError
+
+        try:
+            return function(*args, **kwargs)
+        except (InputError, config.SettingError) as exc:
+            raise AirflowFailException(f"error: {exc}") from None
+    return run
 
 
 def path_safe(value: str) -> str:
@@ -100,8 +130,8 @@ def path_safe(value: str) -> str:
 def day_path(template: str, ds: str) -> str:
     """Render a path template such as ``/data/clicks/ds={{ ds }}/`` for one logical date.
 
-    Params are not rendered by Airflow, so the scoring DAG calls this from its own templates
-    (``{{ day_path(params.clicks, ds) }}``); ``ds`` and ``ds_nodash`` are available.
+    Params are not rendered by Airflow, so the DAGs render this template themselves;
+    ``ds`` and ``ds_nodash`` are available.
     """
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
     return environment.from_string(template).render(ds=ds, ds_nodash=ds.replace("-", ""))
@@ -116,26 +146,28 @@ TEMPLATE_FILTERS = {"path_safe": path_safe}
 def run_dir_template(dag_id: str) -> str:
     """Where a DAG run's prepare output goes, decided before the run starts.
 
-    ``<SRGNN_HOME>/runs/<dag_id>/<run id>``: a retry of the same run rewrites the same folder,
-    and in cluster mode the path is known to spark-submit and to the training task alike.
+    ``<SRGNN_HOME>/runs/<dag_id>/<run id>``: a retry of the same run rewrites the same folder
+    (and its training resumes there), and in cluster mode the path is known to spark-submit and
+    to the training task alike.
     """
     return f"{home() / 'runs' / dag_id}/{{{{ run_id | path_safe }}}}"
 
 
-def publish_champion(trained: dict, outlet_events) -> dict:
-    """The gate: emit a champion asset event only when training moved the alias.
+def publish_champion(gate: dict, outlet_events) -> dict:
+    """Emit a champion asset event only when the gate moved the alias.
 
     A skipped task emits no asset event, so consumers of CHAMPION see only real promotions.
     """
-    if not trained.get("promoted"):
+    if not gate.get("promoted"):
         raise AirflowSkipException(
-            f"model version {trained.get('version')} did not beat the champion; the alias stays where it was"
+            f"model version {gate.get('version')} did not beat the champion; the alias stays "
+            f"where it was ({gate.get('reason')})"
         )
     extra = {
-        "model_uri": trained["model_uri"],
-        "version": str(trained["version"]),
-        "run_id": trained["run_id"],
-        "metrics": trained.get("metrics", {}),
+        "model_uri": gate["model_uri"],
+        "version": str(gate["version"]),
+        "run_id": gate["run_id"],
+        "metrics": gate.get("candidate", {}),
     }
     outlet_events[CHAMPION].extra = extra
     return extra

@@ -1,21 +1,30 @@
 """Training DAG: raw clicks -> session graphs (Spark) -> SR-GNN (torch, MLflow) -> champion.
 
-    prepare -> train -> evaluate -> publish_champion
+    prepare -> train -> evaluate -> gate -> publish_champion
 
 * **prepare** turns the clicks named by the ``clicks``/``format`` params into train/valid/test
   session graphs under ``$SRGNN_HOME/runs/srgnn_training/<run id>/``. In ``local`` mode it runs
   in the task process on Spark local; in ``cluster`` mode ``SparkSubmitOperator`` submits
   ``jobs/prepare.py`` to the master of the Airflow connection ``$SRGNN_SPARK_CONN_ID``.
-* **train** trains and registers a new version of the MLflow model ``srgnn`` and moves the
-  ``champion`` alias to it if it beats the current champion on the same held-out data.
-* **evaluate** compares the new version with the baselines on the test split.
+* **train** trains, logs and registers a new version of the MLflow model ``srgnn``, and
+  nothing else. It always resumes the run folder's training: a retry of the task continues
+  from the last finished epoch, and a retry after the version was registered returns that
+  version (never a second one).
+* **evaluate** scores the new version, the current champion and the baselines once, on the
+  same held-out examples, and logs the figures to the training's MLflow run.
+* **gate** moves the ``champion`` alias to the new version only if those figures show it
+  better; its decision and reason are tags of the version.
 * **publish_champion** emits an event on the ``srgnn://models/srgnn/champion`` asset when the
   alias moved, and is skipped otherwise.
 
-Configuration (environment, read when the file is parsed): ``SRGNN_TRAINING_SCHEDULE``
-(default ``@weekly``; ``none`` for triggered runs only), ``SRGNN_TRAINING_CLICKS`` and
-``SRGNN_TRAINING_FORMAT`` (param defaults), ``SRGNN_MIN_ITEM_SUPPORT``, ``SRGNN_TEST_DAYS``,
-``SRGNN_VALID_DAYS``, ``SRGNN_EXECUTION_MODE``, ``SRGNN_SPARK_CONN_ID``, ``SRGNN_TASK_RETRIES``.
+A user's mistake (a missing clicks folder, a bad param) fails its task at once, without
+retries; retries are for faults of the environment.
+
+Configuration (environment, read when the file is parsed; see ``srgnn.config``):
+``SRGNN_TRAINING_SCHEDULE`` (default ``@weekly``; ``none`` for triggered runs only),
+``SRGNN_TRAINING_CLICKS`` and ``SRGNN_TRAINING_FORMAT`` (param defaults), the prepare and
+training settings (``SRGNN_MIN_ITEM_SUPPORT``, ``SRGNN_EPOCHS``, ...), ``SRGNN_EXECUTION_MODE``,
+``SRGNN_SPARK_CONN_ID``, ``SRGNN_TASK_RETRIES``.
 
 Try it without a scheduler (``airflow db migrate`` first, with ``AIRFLOW__CORE__DAGS_FOLDER``
 set to this folder): ``python dags/srgnn_training.py``.
@@ -26,47 +35,54 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 import _common
-from srgnn.config import PRECISIONS, PrepareConfig
-from srgnn.io import FORMATS
+from srgnn.config import PrepareConfig, Source, TrainConfig
 
 DAG_ID = "srgnn_training"
 RUN_DIR = _common.run_dir_template(DAG_ID)
-_prepare_defaults = PrepareConfig()
 
 
 @task
+@_common.fail_fast_on_user_errors
 def prepare(out_dir: str, params: dict | None = None) -> dict:
     from srgnn.pipeline import prepare_step
 
-    return prepare_step(params["clicks"], fmt=params["format"], out_dir=out_dir,
-                        min_item_support=params["min_item_support"], test_days=params["test_days"],
-                        valid_days=params["valid_days"])
+    result = prepare_step(_common.build(Source, params), _common.build(PrepareConfig, params),
+                          out_dir)
+    return {"run_dir": result["run_dir"]}
 
 
 @task
+@_common.fail_fast_on_user_errors
 def train(run_dir: str, params: dict | None = None) -> dict:
     from srgnn.pipeline import train_step
 
-    return train_step(run_dir, epochs=params["epochs"], refit=params.get("refit", False),
-                      short_fallback=params.get("short_fallback", True),
-                      precision=params.get("precision", "auto"))
+    config = _common.build(TrainConfig, {**params, "progress": False})
+    return train_step(run_dir, config, refit=params.get("refit", False), resume=True)
 
 
 @task
+@_common.fail_fast_on_user_errors
 def evaluate(run_dir: str, trained: dict) -> dict:
     from srgnn.pipeline import evaluate_step
 
-    return evaluate_step(run_dir, model_uri=trained["model_uri"])
+    return evaluate_step(run_dir, trained)
+
+
+@task
+def gate(trained: dict, evaluated: dict) -> dict:
+    from srgnn.pipeline import gate_step
+
+    return gate_step(trained, evaluated)
 
 
 @task(outlets=[_common.CHAMPION])
-def publish_champion(trained: dict, outlet_events=None) -> dict:
-    return _common.publish_champion(trained, outlet_events)
+def publish_champion(decision: dict, outlet_events=None) -> dict:
+    return _common.publish_champion(decision, outlet_events)
 
 
 @dag(
     dag_id=DAG_ID,
-    schedule=_common.schedule("SRGNN_TRAINING_SCHEDULE", "@weekly"),
+    schedule=_common.schedule(_common.deployment().training_schedule),
     start_date=_common.START_DATE,
     catchup=False,
     max_active_runs=1,  # two trainings racing for the champion alias would compare stale numbers
@@ -76,57 +92,27 @@ def publish_champion(trained: dict, outlet_events=None) -> dict:
     user_defined_macros=_common.TEMPLATE_MACROS,
     user_defined_filters=_common.TEMPLATE_FILTERS,
     params={
-        "clicks": Param(
-            _common.env("SRGNN_TRAINING_CLICKS", str(_common.home() / "clicks")),
-            type="string", minLength=1,
-            description="Raw clicks: a file, a folder or a glob (CSV, CSV.gz, JSON Lines, Parquet).",
-        ),
-        "format": Param(
-            _common.env("SRGNN_TRAINING_FORMAT", "auto"), enum=list(FORMATS),
-            description="Input format; 'auto' decides from the file name and first line.",
-        ),
-        "min_item_support": Param(
-            _common.env_int("SRGNN_MIN_ITEM_SUPPORT", _prepare_defaults.min_item_support),
-            type="integer", minimum=1, description="Drop items with fewer clicks than this.",
-        ),
-        "test_days": Param(
-            _common.env_int("SRGNN_TEST_DAYS", _prepare_defaults.test_days),
-            type="integer", minimum=0, description="Sessions ending in the last N days form the test split.",
-        ),
-        "valid_days": Param(
-            _common.env_int("SRGNN_VALID_DAYS", _prepare_defaults.valid_days),
-            type="integer", minimum=0, description="The N days before the test window form the validation split.",
-        ),
-        "epochs": Param(
-            None, type=["null", "integer"], minimum=1,
-            description="Training epochs; empty for the package default.",
-        ),
+        **_common.params(Source, clicks=_common.deployment().training_clicks
+                         or str(_common.home() / "clicks"),
+                         format=_common.deployment().training_format),
+        **_common.params(PrepareConfig),
+        **_common.params(TrainConfig),
         "refit": Param(
             False, type="boolean",
             description="After choosing the epoch count on validation, train again on train + "
                         "valid for that many epochs and register that model (needs test_days > 0).",
         ),
-        "short_fallback": Param(
-            True, type="boolean",
-            description="Answer 1-3 click sessions with item-KNN where validation by session "
-                        "length shows it better than SR-GNN.",
-        ),
-        "precision": Param(
-            _common.env("SRGNN_PRECISION", "auto"), enum=list(PRECISIONS),
-            description="Operands of the training loss's catalogue products; auto = bfloat16 "
-                        "where the CPU multiplies it natively (float32 accumulation and weights).",
-        ),
     },
 )
 def srgnn_training():
-    if _common.execution_mode() == "cluster":
+    if _common.deployment().execution_mode == "cluster":
         from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
         prepared = SparkSubmitOperator(
             task_id="prepare",
-            conn_id=_common.spark_conn_id(),
+            conn_id=_common.deployment().spark_conn_id,
             application=f"{_common.jobs_dir()}/prepare.py",
-            py_files=_common.spark_py_files(),
+            py_files=_common.deployment().spark_py_files,
             name="srgnn-prepare-{{ run_id | path_safe }}",
             application_args=[
                 "--clicks", "{{ params.clicks }}",
@@ -144,8 +130,8 @@ def srgnn_training():
 
     trained = train(run_dir)
     prepared >> trained
-    evaluation = evaluate(run_dir, trained)
-    evaluation >> publish_champion(trained)
+    evaluated = evaluate(run_dir, trained)
+    publish_champion(gate(trained, evaluated))
 
 
 training_dag = srgnn_training()

@@ -23,10 +23,10 @@ fi
 if [ "${1:-}" = "--fresh" ]; then rm -rf "$VENV"; fi
 
 stamp_value=$(cat pyproject.toml requirements.lock scripts/install.sh | sha256sum | cut -d' ' -f1)
-# Spark's class archive for fast local starts (srgnn/spark.py); built once per JDK and Spark.
+# Spark's class archive for fast local starts (srgnn/data/spark.py); built once per JDK and Spark.
 class_archive() {
   if command -v java >/dev/null 2>&1 || [ -n "${JAVA_HOME:-}" ]; then
-    "$VENV/bin/python" -m srgnn.spark --build-class-archive --if-missing \
+    "$VENV/bin/python" -m srgnn.data.spark --build-class-archive --if-missing \
       || echo "install: warning: no Spark class archive; local Spark starts take a few seconds longer" >&2
   fi
 }

@@ -1,20 +1,22 @@
 """The ``srgnn`` command line.
 
-Every option can also come from an environment variable (shown in ``--help``); flags win.
-User mistakes (a missing file, a bad column, an unknown format) print one line starting
-with ``error:`` and exit with code 1.
+Its flags are built from the settings table in :mod:`srgnn.config`: every flag shows its
+environment variable and default in ``--help``, and a flag wins over the variable, which wins
+over the default. Each command configures logging once (:mod:`srgnn.logs`), so progress lines
+reach a redirected output. User mistakes (a missing file, a bad column, an unknown format, a
+bad setting) print one line starting with ``error:`` and exit with code 1.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from .config import PrepareConfig, Settings
-from .io import FORMATS, InputError
+from srgnn import config as cfg
+from srgnn.config import K, PrepareConfig, ScoreConfig, Settings, Source, TrainConfig
+from srgnn.data.inputs import InputError
 
 
 class _Group(click.Group):
@@ -31,22 +33,87 @@ class _Group(click.Group):
 
 
 def _is_user_error(exc: BaseException) -> bool:
-    """Bad input or a refused warehouse load: reported in one line, not as a stack trace."""
-    if isinstance(exc, InputError):
+    """Bad input, a bad setting or a refused warehouse load: one line, not a stack trace."""
+    if isinstance(exc, (InputError, cfg.SettingError)):
         return True
-    warehouse = sys.modules.get("srgnn.warehouse")
+    warehouse = sys.modules.get("srgnn.warehouse.store")
     return warehouse is not None and isinstance(exc, warehouse.WarehouseError)
 
 
-def _user_error(exc: ValueError) -> click.UsageError:
-    """A configuration value rejected by a config dataclass, reported as a usage error."""
-    return click.UsageError(str(exc))
+# --------------------------------------------------------------------------------------------
+# Flags from the settings table
+# --------------------------------------------------------------------------------------------
+_CLICK_TYPES = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
+def _flag(opt: cfg.Option, **changes):
+    """A click option for one row of the settings table.
+
+    Its default is read from the environment when the command runs (``config.env_value``);
+    ``--help`` shows the variable and the table's default.
+    """
+    help_text = opt.help
+    if opt.env:
+        help_text += f"  [env var: {opt.env}]"
+
+    def default():
+        return cfg.env_value(opt)
+
+    kwargs = dict(default=default, show_default=False if opt.default is None else str(opt.default),
+                  help=help_text)
+    flag = changes.pop("flag", opt.flag)
+    kwargs.update(changes)
+    if opt.type is bool:
+        name = opt.name.replace("_", "-")
+        return click.option(f"--{name}/--no-{name}", opt.name, **kwargs)
+    if opt.choices:
+        kind = click.Choice(list(opt.choices))
+    elif opt.type is Path:
+        kind = click.Path(file_okay=False, path_type=Path)
+    else:
+        kind = _CLICK_TYPES[opt.type]
+    if opt.required:
+        kwargs.pop("default")
+        kwargs.pop("show_default")
+        kwargs["required"] = True
+    return click.option(flag, opt.name, type=kind, **kwargs)
+
+
+def flags(config_class, *, only=None, skip=(), **changes):
+    """A decorator adding the flags of ``config_class``'s user-facing fields to a command."""
+    chosen = [opt for opt in cfg.options(config_class)
+              if (opt.cli or (only is not None and opt.name in only)) and opt.name not in skip
+              and (only is None or opt.name in only)]
+
+    def decorate(func):
+        for opt in reversed(chosen):
+            func = _flag(opt, **dict(changes.get(opt.name, {})))(func)
+        return func
+    return decorate
+
+
+def build(config_class, values: dict):
+    """``config_class`` from the flags in ``values``; bad combinations are usage errors."""
+    try:
+        return cfg.from_values(config_class, values)
+    except cfg.SettingError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _settings(ctx: click.Context, **overrides) -> Settings:
+    settings = ctx.obj
+    if any(value is not None for value in overrides.values()):
+        import dataclasses
+
+        settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="SRGNN_HOME",
-              default=Path("var"), show_default=True, show_envvar=True,
-              help="Project home: prepared runs, MLflow store (SQLite), warehouse (DuckDB).")
+@flags(Settings, only=("home",))
 @click.pass_context
 def cli(ctx: click.Context, home: Path) -> None:
     """srgnn-pipeline: session-based next-item recommendations with SR-GNN.
@@ -54,57 +121,30 @@ def cli(ctx: click.Context, home: Path) -> None:
     Raw clicks -> Spark session graphs -> PyTorch SR-GNN tracked in MLflow -> nightly top-K
     recommendations in a warehouse table, scheduled by Airflow. Start with `srgnn demo`.
     """
-    ctx.obj = Settings.from_env(home=home)
+    from srgnn.logs import configure
 
-
-def _prepare_config(min_item_support, test_days, valid_days) -> PrepareConfig:
+    configure()
     try:
-        return PrepareConfig(min_item_support=min_item_support, test_days=test_days, valid_days=valid_days)
-    except ValueError as exc:
-        raise _user_error(exc) from None
+        ctx.obj = Settings.from_env(home=home)
+    except cfg.SettingError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
-def _with_options(func, options):
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def prepare_options(func):
-    """Options shared by `prepare` and `train` (they both run the prepare job)."""
-    defaults = PrepareConfig()
-    options = [
-        click.option("--clicks", required=True, help="Raw clicks: a file, a folder or a glob (CSV, CSV.gz, JSON Lines, Parquet)."),
-        click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True,
-                     help="Input format; 'auto' decides from the file name and first line when unambiguous."),
-        click.option("--min-item-support", type=int, default=defaults.min_item_support, show_default=True,
-                     envvar="SRGNN_MIN_ITEM_SUPPORT", show_envvar=True, help="Drop items with fewer clicks."),
-        click.option("--test-days", type=int, default=defaults.test_days, show_default=True,
-                     envvar="SRGNN_TEST_DAYS", show_envvar=True, help="Sessions ending in the last N days are the test split."),
-        click.option("--valid-days", type=int, default=defaults.valid_days, show_default=True,
-                     envvar="SRGNN_VALID_DAYS", show_envvar=True, help="The N days before the test window are the validation split."),
-    ]
-    return _with_options(func, options)
+_OUT = click.option("--out", type=click.Path(file_okay=False), default=None,
+                    help="Run folder (default: <home>/runs/<UTC timestamp>).")
 
 
 @cli.command()
-@prepare_options
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output run folder (default: <home>/runs/<UTC timestamp>).")
-@click.pass_obj
-def prepare(settings: Settings, clicks, fmt, min_item_support, test_days, valid_days, out) -> None:
+@flags(Source)
+@flags(PrepareConfig)
+@_OUT
+@click.pass_context
+def prepare(ctx, out, **values) -> None:
     """Raw clicks -> sessions -> train/valid/test session graphs (Parquet) with Spark."""
-    from .prepare import default_out_dir, run_prepare
-    from .spark import get_spark
+    from srgnn.pipeline import prepare_step
 
-    config = _prepare_config(min_item_support, test_days, valid_days)
-    out = out or default_out_dir(settings.home)
-    from .io import check_input
-
-    check_input(clicks, fmt)  # fail fast, before Spark starts, on a user mistake
-    spark = get_spark(settings, app_name="srgnn-prepare")
-    result = run_prepare(spark, clicks, out, config, fmt)
-    _print_prepare_summary(result.summary)
+    result = prepare_step(build(Source, values), build(PrepareConfig, values), out, ctx.obj)
+    _print_prepare_summary(result["summary"])
 
 
 def _print_prepare_summary(s: dict) -> None:
@@ -132,87 +172,58 @@ def _print_prepare_summary(s: dict) -> None:
 @click.option("--gzip", "compress", is_flag=True, help="Gzip the output.")
 def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, compress) -> None:
     """Write a realistic synthetic clickstream (latent intents, popularity skew, bad lines)."""
-    from .synth import SynthConfig, write_clickstream
+    from srgnn.data.synth import SynthConfig, write_clickstream
 
     if sessions < 1 or items < 2 or days < 1 or not 0 <= bad_share < 1:
-        raise _user_error(ValueError("--sessions >= 1, --items >= 2, --days >= 1 and 0 <= --bad-share < 1 are required."))
+        raise click.UsageError("--sessions >= 1, --items >= 2, --days >= 1 and 0 <= --bad-share < 1 are required.")
     result = write_clickstream(out, SynthConfig(sessions=sessions, items=items, days=days, end_date=end_date,
                                                 bad_share=bad_share, seed=seed), by_day=by_day, compress=compress)
     click.echo(f"wrote {result.clicks:,} clicks ({result.duplicates:,} logged twice) and "
                f"{result.bad_lines:,} malformed lines in {len(result.files)} file(s): {out}")
 
 
-def _train_options(func):
-    """Training flags; defaults are the SR-GNN paper's settings (srgnn.train.TrainConfig)."""
-    from .config import PRECISIONS, TrainConfig
-
-    d = TrainConfig()
-    options = [
-        click.option("--epochs", type=int, default=d.epochs, show_default=True, envvar="SRGNN_EPOCHS", show_envvar=True),
-        click.option("--hidden-size", type=int, default=d.hidden_size, show_default=True, envvar="SRGNN_HIDDEN_SIZE", show_envvar=True),
-        click.option("--batch-size", type=int, default=d.batch_size, show_default=True, envvar="SRGNN_BATCH_SIZE", show_envvar=True),
-        click.option("--lr", type=float, default=d.lr, show_default=True, envvar="SRGNN_LR", show_envvar=True, help="Adam learning rate."),
-        click.option("--lr-decay-step", type=int, default=d.lr_decay_step, show_default=True, help="Epochs between learning-rate decays (x0.1)."),
-        click.option("--l2", type=float, default=d.l2, show_default=True, help="L2 penalty."),
-        click.option("--steps", type=int, default=d.steps, show_default=True, help="Gated graph propagation steps."),
-        click.option("--patience", type=int, default=d.patience, show_default=True, help="Early stopping on validation HR@20."),
-        click.option("--nonhybrid", is_flag=True, help="Session embedding from attention only (no last-click term)."),
-        click.option("--max-examples-per-epoch", type=int, default=None, help="Cap training examples per epoch (quick runs)."),
-        click.option("--seed", type=int, default=d.seed, show_default=True),
-        click.option("--short-fallback/--no-short-fallback", default=d.short_fallback, show_default=True,
-                     help="Answer 1-3 click sessions with item-KNN where validation by length shows it better."),
-        click.option("--precision", type=click.Choice(list(PRECISIONS)), default=d.precision,
-                     show_default=True, envvar="SRGNN_PRECISION", show_envvar=True,
-                     help="Operands of the loss's catalogue products; auto = bfloat16 where the CPU "
-                          "multiplies it natively (float32 accumulation, softmax and weights)."),
-        click.option("--resume", is_flag=True, help="Continue the run folder's training after a crash."),
-        click.option("--refit", is_flag=True,
-                     help="After choosing the epoch count on validation, train again on train + "
-                          "valid for that many epochs and register that model (needs --test-days > 0)."),
-    ]
-    return _with_options(func, options)
-
-
 @cli.command()
-@prepare_options
+@flags(Source)
+@flags(PrepareConfig)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Run folder (default: <home>/runs/<UTC timestamp>); with --resume, the folder to continue.")
-@_train_options
-@click.pass_obj
-def train(settings: Settings, clicks, fmt, min_item_support, test_days, valid_days, out, resume, refit,
-          **train_flags) -> None:
-    """Prepare (Spark) + train SR-GNN + register in MLflow + champion gate.
+@flags(TrainConfig)
+@click.option("--resume", is_flag=True,
+              help="Continue the run folder's training after a crash; on a finished training, "
+                   "reuse its registered version.")
+@click.option("--refit", is_flag=True,
+              help="After choosing the epoch count on validation, train again on train + "
+                   "valid for that many epochs and register that model (needs --test-days > 0).")
+@click.pass_context
+def train(ctx, out, resume, refit, **values) -> None:
+    """Prepare (Spark) + train SR-GNN + register in MLflow + evaluate + champion gate.
 
-    Prints the registered version, whether it became the champion, and its metrics next to
-    the baselines on the held-out split.
+    Prints the registered version, whether it became the champion, and its figures next to
+    the champion's and the baselines' on the held-out split.
     """
-    from .io import check_input
-    from .prepare import default_out_dir, run_prepare
-    from .spark import get_spark
-    from .config import TrainConfig
-    from .training_run import run_training
+    from srgnn.pipeline import evaluate_step, gate_step, prepare_step, train_step
 
-    config = _prepare_config(min_item_support, test_days, valid_days)
-    try:
-        train_config = TrainConfig(**train_flags)
-    except ValueError as exc:
-        raise _user_error(exc) from None
-    if refit and test_days < 1:
-        raise _user_error("--refit trains on the validation days too; the held-out figures and "
-                          "the gate then need a test split: use --test-days 1 or more.")
-    out = out or default_out_dir(settings.home)
+    settings = ctx.obj
+    source, prepare_config = build(Source, values), build(PrepareConfig, values)
+    train_config = build(TrainConfig, values)
+    if refit and prepare_config.test_days < 1:
+        raise click.UsageError("--refit trains on the validation days too; the held-out figures "
+                               "and the gate then need a test split: use --test-days 1 or more.")
+    from srgnn.pipeline import default_run_dir
+
+    out = out or default_run_dir(settings)
     if not (resume and Path(out, "summary.json").exists()):
-        check_input(clicks, fmt)
-        prepared = run_prepare(get_spark(settings, app_name="srgnn-prepare"), clicks, out, config, fmt)
-        _print_prepare_summary(prepared.summary)
-    result = run_training(settings, out, train_config, resume=resume, refit=refit)
-    Path(out, "training.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    click.echo(f"\nregistered srgnn version {result['version']} ({result['model_uri']}), "
-               f"best epoch {result.get('best_epoch')}")
-    click.echo(f"gate: {result.get('decision')}: {result.get('reason')}")
-    click.echo(f"short sessions: {result['short_fallback']['description']}")
-    if result.get("table"):
-        click.echo(result["table"])
+        prepared = prepare_step(source, prepare_config, out, settings)
+        _print_prepare_summary(prepared["summary"])
+    trained = train_step(out, train_config, refit=refit, resume=resume, settings=settings)
+    evaluated = evaluate_step(out, trained, settings=settings)
+    gate = gate_step(trained, evaluated, settings=settings)
+    again = " (registered by an earlier attempt)" if trained.get("reused") else ""
+    click.echo(f"\nregistered srgnn version {trained['version']} ({trained['model_uri']}){again}, "
+               f"best epoch {trained.get('best_epoch')}")
+    click.echo(f"gate: {gate['decision']}: {gate['reason']}")
+    click.echo(f"short sessions: {trained['short_fallback']['description']}")
+    click.echo(evaluated["table"])
 
 
 @cli.command()
@@ -225,46 +236,48 @@ def train(settings: Settings, clicks, fmt, min_item_support, test_days, valid_da
 @click.option("--split", type=click.Choice(["test", "valid"]), default=None, help="With --run; default: test (valid if test is empty).")
 @click.option("--baselines", default="pop,spop,iknn,sknn,vsknn,markov", show_default=True,
               help="With --run: comma-separated baselines to compare with (empty for none).")
-@click.option("--top-k", type=int, default=20, show_default=True)
+@click.option("--top-k", type=int, default=K, show_default=True)
 @click.pass_obj
 def evaluate(settings: Settings, run_dir, clicks, targets, model_uri, split, baselines, top_k) -> None:
     """One table: SR-GNN and the baselines x metrics, overall and by session length."""
     if bool(run_dir) == bool(clicks) or bool(clicks) != bool(targets):
         raise click.UsageError("give either --run, or --clicks with --targets.")
     if clicks:
-        from .score import evaluate_held_out
+        from srgnn.data.inputs import check_input
+        from srgnn.data.spark import get_spark
+        from srgnn.evaluation import heldout
+        from srgnn.evaluation.evaluate import evaluate as evaluate_model
+        from srgnn.evaluation.report import format_table
+        from srgnn.serving.score import resolve_model
 
-        _, table = evaluate_held_out(settings, clicks, targets, model_uri=model_uri, k=top_k)
+        check_input(clicks)
+        recommender, model = resolve_model(settings, model_uri)
+        held_out = heldout.from_clicks(get_spark(settings, app_name="srgnn-evaluate"), clicks,
+                                       targets, recommender.vocabulary)
+        result = evaluate_model(recommender, held_out, top_k)
+        result["targets_without_session"] = int(held_out.absent.sum())
+        click.echo(format_table({model.label: result}))
     else:
-        from .training_run import evaluate_run
+        from srgnn.pipeline import evaluate_step
 
         names = tuple(b.strip() for b in baselines.split(",") if b.strip())
-        _, table = evaluate_run(settings, run_dir, model_uri=model_uri, baselines=names, split=split, k=top_k)
-    click.echo(table)
+        out = evaluate_step(run_dir, model_uri=model_uri, baselines=names, split=split, k=top_k,
+                            settings=settings)
+        click.echo(out["table"])
 
 
 @cli.command()
-@click.option("--clicks", required=True, help="The day's raw clicks: a file, a folder or a glob.")
+@flags(Source)
 @click.option("--ds", required=True, help="The day being scored (YYYY-MM-DD); its rows are replaced.")
-@click.option("--model", "model_uri", default=None, envvar="SRGNN_MODEL_URI", show_envvar=True,
-              help="MLflow model URI or a saved recommender folder  [default: models:/srgnn@champion]")
-@click.option("--top-k", type=int, default=20, show_default=True, envvar="SRGNN_TOP_K", show_envvar=True)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
-@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True,
-              envvar="SRGNN_SCORING_ENGINE", show_envvar=True,
-              help="local: batched torch in this process; spark: mapInArrow on the Spark cluster.")
-@click.option("--warehouse", "warehouse_url", default=None, envvar="SRGNN_WAREHOUSE_URL", show_envvar=True,
-              help="SQLAlchemy-style URL  [default: duckdb:///<home>/warehouse.duckdb]")
-@click.pass_obj
-def score(settings: Settings, clicks, ds, model_uri, top_k, fmt, engine, warehouse_url) -> None:
+@flags(ScoreConfig, model_uri={"flag": "--model"})
+@flags(Settings, only=("warehouse_url",), warehouse_url={"flag": "--warehouse"})
+@click.pass_context
+def score(ctx, ds, warehouse_url, **values) -> None:
     """Write the top-K recommendations of one day's sessions to the warehouse (atomically)."""
-    import dataclasses
+    from srgnn.pipeline import score_step
 
-    from .score import score_day
-
-    if warehouse_url:
-        settings = dataclasses.replace(settings, warehouse_url=warehouse_url)
-    result = score_day(settings, clicks, ds, model_uri=model_uri, top_k=top_k, engine=engine, fmt=fmt)
+    settings = _settings(ctx, warehouse_url=warehouse_url)
+    result = score_step(build(Source, values), ds, build(ScoreConfig, values), settings)
     click.echo(f"scored {result['ds']} with {result['model_version']} ({result['engine']}, {result['seconds']} s)")
     for key in ("sessions_in", "fallbacks", "unknown_clicks_skipped", "quarantined", "rows_written", "rows_replaced"):
         click.echo(f"  {key:<24} {result[key]:>10,}")
@@ -276,7 +289,7 @@ def score(settings: Settings, clicks, ds, model_uri, top_k, fmt, engine, warehou
 @click.pass_obj
 def demo(settings: Settings) -> None:
     """Generate a week of clicks and run the pipeline end to end on the embedded defaults."""
-    from .demo import run_demo
+    from srgnn.demo import run_demo
 
     run_demo(settings)
 
@@ -285,9 +298,10 @@ def main(argv: list[str] | None = None) -> None:
     """The ``srgnn`` program. Given ``argv`` it runs like any click command (for callers in the
     same process). Run as the program (no ``argv``), it ends the process as soon as the command
     is done: output flushed, Spark stopped, then ``os._exit`` with the command's exit code.
-    The interpreter's own teardown, which it skips, takes 1-1.5 s once torch, MLflow and Spark
-    are loaded and has nothing left to do for a finished command (files, databases and MLflow
-    runs are closed by then; Spark's JVM removes its scratch folders as it exits)."""
+    The interpreter's own teardown, which it skips, has nothing left to do for a finished
+    command (files, databases and MLflow runs are closed by then; Spark's JVM removes its
+    scratch folders as it exits) and takes a noticeable time once torch, MLflow and Spark are
+    loaded."""
     if argv is not None:
         cli.main(args=argv, prog_name="srgnn")
         return

@@ -1,49 +1,209 @@
-"""Configuration objects: one place where defaults, environment variables and flags meet.
+"""Every setting a user can change, in one table: name, type, default, environment variable, help.
 
-Every setting a user may change has a field here. The command line builds these objects
-(flags win over ``SRGNN_*`` environment variables, which win over the defaults) and passes
-them down; library functions take them as arguments and never read the environment
-themselves. Creating a config has no side effects (no folders are created).
+The table is the fields of frozen dataclasses, each field carrying an :class:`Option` in
+its metadata:
+
+* :class:`Settings`: where things live (home folder, MLflow, warehouse, Spark master);
+* :class:`Source`: the raw clicks to read (path and format);
+* :class:`PrepareConfig`: sessionisation, filters and the time split;
+* :class:`TrainConfig`: the model and its training;
+* :class:`ScoreConfig`: the nightly scoring;
+* :class:`Deployment`: how the Airflow DAGs run (schedules, inputs, retries, cluster mode);
+* :class:`Runtime`: process-level switches (memory retention, Spark's class archive).
+
+``python -m srgnn.config`` prints every setting with its variable, default and meaning.
+
+Everything else is built from it: the command line's flags (:mod:`srgnn.cli`), the Airflow
+DAGs' params (``dags/_common.py``), the ``jobs/*.py`` entry points (which call the command
+line). A value comes from, in order: a flag or param, the field's environment variable
+(:func:`env_value`; empty counts as unset), the field's default. Library functions take these
+objects as arguments and never read the environment themselves.
+
+This module imports nothing of the package and creating a config has no side effects.
+
+Why this module is long: it is the whole settings table, one field with its help text per
+setting, together with the few functions that read it; split, a reader would need two files
+to see what one setting is.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+K = 20  # list length: top-K recommendations, HR@K / MRR@K, the champion gate
+FORMATS = ("auto", "csv", "json", "parquet", "yoochoose", "diginetica", "otto")
+# Arithmetic of training (TrainConfig.precision) and scoring: "auto" is bfloat16 where the CPU
+# multiplies it natively, float32 elsewhere (srgnn.cpu.resolve_precision).
+PRECISIONS = ("auto", "float32", "bfloat16")
+ENGINES = ("local", "spark")
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
+class SettingError(ValueError):
+    """A setting's value (from a flag, a param or the environment) is not acceptable."""
 
 
+@dataclass(frozen=True)
+class Option:
+    """How one config field meets the user: filled in by :func:`options`.
+
+    ``name`` is the field name (``min_item_support``); ``flag`` the command-line form
+    (``--min-item-support``); ``env`` the environment variable (``SRGNN_MIN_ITEM_SUPPORT``) or
+    ``None``; ``type`` one of ``int, float, bool, str, Path``; ``optional`` when ``None`` is
+    a valid value; ``choices`` and ``minimum`` the accepted values.
+    """
+
+    help: str
+    env: str | None = None
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    cli: bool = True  # offered as a flag and a DAG param (False: internal or test-only)
+    name: str = ""
+    type: type = str
+    optional: bool = False
+    default: Any = None
+    required: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def option(default=MISSING, *, help: str, env: str | None | bool = True,
+           choices: tuple[str, ...] | None = None, minimum: float | None = None,
+           cli: bool = True):
+    """A dataclass field with its :class:`Option`. ``env=True`` derives ``SRGNN_<NAME>``."""
+    meta = {"option": Option(help=help, env=env if isinstance(env, str) or env is None else None,
+                             choices=choices, minimum=minimum, cli=cli),
+            "derive_env": env is True}
+    return field(default=default, metadata=meta)
+
+
+def options(cls) -> list[Option]:
+    """The :class:`Option` of every field of the config class ``cls``, in field order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        meta = f.metadata.get("option")
+        if meta is None:
+            continue
+        kind, optional = _base_type(hints[f.name])
+        env = f"SRGNN_{f.name.upper()}" if f.metadata.get("derive_env") else meta.env
+        out.append(Option(help=meta.help, env=env, choices=meta.choices, minimum=meta.minimum,
+                          cli=meta.cli, name=f.name, type=kind, optional=optional,
+                          default=None if f.default is MISSING else f.default,
+                          required=f.default is MISSING))
+    return out
+
+
+def _base_type(hint) -> tuple[type, bool]:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args:  # X | None
+        return args[0], True
+    return hint, False
+
+
+def parse(opt: Option, text: str, source: str | None = None):
+    """The value of ``opt`` written as ``text`` (an environment variable, a flag)."""
+    where = source or (f"${opt.env}" if opt.env else opt.flag)
+    text = text.strip()
+    if opt.optional and text.lower() in ("", "none", "null"):
+        return None
+    try:
+        if opt.type is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError
+        value = opt.type(text)
+    except ValueError:
+        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(opt.type, "text")
+        raise SettingError(f"{where} must be {kind}, not {text!r}.") from None
+    return check(opt, value, where)
+
+
+def check(opt: Option, value, where: str | None = None):
+    """``value`` if it is acceptable for ``opt``; raises :class:`SettingError` otherwise."""
+    where = where or opt.name
+    if value is None:
+        return value
+    if opt.choices is not None and value not in opt.choices:
+        raise SettingError(f"{where} must be one of {', '.join(opt.choices)}, not {value!r}.")
+    if opt.minimum is not None and value < opt.minimum:
+        raise SettingError(f"{where} must be at least {opt.minimum:g}, not {value!r}.")
+    return value
+
+
+def env_value(opt: Option, environ=None):
+    """The value of ``opt`` from its environment variable, or its default when unset."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(opt.env, "") if opt.env else ""
+    if text.strip() == "":
+        return opt.default
+    return parse(opt, text)
+
+
+def from_env(cls, environ=None, **overrides):
+    """A ``cls`` from the environment; ``overrides`` that are not ``None`` win.
+
+    Raises:
+        SettingError: for a value that does not parse or is out of range (also when the
+            dataclass itself refuses the combination).
+    """
+    values = {}
+    for opt in options(cls):
+        given = overrides.get(opt.name)
+        if given is not None:
+            values[opt.name] = check(opt, given)
+        elif not opt.required:
+            values[opt.name] = env_value(opt, environ)
+    extra = {k: v for k, v in overrides.items() if k not in values and v is not None}
+    try:
+        return cls(**values, **extra)
+    except (TypeError, ValueError) as exc:
+        raise SettingError(str(exc)) from None
+
+
+def from_values(cls, values: dict):
+    """A ``cls`` from a mapping that may hold other keys too (command-line flags, DAG params):
+    its own fields from ``values``, the rest from the environment."""
+    names = {opt.name for opt in options(cls)}
+    return from_env(cls, **{k: v for k, v in values.items() if k in names})
+
+
+# --------------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Settings:
     """Where things live. Embedded defaults keep everything under one home folder."""
 
-    home: Path = Path("var")  # project home ($SRGNN_HOME): runs, MLflow store, warehouse
-    mlflow_tracking_uri: str | None = None  # $MLFLOW_TRACKING_URI; default sqlite:///<home>/mlflow.db
-    warehouse_url: str | None = None  # $SRGNN_WAREHOUSE_URL; default duckdb:///<home>/warehouse.duckdb
-    spark_master: str = "local[*]"  # $SRGNN_SPARK_MASTER (spark://host:7077, yarn, k8s://...)
-    spark_driver_memory: str = "2g"  # $SRGNN_SPARK_DRIVER_MEMORY
+    home: Path = option(Path("var"), help="Project home: prepared runs, MLflow store (SQLite), "
+                                          "warehouse (DuckDB).")
+    mlflow_tracking_uri: str | None = option(
+        None, env="MLFLOW_TRACKING_URI", cli=False,
+        help="MLflow tracking server or database URI (default: sqlite:///<home>/mlflow.db).")
+    warehouse_url: str | None = option(
+        None, help="SQLAlchemy-style warehouse URL (default: duckdb:///<home>/warehouse.duckdb).")
+    spark_master: str = option("local[*]", help="Spark master URL (spark://host:7077, yarn, k8s://...).",
+                               cli=False)
+    spark_driver_memory: str = option("2g", help="Memory of the Spark driver in local mode.", cli=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.home, Path):
             object.__setattr__(self, "home", Path(self.home))
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
-        values = {
-            "home": Path(_env("SRGNN_HOME", "var")),
-            "mlflow_tracking_uri": _env("MLFLOW_TRACKING_URI"),
-            "warehouse_url": _env("SRGNN_WAREHOUSE_URL"),
-            "spark_master": _env("SRGNN_SPARK_MASTER", "local[*]"),
-            "spark_driver_memory": _env("SRGNN_SPARK_DRIVER_MEMORY", "2g"),
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values["home"] = Path(values["home"])
-        return cls(**values)
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        return from_env(cls, environ, **overrides)
 
     @property
     def tracking_uri(self) -> str:
@@ -67,13 +227,29 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Source:
+    """Raw clicks to read."""
+
+    clicks: str = option(help="Raw clicks: a file, a folder or a glob (CSV, CSV.gz, JSON Lines, "
+                              "Parquet).", env=None)
+    format: str = option("auto", env=None, choices=FORMATS,
+                         help="Input format; 'auto' decides from the file name and first line "
+                              "when unambiguous.")
+
+
+@dataclass(frozen=True)
 class PrepareConfig:
     """Sessionisation, filtering and split settings (reference SR-GNN preprocessing)."""
 
-    min_item_support: int = 5  # drop items with fewer clicks than this (over all days)
-    min_session_length: int = 2  # sessions shorter than this are dropped (before and after the item filter)
-    test_days: int = 7  # test = sessions whose last click falls in the last N days (0 = none)
-    valid_days: int = 7  # validation = sessions ending in the N days before the test window (0 = none)
+    min_item_support: int = option(5, minimum=1, help="Drop items with fewer clicks than this "
+                                                       "(over all days).")
+    min_session_length: int = option(2, minimum=2, cli=False,
+                                     help="Sessions shorter than this are dropped (before and "
+                                          "after the item filter).")
+    test_days: int = option(7, minimum=0, help="Sessions ending in the last N days are the test "
+                                               "split (0: none).")
+    valid_days: int = option(7, minimum=0, help="The N days before the test window are the "
+                                                "validation split (0: none).")
 
     def __post_init__(self) -> None:
         if self.min_item_support < 1:
@@ -84,37 +260,43 @@ class PrepareConfig:
             raise ValueError("test_days and valid_days must be non-negative.")
 
 
-# Arithmetic choices of training (TrainConfig.precision) and scoring (srgnn.predict.Scorer):
-# "auto" resolves to bfloat16 where the CPU multiplies it natively, float32 elsewhere.
-PRECISIONS = ("auto", "float32", "bfloat16")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training setting, with the SR-GNN paper's values as defaults."""
 
-    hidden_size: int = 100  # d: item embedding and node state width
-    steps: int = 1  # propagation steps of the gated graph cell
-    nonhybrid: bool = False  # True: session embedding from attention only (no last-click term)
-    batch_size: int = 100  # training examples per optimizer step
-    lr: float = 0.001  # Adam learning rate
-    lr_decay_step: int = 3  # multiply the learning rate by lr_decay_rate every this many epochs
-    lr_decay_rate: float = 0.1  # step decay factor
-    l2: float = 1e-5  # L2 penalty (Adam weight_decay, added to the gradient as in the reference)
-    epochs: int = 30  # upper bound on training epochs
-    patience: int = 5  # stop after this many epochs without a better validation HR@top_k
-    top_k: int = 20  # K of the validation metrics HR@K and MRR@K (HR@K selects the epoch)
-    seed: int = 2019  # seeds the initial weights and the shuffling of every epoch
-    num_threads: int = 0  # torch CPU threads; 0 = all usable cores (fewer can win on a busy machine)
-    max_examples_per_epoch: int | None = None  # cap on training examples per epoch (quick runs)
-    max_valid_examples: int | None = None  # cap on validation examples (quick runs); None = all
-    eval_batch_size: int = 500  # examples per batch when scoring the validation split
-    shuffle_buffer: int = 1_000_000  # rows shuffled together (~150 B each); covers a Diginetica-size split whole
-    progress: bool = True  # show a tqdm progress bar per epoch
-    short_fallback: bool = True  # item-KNN for 1-3 click sessions where validation by length shows it better
-    # Operands of the loss's catalogue products: "float32", "bfloat16" (float32 accumulation,
-    # softmax and parameters), or "auto" = bfloat16 where the CPU multiplies it natively.
-    precision: str = "auto"
+    hidden_size: int = option(100, minimum=1, help="d: item embedding and node state width.")
+    steps: int = option(1, minimum=1, help="Propagation steps of the gated graph cell.")
+    nonhybrid: bool = option(False, help="Session embedding from attention only (no last-click "
+                                         "term).")
+    batch_size: int = option(100, minimum=1, help="Training examples per optimizer step.")
+    lr: float = option(0.001, help="Adam learning rate.")
+    lr_decay_step: int = option(3, minimum=1, help="Multiply the learning rate by lr_decay_rate "
+                                                   "every this many epochs.")
+    lr_decay_rate: float = option(0.1, help="Step decay factor, in (0, 1].")
+    l2: float = option(1e-5, minimum=0, help="L2 penalty (Adam weight_decay, added to the "
+                                             "gradient as in the reference code).")
+    epochs: int = option(30, minimum=1, help="Upper bound on training epochs.")
+    patience: int = option(5, minimum=1, help="Stop after this many epochs without a better "
+                                              "validation HR@K.")
+    top_k: int = option(K, minimum=1, cli=False, env=None,
+                        help="K of the validation metrics (HR@K selects the epoch).")
+    seed: int = option(2019, help="Seeds the initial weights and the shuffling of every epoch.")
+    num_threads: int = option(0, minimum=0, help="torch CPU threads; 0 = every usable core.")
+    max_examples_per_epoch: int | None = option(None, minimum=1, help="Cap on training examples "
+                                                                      "per epoch (quick runs).")
+    max_valid_examples: int | None = option(None, minimum=1, cli=False,
+                                            help="Cap on validation examples (quick runs).")
+    eval_batch_size: int = option(500, minimum=1, cli=False,
+                                  help="Examples per batch when scoring the validation split.")
+    shuffle_buffer: int = option(1_000_000, minimum=1, cli=False,
+                                 help="Rows shuffled together (~150 B each).")
+    progress: bool = option(True, cli=False, help="Show a progress bar per epoch on a terminal.")
+    short_fallback: bool = option(True, help="Answer 1-3 click sessions with item-KNN where "
+                                             "validation by length shows it better.")
+    precision: str = option("auto", choices=PRECISIONS,
+                            help="Operands of the loss's catalogue products; auto = bfloat16 where "
+                                 "the CPU multiplies it natively (float32 accumulation, softmax "
+                                 "and weights).")
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "steps", "batch_size", "lr_decay_step", "epochs", "patience",
@@ -141,32 +323,91 @@ class TrainConfig:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or None, got {value}.")
 
-    def model_config(self, num_items: int):
-        """The :class:`srgnn.model.ModelConfig` of this config for ``num_items`` items."""
-        from .model import ModelConfig
 
-        return ModelConfig(
-            num_items=num_items,
-            hidden_size=self.hidden_size,
-            steps=self.steps,
-            nonhybrid=self.nonhybrid,
-        )
+@dataclass(frozen=True)
+class ScoreConfig:
+    """The nightly scoring of one day."""
 
-    def training_precision(self) -> str:
-        """``precision`` with "auto" resolved for this machine: "bfloat16" or "float32"."""
-        if self.precision != "auto":
-            return self.precision
-        from .predict import native_bfloat16
+    model_uri: str = option("models:/srgnn@champion",
+                            help="MLflow model URI or a saved recommender folder.")
+    top_k: int = option(K, minimum=1, help="Recommendations per session.")
+    engine: str = option("local", env="SRGNN_SCORING_ENGINE", choices=ENGINES,
+                         help="local: batched torch in this process; spark: mapInArrow on the "
+                              "Spark cluster.")
 
-        return "bfloat16" if native_bfloat16() else "float32"
 
-    def threads(self) -> int:
-        """The number of torch threads this config asks for (0 resolved to all usable cores)."""
-        if self.num_threads:
-            return self.num_threads
-        if hasattr(os, "sched_getaffinity"):
-            return len(os.sched_getaffinity(0))
-        return os.cpu_count() or 1
+@dataclass(frozen=True)
+class Deployment:
+    """How the Airflow DAGs run (read when a DAG file is parsed; not command-line flags)."""
+
+    execution_mode: str = option("local", choices=("local", "cluster"), cli=False,
+                                 help="local: tasks call the package in-process (Spark local); "
+                                      "cluster: Spark jobs go through spark-submit.")
+    spark_conn_id: str = option("spark_default", cli=False,
+                                help="Airflow connection of the Spark master (cluster mode).")
+    jobs_dir: str | None = option(None, cli=False, help="Folder of the spark-submit entry points "
+                                                        "(default: jobs/ beside dags/).")
+    spark_py_files: str | None = option(None, cli=False, help="Zip of the package for cluster "
+                                                              "nodes that do not have it installed.")
+    training_schedule: str = option("@weekly", cli=False,
+                                    help="Cron expression or preset of the training DAG; none "
+                                         "for triggered runs only.")
+    scoring_schedule: str = option("@daily", cli=False,
+                                   help="Cron expression or preset of the scoring DAG; none for "
+                                        "triggered runs only.")
+    training_clicks: str | None = option(None, cli=False, help="Default clicks of the training "
+                                                               "DAG (default: <home>/clicks).")
+    training_format: str = option("auto", choices=FORMATS, cli=False,
+                                  help="Default input format of the training DAG.")
+    scoring_clicks: str | None = option(None, cli=False,
+                                        help="Folder holding one ds=YYYY-MM-DD/ folder per day "
+                                             "(default: <home>/clicks).")
+    scoring_format: str = option("auto", choices=FORMATS, cli=False,
+                                 help="Input format of the days to score.")
+    task_retries: int = option(2, minimum=0, cli=False,
+                               help="Retries of a task that failed for a reason other than the "
+                                    "user's input (a lost connection, a killed worker).")
+    scoring_wait_minutes: int = option(360, minimum=0, cli=False,
+                                       help="How long the scoring DAG waits for a day's clicks "
+                                            "to arrive before it fails.")
+    scoring_poke_minutes: int = option(5, minimum=1, cli=False,
+                                       help="How often the scoring DAG looks for the day's clicks.")
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Deployment":
+        return from_env(cls, environ, **overrides)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Process-level switches (read where they act; not command-line flags)."""
+
+    retain_freed_memory: bool = option(True, cli=False,
+                                       help="Training keeps freed memory for reuse instead of "
+                                            "page-faulting it back every step (false: glibc's "
+                                            "defaults).")
+    spark_class_archive: str | None = option(None, cli=False,
+                                             help="Local Spark's class archive: unset for the "
+                                                  "one built at install, off, or a path.")
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Runtime":
+        return from_env(cls, environ, **overrides)
+
+
+TABLES = (Settings, Source, PrepareConfig, TrainConfig, ScoreConfig, Deployment, Runtime)
+
+
+def markdown_table() -> str:
+    """Every setting with an environment variable, as a Markdown table (``python -m
+    srgnn.config``; the README's configuration table)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for cls in TABLES:
+        for opt in options(cls):
+            if opt.env:
+                default = "unset" if opt.default is None else opt.default
+                rows.append(f"| `{opt.env}` | `{default}` | {opt.help} |")
+    return "\n".join(rows)
 
 
 def config_dict(config) -> dict:
@@ -178,4 +419,24 @@ def config_dict(config) -> dict:
     return out
 
 
-__all__ = ["Settings", "PrepareConfig", "TrainConfig", "config_dict", "asdict", "field"]
+def json_safe(value):
+    """NaN -> None and numpy scalars -> Python, recursively (for JSON artifacts and XCom)."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+__all__ = ["K", "FORMATS", "PRECISIONS", "ENGINES", "Option", "SettingError", "Settings", "Source",
+           "PrepareConfig", "TrainConfig", "ScoreConfig", "Deployment", "Runtime", "TABLES",
+           "markdown_table", "options", "env_value", "from_env",
+           "from_values", "parse", "check", "config_dict", "json_safe"]
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import click
 
-from .config import Settings
+from srgnn.config import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS_DIR = REPO / "dags"
@@ -42,6 +42,8 @@ def _airflow_env(home: Path) -> dict:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "false",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        # dags/.airflowignore is written to work with both syntaxes; regexp needs no pathspec
+        "AIRFLOW__CORE__DAG_IGNORE_FILE_SYNTAX": "regexp",
         "SRGNN_HOME": str(home),
         "SRGNN_TASK_RETRIES": "0",
         "SRGNN_TRAINING_SCHEDULE": "none",
@@ -67,11 +69,14 @@ def _check_run(dag_run, name: str) -> None:
 
 
 def run_demo(settings: Settings, epochs: int = DEMO_EPOCHS) -> dict:
-    from .synth import SynthConfig, write_clickstream
+    from srgnn.data.synth import SynthConfig, write_clickstream
+
+    from srgnn.logs import configure
 
     started = time.time()
     home = settings.home.resolve()
     os.environ.update(_airflow_env(home))
+    configure(own_handlers=True)  # the steps' progress lines, whatever level Airflow logs at
     demo = home / "demo"
     raw, scoring = demo / "train_clicks", demo / "scoring_clicks"
     for folder in (raw, scoring):
@@ -92,7 +97,8 @@ def run_demo(settings: Settings, epochs: int = DEMO_EPOCHS) -> dict:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
 
     # 3. training DAG.
-    click.echo("[demo] training DAG: prepare (Spark) -> train (SR-GNN) -> evaluate -> publish champion")
+    click.echo("[demo] training DAG: prepare (Spark) -> train (SR-GNN) -> evaluate -> gate -> "
+               "publish champion")
     training = _load_dag(DAGS_DIR / "srgnn_training.py", "training_dag")
     run = training.test(run_conf={"clicks": str(raw), "format": "csv", "test_days": 1, "valid_days": 1,
                                   "min_item_support": 5, "epochs": epochs})
@@ -120,11 +126,12 @@ def _latest_run_dir(home: Path) -> Path:
 
 
 def _summary(settings: Settings, home: Path, ds: str) -> dict:
-    from .warehouse import Warehouse
+    from srgnn.warehouse import Warehouse
 
     run_dir = _latest_run_dir(home)
     prep = json.loads((run_dir / "summary.json").read_text())
     training = json.loads((run_dir / "training.json").read_text()) if (run_dir / "training.json").exists() else {}
+    gate = json.loads((run_dir / "gate.json").read_text()) if (run_dir / "gate.json").exists() else {}
     evaluation = (run_dir / "evaluation.txt").read_text() if (run_dir / "evaluation.txt").exists() else ""
     click.echo("\n== srgnn demo summary ==")
     click.echo(f"prepared run       {run_dir}")
@@ -134,9 +141,9 @@ def _summary(settings: Settings, home: Path, ds: str) -> dict:
     click.echo("examples           " + ", ".join(f"{k} {v['examples']:,}" for k, v in prep["splits"].items()))
     if training:
         click.echo(f"registered model   srgnn version {training.get('version')} "
-                   f"(promoted to champion: {training.get('promoted')})  {training.get('model_uri')}")
+                   f"(promoted to champion: {gate.get('promoted')}; {gate.get('reason')})  {training.get('model_uri')}")
     if evaluation:
-        click.echo("\nSR-GNN vs baselines on the held-out day (test split):")
+        click.echo("\nSR-GNN vs the champion and the baselines on the held-out day (test split):")
         click.echo(evaluation.rstrip())
     with Warehouse.connect(settings.warehouse, read_only=True) as warehouse:
         runs = warehouse.run_query("scoring_runs", start_ds=ds, end_ds=ds).to_dicts()

@@ -13,7 +13,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from srgnn.config import Settings
-    from srgnn.spark import get_spark
+    from srgnn.data.spark import get_spark
 
     home = tmp_path_factory.mktemp("spark-home")
     session = get_spark(Settings(home=home, spark_master="local[2]"), app_name="srgnn-tests",
@@ -38,7 +38,7 @@ def write_text(path: Path, text: str) -> str:
 @pytest.fixture(scope="session")
 def postgres_server():
     """A throwaway PostgreSQL server from Debian's package (skipped where it is absent)."""
-    from pg import PostgresServer, PostgresUnavailable
+    from srgnn.warehouse.localpg import PostgresServer, PostgresUnavailable
 
     try:
         server = PostgresServer.start()

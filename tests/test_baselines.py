@@ -18,7 +18,8 @@ import math
 import numpy as np
 import pytest
 
-from srgnn.baselines import (
+from srgnn.data.ragged import from_lists
+from srgnn.model.baselines import (
     BASELINES,
     FirstOrderMarkov,
     ItemKNN,
@@ -26,7 +27,6 @@ from srgnn.baselines import (
     SessionKNN,
     SessionPopularity,
     VectorSessionKNN,
-    flatten_sessions,
     make_baseline,
 )
 
@@ -157,7 +157,7 @@ def test_lists_are_valid(name):
     rng = np.random.default_rng(0)
     train = random_sessions(rng, 300, 60)
     prefixes = random_sessions(rng, 200, 70) + [[]]  # items 61..70 are unknown to training
-    values, offsets = flatten_sessions(prefixes)
+    values, offsets = from_lists(prefixes)
     model = make_baseline(name).fit(train, num_items=60)
     k = 20
     items, scores = model.recommend(values, offsets, k)
@@ -195,7 +195,10 @@ def test_evaluate_baselines_on_a_run_folder(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    from srgnn.evaluate import evaluate_baselines, format_table, load_sessions, load_split
+    from srgnn.data.runfolder import RunFolder
+    from srgnn.evaluation import heldout
+    from srgnn.evaluation.evaluate import evaluate_all, fit_baselines
+    from srgnn.evaluation.report import format_table
 
     (tmp_path / "sessions" / "train").mkdir(parents=True)
     (tmp_path / "graphs" / "test").mkdir(parents=True)
@@ -212,14 +215,25 @@ def test_evaluate_baselines_on_a_run_folder(tmp_path):
                   "prefix_length": pa.array([2, 1, 2], type=pa.int32())}),
         tmp_path / "graphs" / "test" / "part-0.parquet",
     )
-    sessions = load_sessions(tmp_path, "train")
+    clicks = np.bincount(np.concatenate(TRAIN), minlength=8)[1:]
+    pq.write_table(pa.table({"item_id": [f"item-{i}" for i in range(1, 8)],
+                             "item_index": pa.array(range(1, 8), type=pa.int32()),
+                             "train_clicks": pa.array(clicks, type=pa.int64())}),
+                   tmp_path / "vocab.parquet")
+    run = RunFolder(tmp_path)
+    sessions = run.sessions("train")
     assert sessions.end_times.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # epoch seconds
     assert sessions.offsets.tolist() == [0, 3, 6, 8, 10, 13, 16]
-    examples = load_split(tmp_path, "test")
+    examples = run.examples("test")
     assert examples.prefix_values.tolist() == [1, 2, 6, 2, 4]
     assert examples.prefix_offsets.tolist() == [0, 2, 3, 5]
+    held_out = heldout.from_run(run)
+    assert held_out.sessions.to_pylist() == [["item-1", "item-2"], ["item-6"], ["item-2", "item-4"]]
+    assert held_out.targets.tolist() == ["item-3", "item-5", "item-3"]
 
-    results = evaluate_baselines(tmp_path, ["pop", "markov"], k=2)
+    models, fit_seconds = fit_baselines(run, ["pop", "markov"])
+    assert set(fit_seconds) == {"pop", "markov"}
+    results = evaluate_all(models, held_out, k=2)
     # POP lists 2, 3 for everyone: targets 3, 5, 3 -> ranks 2, miss, 2
     assert results["pop"]["HR@2"] == pytest.approx(2 / 3)
     assert results["pop"]["MRR@2"] == pytest.approx(1 / 3)
@@ -259,7 +273,7 @@ def test_session_knn_matches_a_direct_loop(cls):
     train = random_sessions(rng, 400, 40)
     prefixes = random_sessions(rng, 60, 40)
     model = cls(num_neighbors=7, sample_size=25).fit(train, num_items=40)
-    values, offsets = flatten_sessions(prefixes)
+    values, offsets = from_lists(prefixes)
     items, scores = model.recommend(values, offsets, 40)  # the whole catalogue
     for row, prefix in enumerate(prefixes):
         expected = direct_session_knn(train, prefix, 7, 25, positional=cls is VectorSessionKNN)

@@ -1,4 +1,4 @@
-"""Tests of srgnn.batching: batch tensors built by hand, Parquet streaming and shuffling."""
+"""Tests of srgnn.model.batching: batch tensors built by hand, Parquet streaming and shuffling."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from graphdata import clustered_sessions, write_graph_parquet
-from srgnn.batching import GraphBatch, GraphParquetReader, collate
-from srgnn.graph import build_graphs, normalized_adjacency
+from srgnn.data.samples import clustered_sessions, write_graph_parquet
+from srgnn.model.batching import GraphBatch, collate
+from srgnn.model.reader import GraphParquetReader
+from srgnn.data.graph import build_graphs, normalized_adjacency
 
 A, B, C = 11, 12, 13
 
@@ -212,7 +213,7 @@ def test_reader_reports_missing_data(tmp_path):
 
 
 def test_reader_holds_a_bounded_number_of_rows(graph_folder, monkeypatch):
-    import srgnn.batching as batching
+    import srgnn.model.reader as batching
 
     held = []
     original = batching._Rows.from_table.__func__

@@ -251,8 +251,9 @@ def test_dockerfile_installs_the_locked_project_with_java_17():
     assert "openjdk-17-jre-headless" in text
     assert "-c requirements.lock" in text
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
-    for folder in ("dags", "jobs", "sql", "srgnn"):
+    for folder in ("dags", "jobs", "srgnn"):  # the warehouse SQL ships inside srgnn/
         assert re.search(rf"^COPY {folder}/ {folder}/$", text, re.MULTILINE), folder
+    assert (ROOT / "srgnn" / "warehouse" / "sql" / "ddl").is_dir()
     assert re.search(r"^USER \d+", text, re.MULTILINE), "the image should not run as root"
     # The CPU index belongs to the image build only.
     for name in ("pyproject.toml", "requirements.lock"):
@@ -294,16 +295,11 @@ def test_entrypoint_writes_the_airflow_login(tmp_path):
 
 def test_postgres_init_script_creates_one_private_database_per_service(tmp_path):
     """Runs docker/postgres/init-databases.sh the way the postgres image does, then logs in."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from pg import PostgresServer, PostgresUnavailable, find_bindir
-    finally:
-        sys.path.pop(0)
     from urllib.parse import urlsplit
 
     import psycopg
+
+    from srgnn.warehouse.localpg import PostgresServer, PostgresUnavailable, find_bindir
 
     if os.environ.get("SRGNN_TEST_POSTGRES_URL"):
         pytest.skip("creates roles: runs only against the throwaway server")

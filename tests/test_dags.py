@@ -20,13 +20,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGS = ROOT / "dags"
-HEAVY_MODULES = ("torch", "pyspark", "mlflow", "duckdb", "srgnn.pipeline", "srgnn.prepare",
-                 "srgnn.etl", "srgnn.spark", "srgnn.train", "srgnn.model", "srgnn.warehouse")
+HEAVY_MODULES = ("torch", "pyspark", "mlflow", "duckdb", "srgnn.pipeline", "srgnn.data",
+                 "srgnn.model", "srgnn.training", "srgnn.evaluation", "srgnn.serving",
+                 "srgnn.warehouse")
 CONFIG_VARS = ("SRGNN_EXECUTION_MODE", "SRGNN_SPARK_CONN_ID", "SRGNN_JOBS_DIR", "SRGNN_SPARK_PY_FILES",
                "SRGNN_TRAINING_SCHEDULE", "SRGNN_SCORING_SCHEDULE", "SRGNN_TRAINING_CLICKS",
                "SRGNN_TRAINING_FORMAT", "SRGNN_SCORING_CLICKS", "SRGNN_MODEL_URI",
                "SRGNN_SCORING_ENGINE", "SRGNN_SCORING_FORMAT", "SRGNN_TOP_K", "SRGNN_MIN_ITEM_SUPPORT", "SRGNN_TEST_DAYS",
-               "SRGNN_VALID_DAYS", "SRGNN_TASK_RETRIES")
+               "SRGNN_VALID_DAYS", "SRGNN_TASK_RETRIES", "SRGNN_EPOCHS", "SRGNN_PRECISION",
+               "SRGNN_SCORING_WAIT_MINUTES", "SRGNN_SCORING_POKE_MINUTES")
+TRAINING_TASKS = ("prepare", "train", "evaluate", "gate", "publish_champion")
 
 
 def _airflow_environment(home: Path, srgnn_home: Path) -> dict[str, str]:
@@ -83,6 +86,14 @@ def test_dag_folder_imports_without_errors(bag):
     assert set(dagbag.dag_ids) == {"srgnn_training", "srgnn_scoring"}
 
 
+@pytest.mark.parametrize("syntax", ["glob", "regexp"])
+def test_helper_modules_are_not_parsed_as_dag_files(bag, syntax):
+    # _common.py would be parsed (it mentions both "airflow" and "dag") without .airflowignore
+    assert "airflow" in (DAGS / "_common.py").read_text() and "dag" in (DAGS / "_common.py").read_text()
+    dagbag = bag(AIRFLOW__CORE__DAG_IGNORE_FILE_SYNTAX=syntax)
+    assert sorted(stat.file for stat in dagbag.dagbag_stats) == ["srgnn_scoring.py", "srgnn_training.py"]
+
+
 @pytest.mark.parametrize("mode", ["local", "cluster"])
 def test_importing_the_dag_folder_stays_light(tmp_path, mode):
     """A fresh interpreter parses both DAG files and has not imported torch, Spark or MLflow."""
@@ -116,9 +127,9 @@ def test_unknown_execution_mode_is_an_import_error(airflow_env, monkeypatch):
 
 def test_training_dag_structure(bag):
     dag = bag().dags["srgnn_training"]
-    assert {task.task_id for task in dag.tasks} == {"prepare", "train", "evaluate", "publish_champion"}
+    assert {task.task_id for task in dag.tasks} == set(TRAINING_TASKS)
     assert _edges(dag) == {("prepare", "train"), ("train", "evaluate"), ("prepare", "evaluate"),
-                           ("evaluate", "publish_champion"), ("train", "publish_champion")}
+                           ("train", "gate"), ("evaluate", "gate"), ("gate", "publish_champion")}
     assert dag.schedule == "@weekly"
     assert dag.catchup is False
     assert dag.max_active_runs == 1
@@ -131,25 +142,34 @@ def test_training_dag_structure(bag):
 def test_training_dag_publishes_the_champion_asset(bag):
     dag = bag().dags["srgnn_training"]
     outlets = {task.task_id: [asset.uri for asset in task.outlets] for task in dag.tasks}
-    assert outlets == {"prepare": [], "train": [], "evaluate": [],
+    assert outlets == {"prepare": [], "train": [], "evaluate": [], "gate": [],
                        "publish_champion": ["srgnn://models/srgnn/champion"]}
 
 
 def test_training_params_and_their_environment_defaults(bag, airflow_env):
-    params = bag().dags["srgnn_training"].params
-    assert params.dump() == {
+    from srgnn import config
+
+    params = bag().dags["srgnn_training"].params.dump()
+    # every user-facing prepare and training setting of the one settings table, and refit
+    table = [opt.name for cls in (config.PrepareConfig, config.TrainConfig)
+             for opt in config.options(cls) if opt.cli]
+    assert sorted(params) == sorted(["clicks", "format", *table, "refit"])
+    assert {k: params[k] for k in ("clicks", "format", "min_item_support", "test_days",
+                                   "valid_days", "epochs", "refit", "short_fallback", "precision",
+                                   "hidden_size", "lr", "max_examples_per_epoch")} == {
         "clicks": str(airflow_env.srgnn_home.resolve() / "clicks"), "format": "auto",
-        "min_item_support": 5, "test_days": 7, "valid_days": 7, "epochs": None, "refit": False,
-        "short_fallback": True, "precision": "auto",
+        "min_item_support": 5, "test_days": 7, "valid_days": 7, "epochs": 30, "refit": False,
+        "short_fallback": True, "precision": "auto", "hidden_size": 100, "lr": 0.001,
+        "max_examples_per_epoch": None,
     }
     params = bag(SRGNN_TRAINING_CLICKS="/data/clicks/*.csv.gz", SRGNN_TRAINING_FORMAT="yoochoose",
                  SRGNN_MIN_ITEM_SUPPORT="3", SRGNN_TEST_DAYS="1", SRGNN_VALID_DAYS="0",
-                 SRGNN_TRAINING_SCHEDULE="0 3 * * 1", SRGNN_TASK_RETRIES="4",
-                 SRGNN_PRECISION="float32").dags["srgnn_training"].params
-    assert params.dump() == {
+                 SRGNN_TRAINING_SCHEDULE="0 3 * * 1", SRGNN_TASK_RETRIES="4", SRGNN_EPOCHS="4",
+                 SRGNN_PRECISION="float32").dags["srgnn_training"].params.dump()
+    assert {k: params[k] for k in ("clicks", "format", "min_item_support", "test_days",
+                                   "valid_days", "epochs", "precision")} == {
         "clicks": "/data/clicks/*.csv.gz", "format": "yoochoose",
-        "min_item_support": 3, "test_days": 1, "valid_days": 0, "epochs": None, "refit": False,
-        "short_fallback": True, "precision": "float32",
+        "min_item_support": 3, "test_days": 1, "valid_days": 0, "epochs": 4, "precision": "float32",
     }
 
 
@@ -191,8 +211,8 @@ def test_cluster_mode_submits_the_prepare_job(bag, airflow_env):
     assert prepare._conn_id == "spark_prod"
     assert prepare.application == "/opt/srgnn/jobs/prepare.py"
     assert {type(task).__name__ for task in dag.tasks if task.task_id != "prepare"} == {"_PythonDecoratedOperator"}
-    assert _edges(dag) == {("prepare", "train"), ("train", "evaluate"),
-                           ("evaluate", "publish_champion"), ("train", "publish_champion")}
+    assert _edges(dag) == {("prepare", "train"), ("train", "evaluate"), ("train", "gate"),
+                           ("evaluate", "gate"), ("gate", "publish_champion")}
 
     context = {"run_id": "manual__2026-11-29T10:11:12.5+00:00", "dag": dag, "params": dag.params.dump()}
     run_dir = str(airflow_env.srgnn_home.resolve() / "runs" / "srgnn_training" / "manual__2026-11-29T10_11_12.5_00_00")
@@ -219,11 +239,15 @@ def test_scoring_dag_structure(bag):
     from airflow.sdk import CronDataIntervalTimetable
 
     dag = bag().dags["srgnn_scoring"]
-    assert [task.task_id for task in dag.tasks] == ["score"]
+    assert [task.task_id for task in dag.tasks] == ["wait_for_clicks", "score"]
+    assert _edges(dag) == {("wait_for_clicks", "score")}
     score = dag.get_task("score")
     assert type(score).__name__ == "_PythonDecoratedOperator"
     assert score.retries == 2
     assert [asset.uri for asset in score.inlets] == ["srgnn://models/srgnn/champion"]
+    wait = dag.get_task("wait_for_clicks")
+    assert wait.mode == "reschedule" and wait.retries == 0  # its timeout says how long to wait
+    assert wait.timeout == 360 * 60 and wait.poke_interval == 5 * 60
     # A data-interval timetable: the run after midnight has the finished day as its `ds`.
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert dag.timetable.expression == "0 0 * * *"
@@ -233,6 +257,8 @@ def test_scoring_dag_structure(bag):
         "clicks": str(Path(os.environ["SRGNN_HOME"]).resolve() / "clicks") + "/ds={{ ds }}/",
         "format": "auto", "model_uri": "models:/srgnn@champion", "top_k": 20, "engine": "local",
     }
+    waits = bag(SRGNN_SCORING_WAIT_MINUTES="30").dags["srgnn_scoring"].get_task("wait_for_clicks")
+    assert waits.timeout == 30 * 60
 
 
 def test_scoring_schedule_and_params_from_the_environment(bag):
@@ -247,18 +273,66 @@ def test_scoring_schedule_and_params_from_the_environment(bag):
     assert bag(SRGNN_SCORING_SCHEDULE="none").dags["srgnn_scoring"].schedule is None
 
 
-def test_scoring_reads_the_partition_of_the_logical_date(bag):
-    from jinja2 import UndefinedError
+def test_a_bad_setting_in_the_environment_is_a_parse_error_naming_it(airflow_env, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
 
-    dag = bag(SRGNN_SCORING_CLICKS="/data/clicks").dags["srgnn_scoring"]
-    params = dag.params.dump()
-    assert _render(dag, "score", "op_kwargs", {"ds": "2026-11-27", "params": params}) == {
-        "clicks": "/data/clicks/ds=2026-11-27/", "ds": "2026-11-27"}
-    params["clicks"] = "/data/{{ ds_nodash }}/*.json"
-    assert _render(dag, "score", "op_kwargs", {"ds": "2026-11-27", "params": params})["clicks"] == "/data/20261127/*.json"
-    # A run without a logical date has no `ds`: the task must fail, not read "ds=/".
-    with pytest.raises(UndefinedError):
-        _render(dag, "score", "op_kwargs", {"params": params})
+    monkeypatch.setenv("SRGNN_TOP_K", "twenty")
+    errors = DagBag(dag_folder=str(DAGS)).import_errors
+    assert errors and all("SRGNN_TOP_K must be an integer" in error for error in errors.values())
+
+
+def test_the_scoring_day_and_its_folder_come_from_the_logical_date(airflow_env):
+    import srgnn_scoring
+    from airflow.sdk.exceptions import AirflowFailException
+
+    context = {"logical_date": "2026-11-27T00:00:00+00:00", "ds": "2026-11-27",
+               "params": {"clicks": "/data/clicks/ds={{ ds }}/"}}
+    assert srgnn_scoring._day(context) == ("2026-11-27", "/data/clicks/ds=2026-11-27/")
+    context["params"]["clicks"] = "/data/{{ ds_nodash }}/*.json"
+    assert srgnn_scoring._day(context)[1] == "/data/20261127/*.json"
+    # A manual run without a logical date: a user error, failed at once (no retries).
+    with pytest.raises(AirflowFailException, match="needs a logical date"):
+        srgnn_scoring._day({"logical_date": None, "params": context["params"]})
+
+
+def test_the_sensor_waits_for_the_day_and_fails_at_once_on_a_wrong_folder(airflow_env, tmp_path):
+    import srgnn_scoring
+    from airflow.sdk.exceptions import AirflowFailException
+
+    sensor = srgnn_scoring.WaitForClicks(task_id="probe")
+    root = tmp_path / "clicks"
+    root.mkdir()
+    context = {"logical_date": "2026-11-27", "ds": "2026-11-27",
+               "params": {"clicks": str(root) + "/ds={{ ds }}/"}}
+    assert sensor.poke(context) is False  # not arrived yet: keep waiting
+    (root / "ds=2026-11-27").mkdir()
+    assert sensor.poke(context) is True
+    context["params"]["clicks"] = str(tmp_path / "typo" / "ds={{ ds }}")
+    with pytest.raises(AirflowFailException, match="does not exist"):
+        sensor.poke(context)
+    context["params"]["clicks"] = "s3a://bucket/clicks/ds={{ ds }}/"
+    assert sensor.poke(context) is True  # remote: the scoring job reports a missing day itself
+
+
+def test_user_errors_fail_the_task_without_retries(airflow_env):
+    import _common
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from srgnn.config import SettingError, TrainConfig
+    from srgnn.data.readers import InputError
+
+    @_common.fail_fast_on_user_errors
+    def task_body(error):
+        raise error
+
+    with pytest.raises(AirflowFailException, match="error: /data/x: no such file or folder"):
+        task_body(InputError("/data/x: no such file or folder"))
+    with pytest.raises(AirflowFailException, match="epochs"):
+        _common.build(TrainConfig, {"epochs": 0})
+    with pytest.raises(AirflowFailException, match="bad"):
+        task_body(SettingError("bad"))
+    with pytest.raises(RuntimeError):  # an environment fault: retried as usual
+        task_body(RuntimeError("connection reset"))
 
 
 def test_cluster_mode_submits_the_scoring_job(bag):
@@ -273,7 +347,7 @@ def test_cluster_mode_submits_the_scoring_job(bag):
     assert [asset.uri for asset in score.inlets] == ["srgnn://models/srgnn/champion"]
     args = _render(dag, "score", "application_args", {"ds": "2026-11-27", "params": dag.params.dump()})
     assert args == ["--clicks", "hdfs:///raw/clicks/ds=2026-11-27/", "--format", "auto", "--ds", "2026-11-27",
-                    "--model", "models:/srgnn@champion", "--top-k", "20"]
+                    "--model", "models:/srgnn@champion", "--top-k", "20", "--engine", "spark"]
 
 
 # -- shared helpers ---------------------------------------------------------------------------
@@ -282,12 +356,13 @@ def test_champion_gate_emits_only_promotions(airflow_env):
     import _common
     from airflow.sdk.exceptions import AirflowSkipException
 
-    trained = {"run_id": "abc", "version": 7, "metrics": {"valid_mrr@20": 0.31},
-               "promoted": True, "model_uri": "models:/srgnn/7"}
+    trained = {"run_id": "abc", "version": 7, "candidate": {"HR@20": 0.31, "MRR@20": 0.1},
+               "promoted": True, "model_uri": "models:/srgnn/7", "reason": "higher HR@20"}
     events = {_common.CHAMPION: SimpleNamespace(extra={})}
     extra = _common.publish_champion(trained, events)
     assert events[_common.CHAMPION].extra == extra == {
-        "model_uri": "models:/srgnn/7", "version": "7", "run_id": "abc", "metrics": {"valid_mrr@20": 0.31}}
+        "model_uri": "models:/srgnn/7", "version": "7", "run_id": "abc",
+        "metrics": {"HR@20": 0.31, "MRR@20": 0.1}}
 
     events = {_common.CHAMPION: SimpleNamespace(extra={})}
     with pytest.raises(AirflowSkipException, match="did not beat the champion"):

@@ -6,7 +6,7 @@ runs ``airflow db migrate`` and then, in one fresh interpreter (``tests/airflow_
 why the pytest process cannot host Airflow here):
 
 1. the training DAG on the first four days (prepare with Spark local -> train one epoch ->
-   evaluate -> publish the champion);
+   evaluate -> gate -> publish the champion);
 2. the scoring DAG for the fifth day, into the default warehouse;
 3. the scoring DAG for the fifth, sixth and seventh days and the sixth once more, into a
    second warehouse: a three-day backfill with a rerun.
@@ -41,7 +41,7 @@ EPOCH_RANGE = (1_000_000_000, 4_000_000_000)
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
     """Train once, score one day into one warehouse and backfill three days into another."""
-    from srgnn.synth import SynthConfig, write_clickstream
+    from srgnn.data.synth import SynthConfig, write_clickstream
 
     home = tmp_path_factory.mktemp("e2e-home").resolve()
     train_clicks, score_clicks = home / "data" / "train", home / "data" / "score"
@@ -121,7 +121,7 @@ def champion():
     """The registry's champion version, through an MLflow client on this test's store."""
     import mlflow
 
-    from srgnn import registry
+    from srgnn.serving import registry
     from srgnn.config import Settings
 
     uri = Settings.from_env().tracking_uri
@@ -152,7 +152,7 @@ def test_training_dag_run_succeeds_and_publishes_the_champion(e2e):
     run = e2e.training
     assert run["state"] == "success"
     assert run["tasks"] == {"prepare": "success", "train": "success", "evaluate": "success",
-                            "publish_champion": "success"}
+                            "gate": "success", "publish_champion": "success"}
     _, version = champion()
     assert version is not None
     assert [event["uri"] for event in run["asset_events"]] == [CHAMPION_URI]
@@ -201,7 +201,8 @@ def test_training_registers_a_champion_through_the_gate(e2e):
 def test_scoring_dag_writes_top_k_for_every_session_of_the_day(e2e):
     ds = SCORE_DAYS[0]
     run = e2e.scoring
-    assert (run["state"], run["tasks"], run["logical_date"][:10]) == ("success", {"score": "success"}, ds)
+    assert (run["state"], run["tasks"], run["logical_date"][:10]) == (
+        "success", {"wait_for_clicks": "success", "score": "success"}, ds)
     _, version = champion()
     sessions = assert_day_is_complete(e2e.warehouse, e2e.score_clicks, ds, version.version)
     assert query(e2e.warehouse, "SELECT DISTINCT CAST(ds AS VARCHAR) FROM recommendations") == [(ds,)]

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from srgnn import etl
+from srgnn.data import etl
 
 pytestmark = pytest.mark.spark
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from srgnn.graph import build_graphs, normalized_adjacency
+from srgnn.data.graph import build_graphs, normalized_adjacency
 
 A, B, C, D = 11, 12, 13, 14
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from srgnn.io import InputError, detect_format, read_clicks, resolve_inputs
+from srgnn.data.inputs import InputError, detect_format, resolve_inputs
+from srgnn.data.readers import read_clicks
 
 from conftest import write_text
 

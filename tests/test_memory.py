@@ -1,4 +1,4 @@
-"""Tests of srgnn.memory: freed training buffers stay in the process (no page faults)."""
+"""Tests of srgnn.training.memory: freed training buffers stay in the process (no page faults)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 _ROUNDS = textwrap.dedent(
     """
     import resource, sys, numpy as np, torch
-    from srgnn.memory import retain_freed_memory
+    from srgnn.training.memory import retain_freed_memory
     applied = retain_freed_memory() if sys.argv[1] == "retain" else False
-    from srgnn.batching import collate
-    from srgnn.graph import build_graphs
-    from srgnn.model import SRGNN, ModelConfig
-    from srgnn.train import training_step
+    from srgnn.model.batching import collate
+    from srgnn.data.graph import build_graphs
+    from srgnn.model.network import SRGNN, ModelConfig
+    from srgnn.training.loop import training_step
     torch.manual_seed(0)
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from srgnn import metrics
-from srgnn.evaluate import evaluate_ranked, format_table
+from srgnn.evaluation import metrics
+from srgnn.evaluation.evaluate import evaluate_ranked
+from srgnn.evaluation.report import format_table
 
 
 # -- accuracy at K ----------------------------------------------------------------------------

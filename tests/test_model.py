@@ -1,4 +1,4 @@
-"""Tests of srgnn.model (parity with the paper's equations) and srgnn.predict (top-K)."""
+"""Tests of srgnn.model.network (parity with the paper's equations) and srgnn.serving.predict (top-K)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from graphdata import clustered_sessions, expand_prefixes, sessions_to_arrays
-from srgnn.batching import collate
-from srgnn.graph import build_graphs
-from srgnn.model import SRGNN, ModelConfig
-from srgnn.predict import Scorer
+from srgnn.data.samples import clustered_sessions, expand_prefixes, sessions_to_arrays
+from srgnn.model.batching import collate
+from srgnn.data.graph import build_graphs
+from srgnn.model.network import SRGNN, ModelConfig
+from srgnn.serving.predict import Scorer
 
 
 def batch_of(sessions):
@@ -308,7 +308,7 @@ def test_bfloat16_prefixes_without_a_certificate_are_scored_again_in_float32():
 
 
 def test_scorer_precision_option(scorer_model):
-    from srgnn.predict import native_bfloat16
+    from srgnn.cpu import native_bfloat16
 
     assert Scorer(scorer_model).precision == ("bfloat16" if native_bfloat16() else "float32")
     assert Scorer(scorer_model, precision="float32").precision == "float32"
@@ -395,7 +395,7 @@ def test_bfloat16_catalogue_products_keep_the_loss_and_gradients_within_bfloat16
 
 
 def test_item_lookup_alone_gives_the_embedding_gradient():
-    from srgnn.model import _ItemLookup
+    from srgnn.model.network import _ItemLookup
 
     torch.manual_seed(8)
     table = torch.randn(9, 4, requires_grad=True)

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from srgnn.config import PrepareConfig
-from srgnn.prepare import run_prepare
+from srgnn.data.prepare import run_prepare
 
 from conftest import write_text
 

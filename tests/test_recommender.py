@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from srgnn.model import SRGNN, ModelConfig
-from srgnn.predict import Scorer
-from srgnn.recommender import SOURCE_MODEL, SOURCE_POPULARITY, Recommender
+from srgnn.model.network import SRGNN, ModelConfig
+from srgnn.serving.predict import Scorer
+from srgnn.data.vocab import Vocabulary
+from srgnn.serving.recommender import SOURCE_MODEL, SOURCE_POPULARITY, Recommender
 
 
 @pytest.fixture()
@@ -14,12 +15,12 @@ def recommender():
     torch.manual_seed(0)
     model = SRGNN(ModelConfig(num_items=5, hidden_size=8))
     # train clicks: a 5, b 1, c 2, d 9, e 2 -> popularity order d, a, c, e, b
-    return Recommender(Scorer(model), np.array(["a", "b", "c", "d", "e"], dtype=object),
-                       np.array([0, 5, 1, 2, 9, 2]))
+    return Recommender(Scorer(model), Vocabulary(np.array(["a", "b", "c", "d", "e"], dtype=object),
+                                                 np.array([0, 5, 1, 2, 9, 2])))
 
 
 def test_unknown_items_are_skipped_and_counted(recommender):
-    direct = recommender.scorer.top_k(np.array([1, 2]), np.array([0, 2]), k=3)
+    direct = recommender.ranker.top_k(np.array([1, 2]), np.array([0, 2]), k=3)
     out = recommender.recommend([["a", "zz", "b", "yy"]], k=3)
     assert out.unknown_clicks.tolist() == [2]
     assert out.source.tolist() == [SOURCE_MODEL]
@@ -54,13 +55,13 @@ def test_save_and_load_give_the_same_recommendations(recommender, tmp_path):
 def test_bad_vocabulary_is_rejected():
     model = SRGNN(ModelConfig(num_items=3, hidden_size=4))
     with pytest.raises(ValueError, match="vocabulary has 2 items"):
-        Recommender(Scorer(model), np.array(["a", "b"], dtype=object), np.array([0, 1, 1]))
+        Recommender(Scorer(model), Vocabulary(np.array(["a", "b"], dtype=object), np.array([0, 1, 1])))
     with pytest.raises(ValueError, match="unique"):
-        Recommender(Scorer(model), np.array(["a", "a", "b"], dtype=object), np.array([0, 1, 1, 1]))
+        Recommender(Scorer(model), Vocabulary(np.array(["a", "a", "b"], dtype=object), np.array([0, 1, 1, 1])))
 
 
 def test_unique_lists_groups_equal_lists_only():
-    from srgnn.predict import unique_lists
+    from srgnn.serving.predict import unique_lists
 
     lists = [[5, 6], [5], [5, 6], [6, 5], [7], [5], [5, 6, 5], [5, 6]]
     offsets = np.concatenate([[0], np.cumsum([len(x) for x in lists])])
@@ -73,7 +74,7 @@ def test_unique_lists_groups_equal_lists_only():
 
 
 def test_unique_lists_never_merges_lists_whose_hashes_collide(monkeypatch):
-    import srgnn.predict as predict
+    import srgnn.serving.predict as predict
 
     # Every hash equal: only the element-by-element check tells the lists apart.
     monkeypatch.setattr(predict, "_mix64", lambda x: np.zeros_like(x))
@@ -96,8 +97,8 @@ def test_duplicate_sessions_get_the_rows_of_a_lone_session(recommender):
 
 
 def test_short_session_fallback_routes_its_lengths_and_survives_save_and_load(recommender, tmp_path):
-    from srgnn.baselines import ItemKNN
-    from srgnn.recommender import SOURCE_ITEM_KNN, ShortSessionFallback
+    from srgnn.model.baselines import ItemKNN
+    from srgnn.serving.recommender import SOURCE_ITEM_KNN, ShortSessionFallback
 
     # Co-occurrences: a-c in three sessions, a-e in one; b-d twice.
     knn = ItemKNN(regularization=0.0).fit([[1, 3], [3, 1, 5], [1, 3], [2, 4], [4, 2], [1, 5]], num_items=5)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from graphdata import clustered_sessions, graph_table
+from srgnn.data.samples import clustered_sessions, graph_table
 
 NUM_ITEMS = 150
 
@@ -116,38 +116,53 @@ def _empty_graph_table() -> pa.Table:
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-from srgnn import registry  # noqa: E402  (after the fixture helpers, which need no MLflow)
-from srgnn.config import Settings  # noqa: E402
-from srgnn.model import SRGNN, ModelConfig  # noqa: E402
-from srgnn.predict import Scorer  # noqa: E402
-from srgnn.recommender import Recommender, read_vocab  # noqa: E402
-from srgnn.train import TrainConfig, num_items_from_vocab, train  # noqa: E402
+from srgnn.serving import pyfunc, registry  # noqa: E402
+from srgnn.serving import pyfunc as pyfunc_module  # noqa: E402  (after the fixture helpers, which need no MLflow)
+from srgnn.config import Settings, TrainConfig  # noqa: E402
+from srgnn.data.runfolder import RunFolder  # noqa: E402
+from srgnn.evaluation import gate as gates  # noqa: E402
+from srgnn.evaluation import heldout  # noqa: E402
+from srgnn.evaluation.evaluate import evaluate  # noqa: E402
+from srgnn.model.network import SRGNN, ModelConfig  # noqa: E402
+from srgnn.serving.predict import Scorer  # noqa: E402
+from srgnn.serving.recommender import Recommender  # noqa: E402
+from srgnn.training.loop import train  # noqa: E402
 
 TINY = TrainConfig(hidden_size=16, batch_size=50, epochs=1, progress=False, num_threads=1, seed=7)
 
 
 def train_recommender(run_dir: Path, config: TrainConfig) -> Recommender:
-    num_items = num_items_from_vocab(run_dir / "vocab.parquet")
-    result = train(run_dir / "graphs" / "train", run_dir / "graphs" / "valid", num_items, config)
-    return Recommender.from_training(result.best_state_dict, result.model_config, run_dir)
+    run = RunFolder(run_dir)
+    result = train(run.graphs("train"), run.graphs("valid"), run.num_items, config)
+    return Recommender.from_training(result.best_state_dict, result.model_config, run.vocabulary)
 
 
 def random_recommender(run_dir: Path, seed: int = 0, hidden_size: int = 16) -> Recommender:
     """A model with untrained (random) weights over the run's vocabulary: a damaged model."""
-    item_ids, popularity = read_vocab(run_dir / "vocab.parquet")
+    vocabulary = RunFolder(run_dir).vocabulary
     torch.manual_seed(seed)
-    model = SRGNN(ModelConfig(num_items=len(item_ids), hidden_size=hidden_size))
-    return Recommender(Scorer(model), item_ids, popularity)
+    model = SRGNN(ModelConfig(num_items=vocabulary.num_items, hidden_size=hidden_size))
+    return Recommender(Scorer(model), vocabulary)
+
+
+def evaluate_on(recommender: Recommender, run_dir: Path, split: str | None = None) -> dict:
+    return evaluate(recommender, heldout.from_run(run_dir, split))
 
 
 def log_and_gate(recommender: Recommender, run_dir: Path):
     import mlflow
 
-    example = registry.raw_examples(run_dir, "test")[0].slice(0, 4).to_pylist()
+    example = RunFolder(run_dir).raw_examples("test")[0].slice(0, 4).to_pylist()
     with mlflow.start_run():
-        info = registry.log_recommender(recommender, example)
+        info = pyfunc.log_recommender(recommender, example)
     version = info.registered_model_version
-    return version, registry.promote_if_better(version, run_dir, candidate=recommender)
+    held_out = heldout.from_run(run_dir)
+
+    def evaluate_version(number: str) -> dict:  # the champion, loaded from the registry
+        return evaluate(registry.load_recommender(f"models:/srgnn/{number}")[0], held_out)
+
+    return version, gates.promote_if_better(version, evaluate(recommender, held_out),
+                                            split="test", evaluate_version=evaluate_version)
 
 
 @pytest.fixture(scope="module")
@@ -164,24 +179,24 @@ def runs(tmp_path_factory):
 # --------------------------------------------------------------------------------------------
 def test_is_better_compares_hit_rate_then_mrr():
     champion = {"HR@20": 0.5, "MRR@20": 0.2}
-    assert registry.is_better({"HR@20": 0.51, "MRR@20": 0.1}, champion)
-    assert registry.is_better({"HR@20": 0.5, "MRR@20": 0.21}, champion)
-    assert not registry.is_better({"HR@20": 0.5, "MRR@20": 0.2}, champion)  # a tie keeps the champion
-    assert not registry.is_better({"HR@20": 0.49, "MRR@20": 0.9}, champion)
-    assert not registry.is_better({"HR@20": math.nan, "MRR@20": math.nan}, champion)
+    assert gates.is_better({"HR@20": 0.51, "MRR@20": 0.1}, champion)
+    assert gates.is_better({"HR@20": 0.5, "MRR@20": 0.21}, champion)
+    assert not gates.is_better({"HR@20": 0.5, "MRR@20": 0.2}, champion)  # a tie keeps the champion
+    assert not gates.is_better({"HR@20": 0.49, "MRR@20": 0.9}, champion)
+    assert not gates.is_better({"HR@20": math.nan, "MRR@20": math.nan}, champion)
 
 
 def test_evaluation_through_raw_ids_equals_evaluation_on_indices(runs):
-    from srgnn.evaluate import evaluate_ranked, load_item_popularity, load_split
+    from srgnn.evaluation.evaluate import evaluate_ranked
 
     run1, run2 = runs
     recommender = random_recommender(run1, seed=3)
-    through_raw = registry.evaluate_recommender(recommender, run1, "test")
+    through_raw = evaluate_on(recommender, run1, "test")
 
-    examples = load_split(run1, "test")
-    top = recommender.scorer.top_k(examples.prefix_values, examples.prefix_offsets, 20)
+    examples = RunFolder(run1).examples("test")
+    top = recommender.ranker.top_k(examples.prefix_values, examples.prefix_offsets, 20)
     on_indices = evaluate_ranked(top.items, examples.targets, examples.prefix_lengths,
-                                 load_item_popularity(run1))
+                                 RunFolder(run1).vocabulary.popularity)
     assert through_raw["examples"] == on_indices["examples"] > 500
     for key in ("HR@20", "MRR@20", "NDCG@20", "coverage@20", "popularity_bias@20"):
         assert through_raw[key] == pytest.approx(on_indices[key], abs=1e-12), key
@@ -190,7 +205,7 @@ def test_evaluation_through_raw_ids_equals_evaluation_on_indices(runs):
     assert through_raw["fallback_share"] == 0.0
 
     # The same examples prepared with another vocabulary: the same figures.
-    other_vocab = registry.evaluate_recommender(recommender, run2, "test")
+    other_vocab = evaluate_on(recommender, run2, "test")
     assert other_vocab["HR@20"] == through_raw["HR@20"]
     assert other_vocab["MRR@20"] == through_raw["MRR@20"]
 
@@ -203,23 +218,23 @@ def test_prefixes_unknown_to_the_model_get_its_fallback(runs, tmp_path):
     small = write_run_folder(tmp_path / "small",
                              {"train": [[i for i in s if i in half] for s in splits["train"]],
                               "valid": [], "test": []})
-    result = registry.evaluate_recommender(random_recommender(small), run1, "test")
+    result = evaluate_on(random_recommender(small), run1, "test")
     assert 0.2 < result["fallback_share"] < 0.8
-    assert result["examples"] == registry.evaluate_recommender(random_recommender(run1), run1)["examples"]
+    assert result["examples"] == evaluate_on(random_recommender(run1), run1)["examples"]
 
 
 def test_gate_split_falls_back_to_valid_when_test_is_empty(runs, tmp_path):
     run1, _ = runs
-    assert registry.gate_split(run1) == "test"
+    assert RunFolder(run1).held_out_split() == "test"
     splits = synthetic_splits(num_sessions=200)
     splits["test"] = []
-    assert registry.gate_split(write_run_folder(tmp_path / "no-test", splits)) == "valid"
+    assert RunFolder(write_run_folder(tmp_path / "no-test", splits)).held_out_split() == "valid"
 
 
 def test_importing_has_no_side_effects(tmp_path):
     workdir, home = tmp_path / "cwd", tmp_path / "home"
     workdir.mkdir()
-    code = ("import mlflow, srgnn.registry, srgnn.training_run; "
+    code = ("import mlflow, srgnn.serving.registry, srgnn.training.run; "
             "print(mlflow.get_tracking_uri())")
     env = {**os.environ, "SRGNN_HOME": str(home),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -284,7 +299,7 @@ def test_configure_keeps_store_and_artifacts_under_home(store, history):
 @pytest.mark.slow
 def test_first_model_becomes_champion(history):
     gate = history["gates"]["weak"]
-    assert gate.decision == registry.DECISION_FIRST and gate.promoted
+    assert gate.decision == gates.DECISION_FIRST and gate.promoted
     assert history["champion_after_weak"] == history["versions"]["weak"]
     tags = version_tags(history["versions"]["weak"])
     assert tags["gate.decision"] == "first model"
@@ -295,7 +310,7 @@ def test_first_model_becomes_champion(history):
 @pytest.mark.slow
 def test_gate_refuses_a_worse_model_and_says_why(history):
     gate = history["gates"]["damaged"]
-    assert gate.decision == registry.DECISION_KEPT and not gate.promoted
+    assert gate.decision == gates.DECISION_KEPT and not gate.promoted
     assert history["champion_after_damaged"] == history["versions"]["weak"]
     assert gate.champion_version == history["versions"]["weak"]
     assert gate.candidate["HR@20"] < gate.champion["HR@20"]
@@ -311,13 +326,13 @@ def test_gate_refuses_a_worse_model_and_says_why(history):
 def test_better_model_moves_the_alias_across_vocabularies(history, runs):
     run1, _ = runs
     gate = history["gates"]["strong"]
-    assert gate.decision == registry.DECISION_PROMOTED and gate.promoted
+    assert gate.decision == gates.DECISION_PROMOTED and gate.promoted
     assert history["champion_after_strong"] == history["versions"]["strong"]
     assert gate.previous_champion_version == history["versions"]["weak"]
     assert gate.candidate["HR@20"] > gate.champion["HR@20"]
     # The old champion was judged on run2's examples through raw ids: the same figures as on
     # run1, its own vocabulary's preparation of the same sessions.
-    weak_on_run1 = registry.evaluate_recommender(history["recommenders"]["weak"], run1, "test")
+    weak_on_run1 = evaluate_on(history["recommenders"]["weak"], run1, "test")
     assert gate.champion["HR@20"] == weak_on_run1["HR@20"]
     assert gate.champion["MRR@20"] == pytest.approx(weak_on_run1["MRR@20"], abs=1e-12)
     tags = version_tags(history["versions"]["strong"])
@@ -331,7 +346,7 @@ def test_champion_round_trip_as_pyfunc_and_as_recommender(history, runs, tmp_pat
 
     _, run2 = runs
     strong = history["recommenders"]["strong"]
-    sessions = registry.raw_examples(run2, "test")[0].slice(0, 40).to_pylist()
+    sessions = RunFolder(run2).raw_examples("test")[0].slice(0, 40).to_pylist()
     sessions += [["sku-unknown", sessions[0][0]], ["sku-unknown"], []]  # unknown and empty
     expected = strong.recommend(sessions, k=10)
 
@@ -343,20 +358,20 @@ def test_champion_round_trip_as_pyfunc_and_as_recommender(history, runs, tmp_pat
     assert got.item_ids.tolist() == expected.item_ids.tolist()
     np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-6)
 
-    pyfunc = mlflow.pyfunc.load_model("models:/srgnn@champion")
-    frame = pyfunc.predict(registry.input_frame(sessions), params={"k": 10})
+    served = mlflow.pyfunc.load_model("models:/srgnn@champion")
+    frame = served.predict(pyfunc_module.input_frame(sessions), params={"k": 10})
     assert list(frame.columns) == ["item_ids", "scores", "source"]
     assert [list(row) for row in frame["item_ids"]] == expected.item_ids.tolist()
     np.testing.assert_allclose(np.array([list(r) for r in frame["scores"]]), expected.scores,
                                rtol=1e-6)
     assert frame["source"].tolist() == expected.source.tolist()
     assert frame["source"].tolist()[-3:] == ["model", "fallback:pop", "fallback:pop"]
-    default_k = pyfunc.predict(registry.input_frame(sessions[:2]))
+    default_k = served.predict(pyfunc_module.input_frame(sessions[:2]))
     assert len(default_k["item_ids"].iloc[0]) == 20  # the signature's default k
 
-    schema = pyfunc.metadata.get_input_schema()
+    schema = served.metadata.get_input_schema()
     assert schema.input_names() == ["items"]
-    assert pyfunc.metadata.get_params_schema().to_dict()[0]["name"] == "k"
+    assert served.metadata.get_params_schema().to_dict()[0]["name"] == "k"
 
     # The same model from local folders: a downloaded MLflow model and a saved recommender.
     downloaded = mlflow.artifacts.download_artifacts(f"models:/srgnn/{info.version}",

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from srgnn.config import Settings
-from srgnn.model import SRGNN, ModelConfig
-from srgnn.predict import Scorer
-from srgnn.recommender import Recommender
-from srgnn.score import score_day
+from srgnn.data.vocab import Vocabulary
+from srgnn.model.network import SRGNN, ModelConfig
+from srgnn.serving.predict import Scorer
+from srgnn.serving.recommender import Recommender
+from srgnn.serving.score import score_day
 from srgnn.warehouse import Warehouse
 
 from conftest import write_text
@@ -30,7 +31,7 @@ def model_dir(tmp_path_factory):
     model = SRGNN(ModelConfig(num_items=len(ITEMS), hidden_size=16))
     popularity = np.array([0, 9, 8, 7, 6, 5, 4, 3])
     path = tmp_path_factory.mktemp("model") / "recommender"
-    Recommender(Scorer(model), np.array(ITEMS, dtype=object), popularity).save(path)
+    Recommender(Scorer(model), Vocabulary(np.array(ITEMS, dtype=object), popularity)).save(path)
     return str(path)
 
 
@@ -94,23 +95,27 @@ def test_spark_engine_gives_the_same_rows_as_local(spark, tmp_path, model_dir, d
 def test_score_into_postgres(spark, tmp_path, model_dir, day_clicks, postgres_server):
     url = postgres_server.create_database("score_test")
     settings = settings_for(tmp_path, url)
-    score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=3, spark=spark)
-    score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=3, spark=spark)
+    first = score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=3, spark=spark)
+    once = stored(url)
+    second = score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=3, spark=spark)
     rows = stored(url)
+    assert (first["rows_replaced"], second["rows_replaced"]) == (0, 15)
     assert len(rows) == 15
     assert len({(r[0], r[1]) for r in rows}) == 15
-    assert stored(url) == stored(url)
+    assert rows == once  # the rerun replaced the day with the same rows
 
 
 def test_bad_day_argument_is_a_user_error(tmp_path, model_dir, day_clicks):
-    from srgnn.io import InputError
+    from srgnn.data.readers import InputError
 
     with pytest.raises(InputError, match="YYYY-MM-DD"):
         score_day(settings_for(tmp_path), day_clicks, "02/05/2024", model_uri=model_dir)
 
 
 def test_held_out_evaluation_agrees_with_the_rows_in_the_warehouse(spark, tmp_path, model_dir, day_clicks):
-    from srgnn.score import evaluate_held_out
+    from srgnn.evaluation import heldout
+    from srgnn.evaluation.evaluate import evaluate
+    from srgnn.serving.score import resolve_model
 
     settings = settings_for(tmp_path)
     score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=5, spark=spark)
@@ -124,17 +129,20 @@ def test_held_out_evaluation_agrees_with_the_rows_in_the_warehouse(spark, tmp_pa
         "partly,not-in-catalogue",             # miss
         "never-seen,a",                        # no such session: a miss
     ]) + "\n")
-    results, table = evaluate_held_out(settings, day_clicks, targets, model_uri=model_dir, k=5, spark=spark)
+    recommender, model = resolve_model(settings, model_dir)
+    held_out = heldout.from_clicks(spark, day_clicks, targets, recommender.vocabulary)
+    assert held_out.absent.tolist() == [False, False, False, True]
+    results = evaluate(recommender, held_out, k=5)
     assert results["examples"] == 4
-    assert results["targets_without_session"] == 1
     assert results["HR@5"] == pytest.approx(2 / 4)
     assert results["MRR@5"] == pytest.approx((1 / 3 + 1) / 4)
-    assert "srgnn:local" in table
+    assert results["fallback_share"] == pytest.approx(2 / 4)  # only-unknown, and never-seen's empty prefix
+    assert model.label == "srgnn:local"
 
 
 def test_short_sessions_routed_to_item_knn_are_marked_in_both_engines(spark, tmp_path, model_dir, day_clicks):
-    from srgnn.baselines import ItemKNN
-    from srgnn.recommender import ShortSessionFallback
+    from srgnn.model.baselines import ItemKNN
+    from srgnn.serving.recommender import ShortSessionFallback
 
     knn = ItemKNN().fit([[1, 2, 3], [3, 6, 7], [5, 3], [1, 2]], num_items=len(ITEMS))
     routed_dir = tmp_path / "routed"

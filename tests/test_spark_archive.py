@@ -1,4 +1,4 @@
-"""The local driver's class archive (srgnn.spark): where it lives, that it is built, that the
+"""The local driver's class archive (srgnn.data.spark): where it lives, that it is built, that the
 JVM uses it, and that a bad one never stops Spark from starting."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from srgnn import spark as srgnn_spark
+from srgnn.data import spark as srgnn_spark
 
 
 def test_archive_path_follows_the_environment(monkeypatch, tmp_path):
@@ -61,7 +61,7 @@ def test_built_archive_is_used_by_a_local_session(tmp_path):
         import os
         os.environ["{srgnn_spark.ARCHIVE_ENV}"] = {str(archive)!r}
         from srgnn.config import Settings
-        from srgnn.spark import get_spark
+        from srgnn.data.spark import get_spark
         spark = get_spark(Settings(home={str(tmp_path / "home")!r}, spark_master="local[1]"),
                           java_options="-Xshare:on")
         options = spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")

@@ -1,4 +1,4 @@
-"""Tests of srgnn.train: learning on structured data, checkpoints, exact resume, early stopping."""
+"""Tests of srgnn.training.loop: learning on structured data, checkpoints, exact resume, early stopping."""
 
 from __future__ import annotations
 
@@ -9,18 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from graphdata import clustered_sessions, split_sessions, write_graph_parquet
-from srgnn.predict import Scorer
-from srgnn.train import (
-    BEST_MODEL_NAME,
-    CHECKPOINT_NAME,
-    TrainConfig,
-    evaluate,
-    num_items_from_vocab,
-    parquet_files,
-    refit,
-    train,
-)
+from srgnn.data.samples import clustered_sessions, split_sessions, write_graph_parquet
+from srgnn.config import TrainConfig
+from srgnn.cpu import resolve_precision
+from srgnn.model.reader import parquet_files
+from srgnn.serving.predict import Scorer
+from srgnn.training.checkpoints import BEST_MODEL_NAME, CHECKPOINT_NAME
+from srgnn.training.loop import refit, torch_threads, train, validate
 
 NUM_ITEMS = 120
 
@@ -72,9 +67,9 @@ def test_short_training_lowers_the_loss_and_beats_popularity(splits, precision):
     )
     hits = (top.items == table.column("target").to_numpy()[:, None]).any(axis=1)
     assert hits.mean() == pytest.approx(result.best_valid_hit_rate, abs=1e-9)
-    again = evaluate(result.best_model(), valid_dir, k=20)
-    assert again.hit_rate == pytest.approx(result.best_valid_hit_rate, abs=1e-12)
-    assert again.examples == table.num_rows
+    again = validate(result.best_model(), valid_dir, k=20)
+    assert again["HR@20"] == pytest.approx(result.best_valid_hit_rate, abs=1e-12)
+    assert again["examples"] == table.num_rows
 
 
 class Crash(RuntimeError):
@@ -143,7 +138,7 @@ def test_checkpoint_files_and_resume_guards(splits, tmp_path):
               resume=True)
     with pytest.raises(ValueError, match="num_items"):
         train(train_dir, valid_dir, NUM_ITEMS + 1, config, output_dir=tmp_path, resume=True)
-    other = "float32" if config.training_precision() == "bfloat16" else "bfloat16"
+    other = "float32" if resolve_precision(config.precision) == "bfloat16" else "bfloat16"
     with pytest.raises(ValueError, match=r"\(precision differ\)"):
         train(train_dir, valid_dir, NUM_ITEMS, replace(config, precision=other), output_dir=tmp_path,
               resume=True)
@@ -184,25 +179,28 @@ def test_early_stopping_after_patience_epochs_without_improvement(splits):
 
 
 def test_config_validation_and_vocab_size(tmp_path):
+    from srgnn.cpu import native_bfloat16, usable_cores
+    from srgnn.data.runfolder import RunFolder
+
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="lr must"):
         TrainConfig(lr=0)
     with pytest.raises(ValueError, match="max_examples_per_epoch"):
         TrainConfig(max_examples_per_epoch=0)
-    assert TrainConfig().threads() >= 1 and TrainConfig(num_threads=3).threads() == 3
+    assert torch_threads(TrainConfig()) == usable_cores() >= 1
+    assert torch_threads(TrainConfig(num_threads=3)) == 3
     with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16"):
         TrainConfig(precision="half")
-    from srgnn.predict import native_bfloat16
-
-    assert TrainConfig().training_precision() == ("bfloat16" if native_bfloat16() else "float32")
-    assert TrainConfig(precision="float32").training_precision() == "float32"
-    assert TrainConfig(precision="bfloat16").training_precision() == "bfloat16"
+    assert resolve_precision("auto") == ("bfloat16" if native_bfloat16() else "float32")
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("bfloat16") == "bfloat16"
     import pyarrow as pa
 
-    vocab = pa.table({"item_id": ["a", "b", "c"], "item_index": pa.array([1, 2, 3], pa.int32())})
+    vocab = pa.table({"item_id": ["a", "b", "c"], "item_index": pa.array([1, 2, 3], pa.int32()),
+                      "train_clicks": pa.array([5, 3, 1], pa.int64())})
     pq.write_table(vocab, tmp_path / "vocab.parquet")
-    assert num_items_from_vocab(tmp_path / "vocab.parquet") == 3
+    assert RunFolder(tmp_path).num_items == 3
 
 
 def test_training_without_validation_keeps_the_last_epoch(splits, tmp_path):
@@ -235,8 +233,8 @@ def test_refit_trains_on_every_source_for_the_chosen_epochs(splits, tmp_path):
     # The valid examples were training data now: the refit model ranks their targets better
     # than the model of the same settings that never saw them.
     alone = train(train_dir, None, NUM_ITEMS, replace(config, epochs=2))
-    seen, unseen = evaluate(both.best_model(), valid_dir), evaluate(alone.best_model(), valid_dir)
-    assert seen.mrr > unseen.mrr
+    seen, unseen = validate(both.best_model(), valid_dir), validate(alone.best_model(), valid_dir)
+    assert seen["MRR@20"] > unseen["MRR@20"]
 
 
 def test_refit_arguments_and_parquet_files(splits, tmp_path):

@@ -1,4 +1,4 @@
-"""run_training / evaluate_run: one tracked training end to end on a small run folder.
+"""One tracked training end to end on a small run folder: train (register), evaluate, gate.
 
 Real MLflow on a SQLite store under a temporary home (no mocks). The run folder is written
 without Spark by :func:`test_registry.write_run_folder`.
@@ -11,15 +11,30 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from srgnn import registry
-from srgnn.config import Settings
-from srgnn.recommender import read_vocab
-from srgnn.train import TrainConfig
-from srgnn.training_run import evaluate_run, run_training
+from srgnn.config import Settings, TrainConfig
+from srgnn.cpu import resolve_precision
+from srgnn.data.runfolder import RunFolder
+from srgnn.evaluation import gate as gates
+from srgnn.pipeline import evaluate_step, gate_step
+from srgnn.serving import registry
+from srgnn.training.run import run_training
 from test_registry import synthetic_splits, write_run_folder
 
 CONFIG = TrainConfig(hidden_size=32, batch_size=50, epochs=2, progress=False, num_threads=1, seed=7)
 BASELINES = ("pop", "markov")
+
+
+def train_evaluate_gate(settings, run_dir, config, baselines=BASELINES, **options):
+    """The training DAG's train -> evaluate -> gate, in this process."""
+    trained = run_training(settings, run_dir, config, **options)
+    evaluated = evaluate_step(str(run_dir), trained, baselines=baselines, settings=settings)
+    return trained, evaluated, gate_step(trained, evaluated, settings=settings)
+
+
+def small_run(tmp_path, seed: int, **changes):
+    """A small run folder of its own and a quick config for it."""
+    run_dir = write_run_folder(tmp_path / "run", synthetic_splits(num_sessions=600, seed=seed))
+    return run_dir, replace(CONFIG, hidden_size=16, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -28,41 +43,45 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("training")
     settings = Settings(home=root / "home")
     run_dir = write_run_folder(root / "run", synthetic_splits())
-    first = run_training(settings, run_dir, CONFIG, baselines=BASELINES)
-    worse = run_training(settings, run_dir, replace(CONFIG, epochs=1, max_examples_per_epoch=100),
-                         baselines=())
+    first = train_evaluate_gate(settings, run_dir, CONFIG)
+    worse = train_evaluate_gate(settings, run_dir,
+                                replace(CONFIG, epochs=1, max_examples_per_epoch=100), baselines=())
     return settings, run_dir, first, worse
 
 
 @pytest.mark.slow
-def test_run_training_returns_the_registered_version_and_its_figures(trained):
-    _, run_dir, first, _ = trained
-    json.dumps(first)  # JSON-able, for XCom
+def test_training_registers_a_version_and_the_evaluation_compares_it(trained):
+    _, run_dir, (first, evaluated, gate), _ = trained
+    for step in (first, evaluated, gate):
+        json.dumps(step)  # JSON-able, for XCom
     assert first["version"] == 1 and first["model_uri"] == "models:/srgnn/1"
-    assert first["promoted"] and first["decision"] == registry.DECISION_FIRST
-    assert first["champion_version"] == "1" and first["split"] == "test"
-    assert first["epochs"] == 2 and first["best_epoch"] in (1, 2)
-    metrics = first["metrics"]
-    assert metrics["test_hr_at_20"] > 0.6  # learnable data: far above popularity
-    assert metrics["test_hr_at_20"] > first["baselines"]["pop"]["HR@20"] + 0.2
-    assert 0 < metrics["test_mrr_at_20"] < metrics["test_hr_at_20"]
-    assert set(first["baselines"]) == set(BASELINES)
-    assert "srgnn" in first["table"] and "markov" in first["table"]
+    assert not first["reused"] and first["epochs"] == 2 and first["best_epoch"] in (1, 2)
+    assert gate["promoted"] and gate["decision"] == gates.DECISION_FIRST
+    assert gate["champion_version"] == "1" and evaluated["split"] == "test"
+    results = evaluated["results"]
+    assert list(results) == ["srgnn", *BASELINES]  # no champion row: there was none
+    assert results["srgnn"]["HR@20"] > 0.6  # learnable data: far above popularity
+    assert results["srgnn"]["HR@20"] > results["pop"]["HR@20"] + 0.2
+    assert 0 < results["srgnn"]["MRR@20"] < results["srgnn"]["HR@20"]
+    assert evaluated["examples"] == RunFolder(run_dir).count_examples("test")
+    assert "srgnn" in evaluated["table"] and "markov" in evaluated["table"]
     assert (run_dir / "model" / "best_model.pt").is_file()
+    for name in ("training.json", "evaluation.json", "evaluation.txt", "gate.json"):
+        assert (run_dir / name).is_file(), name
 
 
 @pytest.mark.slow
 def test_the_mlflow_run_holds_config_curves_plots_and_model(trained):
     import mlflow
 
-    _, run_dir, first, _ = trained
+    _, run_dir, (first, evaluated, _), _ = trained
     tracking = registry.client()
     run = tracking.get_run(first["run_id"])
     params = run.data.params
     for name, value in asdict(CONFIG).items():  # the config object itself, every field
         assert params[name] == str(value), name
-    assert params["num_items"] == str(len(read_vocab(run_dir / "vocab.parquet")[0]))
-    assert params["training_precision"] == CONFIG.training_precision()  # "auto" resolved
+    assert params["num_items"] == str(RunFolder(run_dir).num_items)
+    assert params["training_precision"] == resolve_precision(CONFIG.precision)  # "auto" resolved
     assert params["prepare.min_item_support"] == "1"
     assert int(params["data.train_examples"]) > 1000
 
@@ -70,8 +89,10 @@ def test_the_mlflow_run_holds_config_curves_plots_and_model(trained):
     assert [m.step for m in curve] == [1, 2]
     for name in ("train_loss", "valid_mrr_at_20", "examples_per_second", "learning_rate"):
         assert len(tracking.get_metric_history(first["run_id"], name)) == 2, name
-    assert run.data.metrics["test_hr_at_20"] == pytest.approx(first["metrics"]["test_hr_at_20"])
-    assert "baseline.pop.test_hr_at_20" in run.data.metrics
+    # the evaluation step's figures went to the same run
+    assert run.data.metrics["test_hr_at_20"] == pytest.approx(evaluated["results"]["srgnn"]["HR@20"])
+    assert run.data.metrics["baseline.pop.test_hr_at_20"] == pytest.approx(
+        evaluated["results"]["pop"]["HR@20"])
 
     artifacts = {f.path for f in tracking.list_artifacts(first["run_id"])}
     artifacts |= {f.path for d in ("plots", "data") for f in tracking.list_artifacts(first["run_id"], d)}
@@ -88,43 +109,51 @@ def test_the_mlflow_run_holds_config_curves_plots_and_model(trained):
 
 @pytest.mark.slow
 def test_a_worse_training_is_registered_but_not_promoted(trained):
-    _, _, first, worse = trained
+    _, _, (first, first_evaluation, _), (worse, evaluated, gate) = trained
     assert worse["version"] == 2
-    assert not worse["promoted"] and worse["decision"] == registry.DECISION_KEPT
-    assert worse["champion_version"] == "1" and worse["previous_champion_version"] == "1"
-    assert worse["metrics"]["test_hr_at_20"] < first["metrics"]["test_hr_at_20"]
+    assert not gate["promoted"] and gate["decision"] == gates.DECISION_KEPT
+    assert gate["champion_version"] == "1" and gate["previous_champion_version"] == "1"
+    # The evaluation scored the champion (version 1) on the same examples, once.
+    assert evaluated["champion"]["version"] == "1"
+    assert list(evaluated["results"]) == ["srgnn", "champion"]
+    champion_hr = first_evaluation["results"]["srgnn"]["HR@20"]
+    assert evaluated["results"]["champion"]["HR@20"] == pytest.approx(champion_hr)
+    assert evaluated["results"]["srgnn"]["HR@20"] < champion_hr
     assert registry.champion_version().version in (1, "1")
     tags = registry.client().get_model_version("srgnn", "2").tags
-    assert float(tags["gate.champion_hr_at_20"]) == pytest.approx(
-        first["metrics"]["test_hr_at_20"], abs=1e-6)
+    assert float(tags["gate.champion_hr_at_20"]) == pytest.approx(champion_hr, abs=1e-6)
 
 
 @pytest.mark.slow
-def test_evaluate_run_compares_the_champion_with_baselines(trained):
-    settings, run_dir, first, worse = trained
-    results, table = evaluate_run(settings, run_dir, baselines=BASELINES)
+def test_evaluating_the_champion_with_baselines(trained):
+    settings, run_dir, (first, first_evaluation, _), (worse, worse_evaluation, _) = trained
+    out = evaluate_step(str(run_dir), baselines=BASELINES, settings=settings)
+    results = out["results"]
     assert list(results) == ["srgnn", *BASELINES]
-    assert results["srgnn"]["model"]["version"] == "1"
-    assert results["srgnn"]["HR@20"] == pytest.approx(first["metrics"]["test_hr_at_20"])
+    assert out["candidate"]["version"] == "1" and out["champion"] is None
+    assert results["srgnn"]["HR@20"] == pytest.approx(first_evaluation["results"]["srgnn"]["HR@20"])
     assert results["srgnn"]["HR@20"] > results["pop"]["HR@20"]
-    assert "srgnn version 1" in table and "by session length" in table
-    other, _ = evaluate_run(settings, run_dir, "models:/srgnn/2", baselines=())
-    assert list(other) == ["srgnn"]
-    assert other["srgnn"]["HR@20"] == pytest.approx(worse["metrics"]["test_hr_at_20"])
+    assert "srgnn version 1" in out["table"] and "by session length" in out["table"]
+    other = evaluate_step(str(run_dir), model_uri="models:/srgnn/2", baselines=(), settings=settings)
+    assert list(other["results"]) == ["srgnn"]
+    assert other["results"]["srgnn"]["HR@20"] == pytest.approx(
+        worse_evaluation["results"]["srgnn"]["HR@20"])
 
 
 @pytest.mark.slow
 def test_resume_continues_the_interrupted_mlflow_run(trained, tmp_path):
     settings = trained[0]
-    run_dir = write_run_folder(tmp_path / "run", synthetic_splits(num_sessions=600, seed=4))
-    config = replace(CONFIG, hidden_size=16, epochs=1)
-    first = run_training(settings, run_dir, config, model_name="srgnn-resume", baselines=())
+    run_dir, config = small_run(tmp_path, seed=4, epochs=1)
+    first = run_training(settings, run_dir, config, model_name="srgnn-resume")
     tracking = registry.client()
-    tracking.set_terminated(first["run_id"], "FAILED")  # as if the task had died after epoch 1
+    # As if the task had died after epoch 1, before its model was registered.
+    tracking.set_terminated(first["run_id"], "FAILED")
+    tracking.delete_model_version("srgnn-resume", str(first["version"]))
 
     resumed = run_training(settings, run_dir, replace(config, epochs=2), resume=True,
-                           model_name="srgnn-resume", baselines=())
+                           model_name="srgnn-resume")
     assert resumed["run_id"] == first["run_id"] and resumed["epochs"] == 2
+    assert not resumed["reused"] and resumed["version"] == first["version"] + 1
     steps = [m.step for m in tracking.get_metric_history(first["run_id"], "train_loss")]
     assert steps == [1, 2]  # epoch 1 came from the checkpoint, not trained or logged again
     run = tracking.get_run(first["run_id"])
@@ -134,13 +163,29 @@ def test_resume_continues_the_interrupted_mlflow_run(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_after_registration_registers_nothing_new(trained, tmp_path):
+    """A retried train task (or --resume on a finished run) returns the version it registered."""
+    settings = trained[0]
+    run_dir, config = small_run(tmp_path, seed=8, epochs=1)
+    first = run_training(settings, run_dir, config, model_name="srgnn-retry", resume=True)
+    again = run_training(settings, run_dir, config, model_name="srgnn-retry", resume=True)
+    assert again["reused"] and not first["reused"]
+    assert (again["version"], again["run_id"]) == (first["version"], first["run_id"])
+    versions = registry.client().search_model_versions("name='srgnn-retry'")
+    assert [str(v.version) for v in versions] == [str(first["version"])]
+    # Lost its training.json too (a crash right after registering): still the same version.
+    (run_dir / "training.json").unlink()
+    third = run_training(settings, run_dir, config, model_name="srgnn-retry", resume=True)
+    assert third["reused"] and third["version"] == first["version"]
+    assert len(registry.client().search_model_versions("name='srgnn-retry'")) == 1
+
+
+@pytest.mark.slow
 def test_refit_registers_the_model_trained_on_train_and_valid(trained, tmp_path):
     settings = trained[0]
-    run_dir = write_run_folder(tmp_path / "run", synthetic_splits(num_sessions=600, seed=5))
-    config = replace(CONFIG, hidden_size=16, epochs=2)
-    out = run_training(settings, run_dir, config, model_name="srgnn-refit", baselines=(),
-                       refit=True)
-    assert out["refit_epochs"] == out["best_epoch"] >= 1 and out["split"] == "test"
+    run_dir, config = small_run(tmp_path, seed=5, epochs=2)
+    out = run_training(settings, run_dir, config, model_name="srgnn-refit", refit=True)
+    assert out["refit_epochs"] == out["best_epoch"] >= 1
     run = registry.client().get_run(out["run_id"])
     assert run.data.tags["refit"] == "true"
     assert run.data.tags["refit_epochs"] == str(out["best_epoch"])
@@ -153,7 +198,7 @@ def test_refit_registers_the_model_trained_on_train_and_valid(trained, tmp_path)
     refit_weights = torch.load(run_dir / "model" / "refit" / "checkpoint.pt", weights_only=True)
     selected = torch.load(run_dir / "model" / "best_model.pt", weights_only=True)
     recommender, _ = registry.load_recommender(out["model_uri"])
-    registered = recommender.scorer.model.embedding.weight.detach()
+    registered = recommender.ranker.model.embedding.weight.detach()
     assert torch.equal(registered, refit_weights["model"]["embedding.weight"])
     assert not torch.equal(registered, selected["model"]["embedding.weight"])
 
@@ -163,18 +208,18 @@ def test_refit_needs_a_test_split(trained, tmp_path):
     splits = synthetic_splits(num_sessions=300, seed=6)
     run_dir = write_run_folder(tmp_path / "run", {"train": splits["train"], "valid": splits["valid"]})
     with pytest.raises(ValueError, match="test-days"):
-        run_training(settings, run_dir, CONFIG, baselines=(), refit=True)
+        run_training(settings, run_dir, CONFIG, refit=True)
     assert not (run_dir / "model" / "checkpoint.pt").exists()  # refused before any training
 
 
 @pytest.mark.slow
 def test_short_sessions_go_to_item_knn_only_where_validation_shows_it_better(trained):
-    settings, run_dir, first, worse = trained
+    settings, run_dir, (first, _, _), (worse, _, _) = trained
     for result in (first, worse):
         evidence = result["short_fallback"]["validation_by_length"]
         assert set(evidence) == {"1", "2", "3"}
         expected = [n for n in (1, 2, 3) if evidence[str(n)]["srgnn"]["examples"] >= 100
-                    and registry.is_better(evidence[str(n)]["iknn"], evidence[str(n)]["srgnn"])]
+                    and gates.is_better(evidence[str(n)]["iknn"], evidence[str(n)]["srgnn"])]
         assert result["short_fallback"]["lengths"] == expected
         run = registry.client().get_run(result["run_id"])
         assert run.data.tags["short_fallback"] == result["short_fallback"]["description"]
@@ -198,7 +243,7 @@ def test_short_sessions_go_to_item_knn_only_where_validation_shows_it_better(tra
 
 
 def test_short_fallback_lengths_rule():
-    from srgnn.training_run import short_fallback_lengths
+    from srgnn.training.fallback import short_fallback_lengths
 
     def bucket(hr, mrr, examples=500):
         return {"HR@20": hr, "MRR@20": mrr, "examples": examples}

@@ -10,32 +10,41 @@ variants skip and say why.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.resources
 import itertools
 import math
+import os
 import pickle
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import threading
+import tomllib
+from pathlib import Path, PurePosixPath
 
+import duckdb
 import pyarrow as pa
 import pytest
 
+import srgnn.warehouse
 from srgnn.warehouse import (
+    RECOMMENDATIONS_SCHEMA,
     DataQualityError,
     Warehouse,
     WarehouseURL,
-    compile_sql,
     redact_url,
-    split_statements,
+)
+from srgnn.warehouse.sqlfiles import (
+    DEFAULT_SQL_DIR,
+    SqlFiles,
+    compile_sql,
+    fill_placeholders,
     sql_files,
 )
 
-try:  # tests/ as a package (python -m pytest from the repository root) or as a folder on sys.path
-    from tests.pg import PostgresServer, PostgresUnavailable
-except ImportError:  # pragma: no cover
-    from pg import PostgresServer, PostgresUnavailable
-
+REPOSITORY = Path(__file__).resolve().parents[1]
 DAY = dt.date(2024, 3, 1)
 NEXT_DAY = dt.date(2024, 3, 2)
 RUN = {"model_name": "srgnn", "model_version": "srgnn:3"}
@@ -99,6 +108,15 @@ def runs(warehouse: Warehouse, ds: dt.date) -> list[dict]:
     return warehouse.run_query("scoring_runs", start_ds=ds, end_ds=ds).to_dicts()
 
 
+TABLE_COLUMNS = {
+    "recommendations": ["ds", "session_id", "rank", "item_id", "score", "model_name",
+                        "model_version", "generated_at"],
+    "scoring_runs": ["run_id", "ds", "status", "model_name", "model_version", "sessions_in",
+                     "sessions_scored", "fallbacks", "quarantined", "expected_k",
+                     "rows_written", "rows_replaced", "duration_seconds", "started_at",
+                     "finished_at", "message"],
+}
+
 BASE = {  # three sessions, K = 3
     "s1": [("i1", 0.9), ("i2", 0.8), ("i3", 0.7)],
     "s2": [("i2", 0.6), ("i1", 0.6), ("i4", 0.1)],
@@ -110,15 +128,26 @@ BASE = {  # three sessions, K = 3
 # SQL plumbing (no database)
 # ------------------------------------------------------------------------------------------
 def test_compile_sql_converts_named_parameters_per_dialect():
-    sql = ("SELECT x::date, ':not_a_param', \"col:x\", 100 % 7 -- 50% :nor_this\n"
+    # SQLAlchemy's text() rules: `::` is a cast, `\:` a literal colon (in strings and comments
+    # alike), a colon after a word character no parameter.
+    sql = ("SELECT x::date, '\\:not_a_param', \"col:x\", '12:30', 100 % 7 -- 50% \\:nor_this\n"
            "FROM t WHERE a = :a AND b = :b OR c = :a")
     duck = compile_sql(sql, "duckdb")
     pg = compile_sql(sql, "postgresql")
     assert duck.params == pg.params == ("a", "b")
-    assert duck.sql == ("SELECT x::date, ':not_a_param', \"col:x\", 100 % 7 -- 50% :nor_this\n"
-                        "FROM t WHERE a = $a AND b = $b OR c = $a")
-    assert pg.sql == ("SELECT x::date, ':not_a_param', \"col:x\", 100 %% 7 -- 50%% :nor_this\n"
-                      "FROM t WHERE a = %(a)s AND b = %(b)s OR c = %(a)s")
+    assert duck.sql == ("SELECT x::date, ':not_a_param', \"col:x\", '12:30', 100 % 7 "
+                        "-- 50% :nor_this\nFROM t WHERE a = $1 AND b = $2 OR c = $1")
+    assert pg.sql == ("SELECT x::date, ':not_a_param', \"col:x\", '12:30', 100 %% 7 "
+                      "-- 50%% :nor_this\nFROM t WHERE a = %(a)s AND b = %(b)s OR c = %(a)s")
+    # Values: a list in $1, $2 order for DuckDB, a mapping for psycopg; extra ones are ignored.
+    values = {"b": "B", "a": "A", "unused": 0}
+    assert duck.bind(values) == ["A", "B"]
+    assert pg.bind(values) == {"a": "A", "b": "B"}
+    with pytest.raises(ValueError, match="missing SQL parameter.*: b"):
+        duck.bind({"a": 1})
+    # A parameter cast with `::` would silently not be one: refused with a hint instead.
+    with pytest.raises(ValueError, match=r"CAST\(:ds AS type\)"):
+        compile_sql("SELECT :ds::date", "postgresql")
 
 
 def test_compile_sql_only_fills_known_placeholders():
@@ -130,13 +159,12 @@ def test_compile_sql_only_fills_known_placeholders():
         compile_sql("SELECT 1", "sqlite")
 
 
-def test_split_statements_ignores_semicolons_in_literals_and_comments():
-    text = ("CREATE TABLE a (x VARCHAR DEFAULT ';'); -- done; really\n"
-            "/* ; */ CREATE INDEX i ON a (x);\n-- end\n")
-    assert [s.strip() for s in split_statements(text)] == [
-        "CREATE TABLE a (x VARCHAR DEFAULT ';')",
-        "-- done; really\n/* ; */ CREATE INDEX i ON a (x)",
-    ]
+def test_placeholders_are_filled_once_and_never_rescanned():
+    check = fill_placeholders("SELECT * FROM {table}", {"table": '"recommendations"'})
+    wrapped = compile_sql("SELECT COUNT(*) FROM (\n{check}\n) AS v", "duckdb", {"check": check})
+    assert wrapped.sql == 'SELECT COUNT(*) FROM (\nSELECT * FROM "recommendations"\n) AS v'
+    # text inserted for a placeholder is not searched for placeholders again
+    assert fill_placeholders("{check}", {"check": "{table}", "table": "x"}) == "{table}"
 
 
 @pytest.mark.parametrize("url, dialect, target", [
@@ -145,25 +173,53 @@ def test_split_statements_ignores_semicolons_in_literals_and_comments():
     ("duckdb:///:memory:", "duckdb", ":memory:"),
     ("duckdb://", "duckdb", ":memory:"),
     ("some/file.duckdb", "duckdb", "some/file.duckdb"),
+    (Path("some/file.duckdb"), "duckdb", "some/file.duckdb"),
     ("postgresql+psycopg://u:p%40ss@db:5432/wh", "postgresql", "postgresql://u:p%40ss@db:5432/wh"),
     ("postgresql://u@db/wh?sslmode=require", "postgresql", "postgresql://u@db/wh?sslmode=require"),
+    ("postgresql://u@db/wh?options=-csearch_path%3Danalytics", "postgresql",
+     "postgresql://u@db/wh?options=-csearch_path%3Danalytics"),
     ("postgres://u@db/wh", "postgresql", "postgresql://u@db/wh"),
+    ("postgresql+psycopg2://u@[::1]:5433/wh", "postgresql", "postgresql://u@[::1]:5433/wh"),
 ])
 def test_url_parsing(url, dialect, target):
     assert WarehouseURL.parse(url) == WarehouseURL(dialect, target)
 
 
-@pytest.mark.parametrize("url", ["mysql://u@h/db", "duckdb://host/file.duckdb",
-                                 "postgresql+asyncpg://u@h/db", ""])
-def test_url_parsing_rejects_what_it_cannot_serve(url):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("url, message", [
+    ("mysql://u@h/db", "unsupported warehouse URL scheme 'mysql'"),
+    ("duckdb://host/file.duckdb", "bad DuckDB URL 'duckdb://host/file.duckdb'"),
+    ("duckdb+x:///file.duckdb", "bad DuckDB URL"),
+    ("duckdb:///file.duckdb?mode=ro", "query string"),
+    ("postgresql+asyncpg://u@h/db", "unsupported PostgreSQL driver 'asyncpg'"),
+    ("postgresql://u:secret@h:port/db", "cannot parse the warehouse URL"),
+    ("://nothing", "cannot parse the warehouse URL"),
+    ("", "non-empty string"),
+])
+def test_url_parsing_rejects_what_it_cannot_serve(url, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
         WarehouseURL.parse(url)
+    assert "secret" not in str(caught.value)
+
+
+def test_postgres_targets_keep_the_libpq_options():
+    from psycopg.conninfo import conninfo_to_dict
+
+    target = WarehouseURL.parse("postgresql+psycopg://u:p%40ss@db:5432/wh"
+                                "?sslmode=require&options=-csearch_path%3Danalytics").target
+    assert conninfo_to_dict(target) == {"user": "u", "password": "p@ss", "host": "db",
+                                        "port": "5432", "dbname": "wh", "sslmode": "require",
+                                        "options": "-csearch_path=analytics"}
 
 
 def test_redact_url_hides_the_password():
     assert redact_url("postgresql+psycopg://user:s3cret@host:5432/db") == \
         "postgresql+psycopg://user:***@host:5432/db"
-    assert redact_url("duckdb:///var/w.duckdb") == "duckdb:///var/w.duckdb"
+    assert "s3cret" not in redact_url("postgresql://user@host/db?password=s3cret&sslmode=require")
+    assert "sslmode=require" in redact_url("postgresql://u@h/db?password=s3cret&sslmode=require")
+    assert "s3cret" not in redact_url("postgresql://user:s3cret@host:port/db")  # unparseable
+    for unchanged in ("duckdb:///var/w.duckdb", "duckdb:///:memory:", "var/w.duckdb",
+                      "postgresql://u@db/wh?options=-csearch_path%3Danalytics"):
+        assert redact_url(unchanged) == unchanged
 
 
 def test_engine_specific_sql_files_win(tmp_path):
@@ -174,20 +230,114 @@ def test_engine_specific_sql_files_win(tmp_path):
         {"a": "a.sql", "b": "b.sql", "c": "c.duckdb.sql"}
     assert {k: v.name for k, v in sql_files(tmp_path, "queries", "postgresql").items()} == \
         {"a": "a.postgresql.sql", "b": "b.sql"}
+    assert SqlFiles(tmp_path, "postgresql").read("queries", "a") == "SELECT 1"
+    with pytest.raises(ValueError, match="no SQL file queries/'c' for postgresql"):
+        SqlFiles(tmp_path, "postgresql").read("queries", "c")
+
+
+SQL_FOLDERS = ("checks", "ddl", "load", "queries", "session")
+
+
+def test_sql_files_are_found_in_the_installed_package(tmp_path):
+    package_dir = Path(srgnn.warehouse.__file__).resolve().parent
+    assert DEFAULT_SQL_DIR == package_dir / "sql"
+    assert Path(str(importlib.resources.files("srgnn.warehouse") / "sql")).resolve() == \
+        DEFAULT_SQL_DIR
+    assert sorted(p.name for p in DEFAULT_SQL_DIR.iterdir() if p.is_dir()) == list(SQL_FOLDERS)
+    for folder in SQL_FOLDERS:
+        assert list((DEFAULT_SQL_DIR / folder).glob("*.sql")), folder
+
+    # Every SQL file ships as package data (pyproject's globs for srgnn.warehouse).
+    pyproject = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())
+    globs = [PurePosixPath(g) for g in
+             pyproject["tool"]["setuptools"]["package-data"]["srgnn.warehouse"]]
+    shipped = [PurePosixPath(p.relative_to(package_dir).as_posix())
+               for p in DEFAULT_SQL_DIR.rglob("*.sql")]
+    not_shipped = [str(p) for p in shipped
+                   if not any(p.match(str(g)) and len(p.parts) == len(g.parts) for g in globs)]
+    assert shipped and not not_shipped
+
+    # From another working directory (no `sql` folder or link there), a load still works.
+    child = textwrap.dedent("""
+        import pyarrow as pa
+        from srgnn.warehouse import Warehouse
+
+        with Warehouse.connect("duckdb:///:memory:") as warehouse:
+            table = pa.table({"session_id": ["s", "s"], "rank": [1, 2], "item_id": ["a", "b"],
+                              "score": [0.9, 0.1]})
+            result = warehouse.replace_day("2024-03-01", table, expected_k=2,
+                                           run={"model_version": "v1"})
+            print(warehouse.sql_dir, result.rows_written, len(warehouse.list_queries()))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", child], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    sql_dir, rows_written, queries = done.stdout.split()
+    assert (Path(sql_dir), rows_written, int(queries) > 0) == (DEFAULT_SQL_DIR, "2", True)
+
+
+# sql/load/: name -> parameters; the check wrappers also take those of the check they wrap.
+LOAD_STATEMENTS = {
+    "check_sample": {"limit"},
+    "check_total": set(),
+    "count_day": {"ds"},
+    "count_sessions": {"ds"},
+    "delete_day": {"ds"},
+    "insert_day": {"ds"},
+    "insert_run": set(TABLE_COLUMNS["scoring_runs"]),
+}
+POSTGRES_LOAD_STATEMENTS = {"copy_staging": set(), "create_staging": set(),
+                            "lock_recommendations": set()}
+CHECK_PARAMETERS = {"ds", "expected_k", "expected_rows"}  # what a load gives every check
+
+
+def _compiled_parameters(sql: str, dialect: str) -> set[str]:
+    """The parameter names a compiled statement really holds (placeholders in the SQL)."""
+    statement = compile_sql(sql, dialect)
+    if dialect == "duckdb":
+        numbers = set(re.findall(r"\$(\d+)", statement.sql))
+        assert numbers == {str(i) for i in range(1, len(statement.params) + 1)}
+    else:
+        assert set(re.findall(r"%\((\w+)\)s", statement.sql)) == set(statement.params)
+    assert not re.search(r"(?<![:\w\\]):[A-Za-z_]", statement.sql)  # no :name left over
+    return set(statement.params)
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgresql"])
+def test_every_load_statement_compiles_for_both_dialects_with_its_parameters(dialect):
+    files = sorted((DEFAULT_SQL_DIR / "load").glob("*.sql"))
+    names = {path.name.split(".")[0] for path in files}
+    assert names == set(LOAD_STATEMENTS) | set(POSTGRES_LOAD_STATEMENTS)
+    checks = SqlFiles(DEFAULT_SQL_DIR, dialect).files("checks")
+    for path in files:
+        name, text = path.name.split(".")[0], path.read_text()
+        expected = {**LOAD_STATEMENTS, **POSTGRES_LOAD_STATEMENTS}[name]
+        assert text.lstrip().startswith("--"), f"{path.name} explains itself in a comment"
+        if "{check}" not in text:
+            assert _compiled_parameters(text, dialect) == expected, path.name
+            continue
+        for check_name, check_path in checks.items():
+            check = fill_placeholders(check_path.read_text(), {"table": '"recommendations"'})
+            check_parameters = _compiled_parameters(check, dialect)
+            assert check_parameters <= CHECK_PARAMETERS, check_name
+            wrapped = fill_placeholders(text, {"check": check})
+            assert _compiled_parameters(wrapped, dialect) == expected | check_parameters
+    # Which statements each engine sees: PostgreSQL's own files exist for it alone.
+    seen = SqlFiles(DEFAULT_SQL_DIR, dialect).names("load")
+    assert set(seen) == set(LOAD_STATEMENTS) | (
+        set(POSTGRES_LOAD_STATEMENTS) if dialect == "postgresql" else set())
+    copy_text = (DEFAULT_SQL_DIR / "load" / "copy_staging.postgresql.sql").read_text()
+    copy_columns = re.search(r"\(([^()]*)\)\s*FROM STDIN", copy_text).group(1)
+    assert [c.strip() for c in copy_columns.split(",")] == RECOMMENDATIONS_SCHEMA.names
 
 
 # ------------------------------------------------------------------------------------------
 # Schema and loading, on both engines
 # ------------------------------------------------------------------------------------------
 def test_connect_applies_the_schema_idempotently(url):
-    expected = {
-        "recommendations": ["ds", "session_id", "rank", "item_id", "score", "model_name",
-                            "model_version", "generated_at"],
-        "scoring_runs": ["run_id", "ds", "status", "model_name", "model_version", "sessions_in",
-                         "sessions_scored", "fallbacks", "quarantined", "expected_k",
-                         "rows_written", "rows_replaced", "duration_seconds", "started_at",
-                         "finished_at", "message"],
-    }
+    expected = TABLE_COLUMNS
     for _ in range(2):  # the second connect re-applies the DDL on existing tables
         with Warehouse.connect(url) as warehouse:
             for table, columns in expected.items():
@@ -214,6 +364,68 @@ def test_percent_signs_and_casts_reach_the_engine_unchanged(warehouse):
     found = warehouse._execute("SELECT '100%' AS text, 7 % 3 AS remainder, "
                                "CAST(:day AS DATE) AS day -- 50% done", {"day": "2024-03-01"})
     assert found.rows == [("100%", 1, DAY)]
+
+
+def _engine_statements(warehouse: Warehouse, sql: str) -> tuple[int, int]:
+    """(statements, parameters) in ``sql`` (compiled with $1, $2, ...) as the engine parses it."""
+    if warehouse.dialect == "duckdb":
+        statements = duckdb.extract_statements(sql)
+        numbers = set().union(*(s.named_parameters for s in statements))
+        assert numbers == {str(i) for i in range(1, len(numbers) + 1)}
+        return len(statements), len(numbers)
+    # PostgreSQL's Parse message: it refuses several statements and reports the parameters.
+    from psycopg import pq
+
+    pgconn = warehouse._engine.con.pgconn
+    parsed = pgconn.prepare(b"", sql.encode())
+    if parsed.status != pq.ExecStatus.COMMAND_OK:
+        message = parsed.error_message.decode()
+        if "multiple commands" in message:
+            return 2, 0
+        raise AssertionError(f"PostgreSQL cannot parse {sql!r}: {message}")
+    return 1, pgconn.describe_prepared(b"").nparams
+
+
+def test_every_sql_file_is_one_statement_with_the_parameters_the_engine_sees(warehouse):
+    # The engine's own parser: one statement per file (no splitter), and exactly the
+    # parameters SQLAlchemy found, so that none hides in a comment or a string literal.
+    files = SqlFiles(warehouse.sql_dir, warehouse.dialect)
+    check = fill_placeholders(files.read("checks", "row_count"), {"table": '"recommendations"'})
+    placeholders = {"table": '"recommendations"', "check": check}
+    seen = 0
+    with warehouse._engine.transaction():
+        if warehouse.dialect == "postgresql":  # the load's statements read the staging table
+            warehouse._engine.run("load", "create_staging")
+        for folder in SQL_FOLDERS:
+            for name, path in files.files(folder).items():
+                sql = fill_placeholders(path.read_text(), placeholders)
+                statement = compile_sql(sql, "duckdb")  # $1, $2, ...: what both engines parse
+                assert _engine_statements(warehouse, statement.sql) == \
+                    (1, len(statement.params)), f"{folder}/{path.name}"
+                seen += 1
+    assert seen == sum(len(files.files(folder)) for folder in SQL_FOLDERS) >= 20
+    # and the checks of the parser itself
+    assert _engine_statements(warehouse, "SELECT 1; SELECT 2")[0] == 2
+    assert _engine_statements(warehouse, "SELECT CAST($1 AS INTEGER) -- $2")[1] == 1
+
+
+def test_a_custom_sql_dir_replaces_ddl_checks_and_queries_only(tmp_path):
+    custom = tmp_path / "sql"
+    for folder in ("ddl", "checks", "queries"):
+        shutil.copytree(DEFAULT_SQL_DIR / folder, custom / folder)
+    (custom / "checks" / "scores_non_increasing.sql").unlink()
+    (custom / "queries" / "day_count.sql").write_text(
+        "-- Rows of one day.\nSELECT COUNT(*) AS n_rows FROM recommendations "
+        "WHERE ds = CAST(:ds AS DATE)")
+    with Warehouse.connect(tmp_path / "w.duckdb", sql_dir=custom) as warehouse:
+        assert warehouse.sql_dir == custom
+        assert "scores_non_increasing" not in warehouse.list_checks()
+        increasing = day_table({"s": [("a", 0.1), ("b", 0.9)]})  # passes without that check
+        result = warehouse.replace_day(DAY, increasing, expected_k=2, run=RUN)
+        assert result.rows_written == 2 and "scores_non_increasing" not in result.checks
+        assert warehouse.run_query("day_count", ds=DAY).rows == [(2,)]
+    with pytest.raises(FileNotFoundError, match="no ddl/ folder"):
+        Warehouse.connect(tmp_path / "w.duckdb", sql_dir=tmp_path / "nowhere")
 
 
 def test_replace_day_writes_rows_and_logs_the_run(warehouse):

@@ -1,0 +1,1 @@
+srgnn/warehouse/sql

@@ -1,0 +1,269 @@
+"""Session transforms (the "transform" step): pure DataFrame -> DataFrame functions.
+
+Each function takes its settings as arguments and starts no job of its own, so each can be
+tested alone on a few inline rows. The order used by :mod:`srgnn.data.prepare` follows the
+reference SR-GNN preprocessing:
+
+1. :func:`sessionize`: one row per session, clicks ordered by (timestamp, input order),
+   exact duplicate events removed;
+2. :func:`drop_short_sessions`: sessions with fewer than ``min_length`` clicks;
+3. :func:`drop_rare_items`: items with fewer than ``min_support`` clicks, then
+   :func:`drop_short_sessions` again;
+4. :func:`assign_split`: train / valid / test by the day of the session's last click;
+5. :func:`build_vocab` from the training window (train and valid sessions);
+   :func:`index_sessions` maps items to 1..N and removes items unseen there from test sessions
+   (then :func:`drop_short_sessions` once more);
+6. :func:`prefix_examples` and :func:`add_graph_columns`: every prefix predicts its next item,
+   with the session graph built by :func:`srgnn.data.graph.build_graphs`.
+
+Session frames carry ``session_id`` and ``events``: ``array<struct<ts, item_id>>`` in click
+order (after :func:`index_sessions`: ``items array<int>`` plus ``start_ts``/``end_ts``).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from srgnn.data.graph import build_graphs, graphs_to_arrow
+from srgnn.data.ragged import counts_to_offsets, from_arrow, to_arrow
+
+SPLITS = ("train", "valid", "test")
+
+
+def sessionize(clicks: DataFrame) -> DataFrame:
+    """Group clicks into sessions ordered by time, removing exact duplicate events.
+
+    Input: ``session_id, ts, item_id, user_id, event_type, _seq``. Output: ``session_id,
+    events array<struct<ts timestamp, item_id string>>, raw_clicks int`` where ``raw_clicks``
+    counts the clicks before duplicates were removed. Ties on ``ts`` keep input order
+    (``_seq``). Two events are duplicates when session, time, item, user and event type are
+    all equal; the first one is kept.
+    """
+    grouped = clicks.groupBy("session_id").agg(
+        F.sort_array(F.collect_list(F.struct("ts", "_seq", "item_id", "user_id", "event_type"))).alias("_ev"),
+    )
+    # Drop _seq, then array_distinct keeps the first occurrence of each identical event.
+    distinct = F.array_distinct(F.transform("_ev", lambda e: F.struct(
+        e["ts"].alias("ts"), e["item_id"].alias("item_id"), e["user_id"].alias("user_id"),
+        e["event_type"].alias("event_type"))))
+    return grouped.select(
+        "session_id",
+        F.transform(distinct, lambda e: F.struct(e["ts"].alias("ts"), e["item_id"].alias("item_id"))).alias("events"),
+        F.size("_ev").alias("raw_clicks"),
+    )
+
+
+def drop_short_sessions(sessions: DataFrame, min_length: int, column: str = "events") -> DataFrame:
+    """Keep sessions with at least ``min_length`` clicks."""
+    return sessions.where(F.size(column) >= min_length)
+
+
+def item_counts(sessions: DataFrame) -> DataFrame:
+    """``item_id, clicks``: how often each item is clicked in the given sessions."""
+    return (sessions.select(F.explode("events").alias("e"))
+            .groupBy(F.col("e.item_id").alias("item_id")).agg(F.count(F.lit(1)).alias("clicks")))
+
+
+# Item lookups (rare items, the vocabulary) run inside Spark's Python workers on whole Arrow
+# batches against a broadcast list of ids: no explode / join / regroup shuffle of the clicks.
+# Each worker process builds its hash index once per broadcast and keeps it.
+_WORKER_INDEX: dict = {}
+
+
+def _broadcast_ids(frame: DataFrame, ids: list):
+    """(key, broadcast) of a list of ids; the key names this list in the workers' cache."""
+    import uuid
+
+    return uuid.uuid4().hex, frame.sparkSession.sparkContext.broadcast(ids)
+
+
+def _worker_index(shared):
+    import pandas as pd
+
+    key, broadcast = shared
+    index = _WORKER_INDEX.get(key)
+    if index is None:
+        _WORKER_INDEX.clear()
+        index = _WORKER_INDEX[key] = pd.Index(broadcast.value, dtype=object)
+    return index
+
+
+def _lookup_batches(shared, build):
+    """A mapInArrow body: every click's item looked up in the broadcast id list (its position
+    there, -1 when absent), then ``build(batch, events, flat_events, parents, positions)``
+    makes the output batch; ``parents`` is the row of every click."""
+    def run(batches):
+        import numpy as np
+        import pyarrow.compute as pc
+
+        index = _worker_index(shared)
+        for batch in batches:
+            events = batch.column("events")
+            flat = pc.list_flatten(events)
+            parents = np.asarray(pc.list_parent_indices(events), dtype=np.int64)
+            items = flat.field("item_id").to_numpy(zero_copy_only=False)
+            positions = index.get_indexer(items) if len(items) else np.zeros(0, dtype=np.int64)
+            yield build(batch, events, flat, parents, positions)
+    return run
+
+
+def _kept_offsets(parents, keep, num_rows: int):
+    """int32 offsets of the kept clicks per row (rows keep their order; clicks theirs)."""
+    import numpy as np
+
+    return counts_to_offsets(np.bincount(parents[keep], minlength=num_rows), dtype=np.int32)
+
+
+def _without_items(batch, events, flat, parents, positions):
+    import pyarrow as pa
+
+    keep = positions < 0
+    kept = pa.ListArray.from_arrays(pa.array(_kept_offsets(parents, keep, batch.num_rows)),
+                                    flat.filter(pa.array(keep)), type=events.type)
+    return pa.RecordBatch.from_arrays([batch.column("session_id"), kept], names=["session_id", "events"])
+
+
+def drop_rare_items(sessions: DataFrame, min_support: int) -> DataFrame:
+    """Remove clicks on items with fewer than ``min_support`` clicks in ``sessions``.
+
+    Sessions keep their click order; a session may become shorter or empty (the caller drops
+    short sessions afterwards, as the reference preprocessing does). Runs one aggregation to
+    find the rare items; when there are none the sessions are returned as they are.
+    """
+    if min_support <= 1:
+        return sessions
+    rare = [r["item_id"] for r in item_counts(sessions).where(F.col("clicks") < min_support).collect()]
+    if not rare:
+        return sessions
+    frame = sessions.select("session_id", "events")
+    return frame.mapInArrow(_lookup_batches(_broadcast_ids(frame, rare), _without_items), frame.schema)
+
+
+def session_end_day(events_col: str = "events"):
+    """Column: the UTC date of the session's last click."""
+    return F.to_date(F.element_at(F.col(events_col), -1)["ts"])
+
+
+def assign_split(sessions: DataFrame, last_day, test_days: int, valid_days: int) -> DataFrame:
+    """Add ``split``: test = last click in the last ``test_days`` days up to ``last_day``
+    (inclusive), valid = the ``valid_days`` days before that, train = everything earlier.
+
+    ``last_day`` is a ``datetime.date`` (the latest session end over the whole input).
+    """
+    end = session_end_day()
+    test_start = F.date_sub(F.lit(last_day), test_days - 1) if test_days > 0 else None
+    valid_start = F.date_sub(F.lit(last_day), test_days + valid_days - 1)
+    split = F.lit("train")
+    if valid_days > 0:
+        split = F.when(end >= valid_start, F.lit("valid")).otherwise(split)
+    if test_days > 0:
+        split = F.when(end >= test_start, F.lit("test")).otherwise(split)
+    return sessions.withColumn("split", split)
+
+
+def build_vocab(train_sessions: DataFrame) -> DataFrame:
+    """Item vocabulary from the training window's sessions: ``item_id, item_index (1..N),
+    train_clicks``.
+
+    Indices follow decreasing popularity in those sessions (ties by raw id), so index 1 is the most
+    clicked item; 0 is reserved for padding.
+    """
+    from pyspark.sql.window import Window
+
+    counts = item_counts(train_sessions).withColumnRenamed("clicks", "train_clicks")
+    order = Window.orderBy(F.col("train_clicks").desc(), F.col("item_id"))
+    return counts.select(
+        "item_id",
+        F.row_number().over(order).cast("int").alias("item_index"),
+        F.col("train_clicks").cast("long"),
+    )
+
+
+def _with_indices(batch, events, flat, parents, positions):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    index = positions + 1
+    keep = index > 0
+    offsets = _kept_offsets(parents, keep, batch.num_rows)
+    ts = flat.field("ts").filter(pa.array(keep))
+    has = np.diff(offsets) > 0
+    first = pa.array(np.where(has, offsets[:-1], 0))
+    last = pa.array(np.where(has, offsets[1:] - 1, 0))
+    mask = pa.array(~has)
+    start = pc.if_else(mask, pa.scalar(None, ts.type), ts.take(first)) if len(ts) else pa.nulls(batch.num_rows, ts.type)
+    end = pc.if_else(mask, pa.scalar(None, ts.type), ts.take(last)) if len(ts) else pa.nulls(batch.num_rows, ts.type)
+    items_list = to_arrow(index[keep].astype(np.int32), offsets)
+    indexed_from = pa.array(np.diff(np.asarray(events.offsets)).astype(np.int32))
+    return pa.RecordBatch.from_arrays(
+        [batch.column("session_id"), batch.column("split"), items_list, start, end, indexed_from],
+        names=["session_id", "split", "items", "start_ts", "end_ts", "indexed_from"])
+
+
+def index_sessions(sessions: DataFrame, vocab: DataFrame) -> DataFrame:
+    """Map every click to its vocabulary index; clicks on unknown items are removed.
+
+    Output: ``session_id, split, items array<int>, start_ts, end_ts, indexed_from int``
+    (``indexed_from`` = clicks before unknown items were removed; the timestamps are those of
+    the first and last kept click). The vocabulary (collected once, ordered by index) is
+    broadcast to the Python workers, which map whole Arrow batches: no shuffle.
+    """
+    ids = [r["item_id"] for r in vocab.orderBy("item_index").select("item_id").collect()]
+    frame = sessions.select("session_id", "split", "events")
+    schema = T.StructType([
+        T.StructField("session_id", T.StringType()), T.StructField("split", T.StringType()),
+        T.StructField("items", T.ArrayType(T.IntegerType())),
+        T.StructField("start_ts", T.TimestampType()), T.StructField("end_ts", T.TimestampType()),
+        T.StructField("indexed_from", T.IntegerType()),
+    ])
+    return frame.mapInArrow(_lookup_batches(_broadcast_ids(frame, ids), _with_indices), schema)
+
+
+def prefix_examples(sessions: DataFrame) -> DataFrame:
+    """SR-GNN data augmentation: a session ``[v1..vn]`` gives ``n - 1`` examples
+    ``([v1..vk], v(k+1))`` for ``k = 1..n-1``.
+
+    Input ``session_id, split, items``; output ``session_id, split, prefix, target,
+    prefix_length``.
+    """
+    with_k = sessions.where(F.size("items") >= 2).select(
+        "session_id", "split", "items",
+        F.explode(F.sequence(F.lit(1), F.size("items") - 1)).alias("k"))
+    return with_k.select(
+        "session_id", "split",
+        F.slice("items", 1, F.col("k")).alias("prefix"),
+        F.element_at("items", F.col("k") + 1).alias("target"),
+        F.col("k").cast("int").alias("prefix_length"),
+    )
+
+
+GRAPH_FIELDS = ("nodes", "alias", "edge_src", "edge_dst")
+
+
+def _graph_batches(batches):
+    """mapInArrow body: add the graph columns to each Arrow batch of examples."""
+    import pyarrow as pa
+
+    for batch in batches:
+        graphs = graphs_to_arrow(build_graphs(*from_arrow(batch.column("prefix"))))
+        arrays = [batch.column(name) for name in batch.schema.names]
+        names = list(batch.schema.names)
+        for name in GRAPH_FIELDS:
+            arrays.append(graphs[name])
+            names.append(name)
+        yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def add_graph_columns(examples: DataFrame) -> DataFrame:
+    """Add ``nodes, alias, edge_src, edge_dst`` (see docs/contracts.md) to prefix examples.
+
+    Runs :func:`srgnn.data.graph.build_graphs` on whole Arrow batches inside Spark's Python
+    workers (``mapInArrow``): no per-row Python.
+    """
+    examples = examples.withColumn("prefix", F.col("prefix").cast(T.ArrayType(T.IntegerType())))
+    schema = T.StructType(examples.schema.fields + [
+        T.StructField(name, T.ArrayType(T.IntegerType())) for name in GRAPH_FIELDS])
+    return examples.mapInArrow(_graph_batches, schema)

@@ -1,0 +1,153 @@
+"""Session -> graph construction, vectorised over a batch of sessions.
+
+This is the one implementation of SR-GNN's session graph (Wu et al., AAAI 2019, section 3.2),
+used by ``prepare`` inside Spark (Arrow batches), by scoring, and by the MLflow model's
+``predict``: the graph a model sees in production is built by the same code it was trained on.
+
+A batch of sessions is given the way Arrow stores a ``list<int>`` column: one flat array of
+item indices (``values``) and ``offsets`` such that session ``s`` is
+``values[offsets[s]:offsets[s + 1]]``. For each session the graph has
+
+* ``nodes``: its distinct items, in increasing item-index order (as ``np.unique`` orders them
+  in the reference implementation);
+* ``alias``: for every click position, the index of its item in ``nodes``;
+* ``edge_src`` / ``edge_dst``: the distinct directed edges ``alias[t] -> alias[t + 1]`` between
+  consecutive clicks, as node indices, sorted by (src, dst). A repeated consecutive click
+  ``B, B`` gives the self-loop ``B -> B``; a revisit such as ``A, B, C, B`` keeps both
+  ``B -> C`` and ``C -> B``.
+
+Nothing here loops over sessions in Python: every step is a whole-array numpy operation.
+
+Example (items A=1, B=2, C=3 in the session A, B, C, B)::
+
+    >>> g = build_graphs(np.array([1, 2, 3, 2]), np.array([0, 4]))
+    >>> g.nodes_values.tolist(), g.alias_values.tolist()
+    ([1, 2, 3], [0, 1, 2, 1])
+    >>> list(zip(g.edge_src.tolist(), g.edge_dst.tolist()))
+    [(0, 1), (1, 2), (2, 1)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from srgnn.data.ragged import check_lists, counts_to_offsets, to_arrow
+
+__all__ = ["SessionGraphs", "build_graphs", "graphs_to_arrow", "normalized_adjacency"]
+
+
+@dataclass(frozen=True)
+class SessionGraphs:
+    """Graphs of a batch of ``S`` sessions, stored as flat arrays plus offsets (Arrow layout).
+
+    Attributes:
+        nodes_values: (total_nodes,) distinct item indices of every session, concatenated.
+        nodes_offsets: (S + 1,) session ``s`` owns ``nodes_values[nodes_offsets[s]:nodes_offsets[s+1]]``.
+        alias_values: (total_clicks,) node index of every click; shares the input's offsets.
+        alias_offsets: (S + 1,) the input offsets.
+        edge_src: (total_edges,) source node index (within its session) of every edge.
+        edge_dst: (total_edges,) destination node index of every edge.
+        edge_offsets: (S + 1,) session ``s`` owns edges ``edge_offsets[s]:edge_offsets[s+1]``.
+    """
+
+    nodes_values: np.ndarray
+    nodes_offsets: np.ndarray
+    alias_values: np.ndarray
+    alias_offsets: np.ndarray
+    edge_src: np.ndarray
+    edge_dst: np.ndarray
+    edge_offsets: np.ndarray
+
+    @property
+    def num_sessions(self) -> int:
+        return len(self.nodes_offsets) - 1
+
+    def slice(self, start: int, stop: int) -> "SessionGraphs":
+        """The graphs of sessions ``start:stop`` (views of the arrays, no copies)."""
+        def rows(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            begin, end = offsets[start], offsets[stop]
+            return values[begin:end], offsets[start : stop + 1] - begin
+
+        edge_src, edge_offsets = rows(self.edge_src, self.edge_offsets)
+        return SessionGraphs(*rows(self.nodes_values, self.nodes_offsets),
+                             *rows(self.alias_values, self.alias_offsets),
+                             edge_src, rows(self.edge_dst, self.edge_offsets)[0], edge_offsets)
+
+
+def build_graphs(values: np.ndarray, offsets: np.ndarray) -> SessionGraphs:
+    """Build the SR-GNN graph of every session in a batch.
+
+    Args:
+        values: (total_clicks,) non-negative integer item indices, sessions concatenated.
+        offsets: (S + 1,) non-decreasing, ``offsets[0] == 0`` and ``offsets[-1] == len(values)``.
+            Empty sessions are allowed (they get no nodes and no edges).
+
+    Returns:
+        The :class:`SessionGraphs` of the batch.
+
+    Raises:
+        ValueError: if the offsets do not describe ``values`` or an item index is negative.
+    """
+    values, offsets, lengths = check_lists(values, offsets)
+    if len(values) and values.min() < 0:
+        raise ValueError("item indices must be non-negative.")
+    num_sessions = len(lengths)
+    session_of_click = np.repeat(np.arange(num_sessions, dtype=np.int64), lengths)
+
+    # Distinct (session, item) pairs, sorted by session then item: the nodes.
+    item_span = int(values.max()) + 1 if len(values) else 1
+    keys = session_of_click * item_span + values
+    node_keys, inverse = np.unique(keys, return_inverse=True)
+    session_of_node = node_keys // item_span
+    nodes_values = node_keys % item_span
+    nodes_offsets = counts_to_offsets(np.bincount(session_of_node, minlength=num_sessions))
+    alias_values = inverse.reshape(-1) - nodes_offsets[session_of_click]
+
+    # Edges between consecutive clicks of the same session, de-duplicated per session.
+    same_session = session_of_click[:-1] == session_of_click[1:]
+    src = alias_values[:-1][same_session]
+    dst = alias_values[1:][same_session]
+    session_of_edge = session_of_click[:-1][same_session]
+    node_span = int(np.diff(nodes_offsets).max()) + 1 if num_sessions else 1
+    edge_keys = np.unique((session_of_edge * node_span + src) * node_span + dst)
+    edge_dst = edge_keys % node_span
+    edge_src = (edge_keys // node_span) % node_span
+    session_of_unique_edge = edge_keys // (node_span * node_span)
+    edge_offsets = counts_to_offsets(np.bincount(session_of_unique_edge, minlength=num_sessions))
+
+    return SessionGraphs(nodes_values, nodes_offsets, alias_values, offsets, edge_src, edge_dst,
+                         edge_offsets)
+
+
+def graphs_to_arrow(graphs: SessionGraphs):
+    """The graph columns of the session-graph Parquet contract, as ``list<int32>`` Arrow arrays.
+
+    Returns a dict ``{"nodes", "alias", "edge_src", "edge_dst"}`` of ``pyarrow.ListArray``.
+    """
+    def as_list(flat: np.ndarray, offsets: np.ndarray):
+        return to_arrow(flat.astype(np.int32), offsets)
+
+    return {
+        "nodes": as_list(graphs.nodes_values, graphs.nodes_offsets),
+        "alias": as_list(graphs.alias_values, graphs.alias_offsets),
+        "edge_src": as_list(graphs.edge_src, graphs.edge_offsets),
+        "edge_dst": as_list(graphs.edge_dst, graphs.edge_offsets),
+    }
+
+
+def normalized_adjacency(num_nodes: int, edge_src: np.ndarray, edge_dst: np.ndarray) -> np.ndarray:
+    """Dense ``(n, 2n)`` matrix ``[A_in | A_out]`` of one session, as in SR-GNN.
+
+    ``A_out[i, j] = 1[i -> j] / outdeg(i)`` and ``A_in[i, j] = 1[j -> i] / indeg(i)`` (rows of
+    nodes without such edges stay zero). Meant for tests and reading; training builds the same
+    matrices for a whole batch with tensor operations.
+    """
+    adjacency = np.zeros((num_nodes, num_nodes), dtype=np.float64)
+    adjacency[np.asarray(edge_src), np.asarray(edge_dst)] = 1.0
+    out_degree = adjacency.sum(axis=1, keepdims=True)
+    in_degree = adjacency.sum(axis=0, keepdims=True).T
+    a_out = adjacency / np.where(out_degree == 0, 1.0, out_degree)
+    a_in = adjacency.T / np.where(in_degree == 0, 1.0, in_degree)
+    return np.concatenate([a_in, a_out], axis=1)

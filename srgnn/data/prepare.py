@@ -1,0 +1,200 @@
+"""``prepare``: raw clicks -> sessions -> train/valid/test session graphs (Parquet).
+
+Extract (:mod:`srgnn.data.readers`), transform (:mod:`srgnn.data.etl`) and load (this module) as separate
+steps. Run it as ``srgnn prepare --clicks PATH --out DIR`` or
+``spark-submit jobs/prepare.py --clicks PATH --out DIR``. The output folder layout is in
+docs/contracts.md; ``summary.json`` accounts for every click read:
+
+    clicks_read = clicks_kept + clicks_quarantined + sum(clicks_removed.values())
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from srgnn.config import PrepareConfig, config_dict
+from srgnn.data.readers import InputError, read_clicks
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PrepareResult", "run_prepare"]
+
+
+@dataclass
+class PrepareResult:
+    out_dir: str
+    summary: dict
+
+
+def _out_path(out_dir: str, *parts: str) -> str:
+    return "/".join([out_dir.rstrip("/"), *parts])
+
+
+def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | None = None,
+                fmt: str = "auto") -> PrepareResult:
+    """Run the whole prepare job and return the output folder and its summary."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    from srgnn.data import etl
+
+    config = config or PrepareConfig()
+    started = time.time()
+    raw = read_clicks(spark, clicks_path, fmt)
+    min_len = config.min_session_length
+    persisted = []
+    stage_seconds: dict[str, float] = {}
+    stage_start = [time.time()]
+
+    def stage(name: str) -> None:
+        now = time.time()
+        stage_seconds[name] = round(now - stage_start[0], 1)
+        logger.info("prepare: %s %.1f s", name.replace("_", " "), stage_seconds[name])
+        stage_start[0] = now
+
+    def keep(frame):
+        persisted.append(frame.persist(StorageLevel.MEMORY_AND_DISK))
+        return frame
+
+    def size_stats(frame, column, prefix):
+        """Aggregates of one pass: sessions, clicks, and sessions/clicks below min length."""
+        size = F.size(column)
+        short = size < min_len
+        return [
+            F.count(F.lit(1)).alias(f"{prefix}_n"),
+            F.coalesce(F.sum(size), F.lit(0)).alias(f"{prefix}_clicks"),
+            F.coalesce(F.sum(short.cast("long")), F.lit(0)).alias(f"{prefix}_short_n"),
+            F.coalesce(F.sum(F.when(short, size).otherwise(0)), F.lit(0)).alias(f"{prefix}_short_clicks"),
+        ]
+
+    # Quarantine first; its counts are read back from the written files.
+    quarantine_path = _out_path(out_dir, "quarantine")
+    raw.quarantine.write.mode("overwrite").parquet(quarantine_path)
+    by_reason = {r["reason"]: int(r["n"]) for r in spark.read.parquet(quarantine_path)
+                 .groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+    clicks_quarantined = sum(by_reason.values())
+    stage("read_and_quarantine")
+
+    # 1. sessions, duplicates, single-click sessions: one pass.
+    sessions = keep(etl.sessionize(raw.clicks))
+    row = sessions.agg(F.coalesce(F.sum("raw_clicks"), F.lit(0)).alias("raw"),
+                       *size_stats(sessions, "events", "s")).collect()[0]
+    clicks_parsed = int(row["raw"])
+    clicks_read = clicks_parsed + clicks_quarantined
+    if clicks_parsed == 0:
+        raise InputError(f"{clicks_path}: no valid click in the input "
+                         f"({clicks_quarantined} rows quarantined: {by_reason})")
+    removed = {"duplicate_events": clicks_parsed - int(row["s_clicks"]),
+               "short_sessions": int(row["s_short_clicks"])}
+    sessions_removed = {"short_sessions": int(row["s_short_n"])}
+    sessions_read = int(row["s_n"])
+    long_sessions = etl.drop_short_sessions(sessions.drop("raw_clicks"), min_len)
+    clicks_long = int(row["s_clicks"]) - int(row["s_short_clicks"])
+    stage("sessionize")
+
+    # 2. rare items, then sessions left too short; and the last day of the data.
+    filtered = keep(etl.drop_rare_items(long_sessions, config.min_item_support))
+    row = filtered.agg(*size_stats(filtered, "events", "f"),
+                       F.max(F.when(F.size("events") >= min_len, etl.session_end_day())).alias("last_day")).collect()[0]
+    removed["rare_items"] = clicks_long - int(row["f_clicks"])
+    removed["short_after_rare_items"] = int(row["f_short_clicks"])
+    sessions_removed["short_after_rare_items"] = int(row["f_short_n"])
+    last_day = row["last_day"]
+    stage("rare_items")
+    if last_day is None:
+        raise InputError(f"{clicks_path}: no session is left after the filters "
+                         f"(min session length {min_len}, min item support {config.min_item_support})")
+
+    # 3. split by day; vocabulary from the training window (train and valid days, never test):
+    # a model refitted on train + valid then knows the items that first appear in the
+    # validation days, which are often the newest and most clicked of the following days.
+    split = etl.assign_split(etl.drop_short_sessions(filtered, min_len), last_day,
+                             config.test_days, config.valid_days)
+    vocab_path = _out_path(out_dir, "vocab.parquet")
+    vocab = etl.build_vocab(split.where(F.col("split") != "test"))
+    vocab.orderBy("item_index").coalesce(1).write.mode("overwrite").parquet(vocab_path)
+    vocab = keep(spark.read.parquet(vocab_path))
+    vocab_size = vocab.count()
+    if vocab_size == 0:
+        raise InputError(f"{clicks_path}: the training window is empty (all sessions fall in the last "
+                         f"{config.test_days + config.valid_days} days); lower --test-days/--valid-days")
+
+    stage("split_and_vocab")
+
+    # 4. item indices; items unseen in the training window leave test sessions; per-split counts.
+    indexed = keep(etl.index_sessions(split, vocab))
+    size = F.size("items")
+    ok = size >= min_len
+    per_split = {r["split"]: r for r in indexed.groupBy("split").agg(
+        F.sum(F.col("indexed_from") - 1).alias("examples_before"),
+        F.sum(F.col("indexed_from") - size).alias("unseen"),
+        F.sum((~ok).cast("long")).alias("short_n"),
+        F.sum(F.when(~ok, size).otherwise(0)).alias("short_clicks"),
+        F.sum(ok.cast("long")).alias("sessions"),
+        F.sum(F.when(ok, size).otherwise(0)).alias("clicks"),
+        F.sum(F.when(ok, size - 1).otherwise(0)).alias("examples"),
+    ).collect()}
+    removed["unseen_items"] = sum(int(r["unseen"]) for r in per_split.values())
+    removed["short_after_unseen_items"] = sum(int(r["short_clicks"]) for r in per_split.values())
+    sessions_removed["short_after_unseen_items"] = sum(int(r["short_n"]) for r in per_split.values())
+    splits = {}
+    for name in etl.SPLITS:
+        r = per_split.get(name)
+        splits[name] = {key: int(r[key]) if r else 0
+                        for key in ("sessions", "clicks", "examples")}
+        splits[name]["examples_before_unseen_filter"] = int(r["examples_before"]) if r else 0
+    clicks_kept = sum(s["clicks"] for s in splits.values())
+    stage("index_items")
+
+    # 5. load: sessions and session graphs per split.
+    indexed = etl.drop_short_sessions(indexed, min_len, column="items")
+    for name in etl.SPLITS:
+        part = indexed.where(F.col("split") == name)
+        part.select("session_id", "items", "start_ts", "end_ts").write.mode("overwrite").parquet(
+            _out_path(out_dir, "sessions", name))
+        examples = etl.add_graph_columns(etl.prefix_examples(part.select("session_id", "split", "items")))
+        (examples.select("session_id", "prefix", "nodes", "alias", "edge_src", "edge_dst",
+                         F.col("target").cast("int").alias("target"), "prefix_length")
+         .write.mode("overwrite").parquet(_out_path(out_dir, "graphs", name)))
+    for frame in persisted:
+        frame.unpersist()
+    stage("write_sessions_and_graphs")
+
+    total_removed = sum(removed.values())
+    summary = {
+        "input": clicks_path,
+        "format": raw.format,
+        "files": raw.files if len(raw.files) <= 20 else raw.files[:20] + [f"... {len(raw.files) - 20} more"],
+        "config": config_dict(config),
+        "clicks_read": clicks_read,
+        "clicks_quarantined": clicks_quarantined,
+        "quarantine_reasons": by_reason,
+        "clicks_removed": removed,
+        "sessions_removed": sessions_removed,
+        "clicks_kept": clicks_kept,
+        "balanced": clicks_read == clicks_kept + clicks_quarantined + total_removed,
+        "sessions_read": sessions_read,
+        "last_day": str(last_day),
+        "vocab_size": int(vocab_size),
+        "splits": splits,
+        "examples": sum(s["examples"] for s in splits.values()),
+        "examples_lost_to_unseen_items": sum(s["examples_before_unseen_filter"] - s["examples"]
+                                             for s in splits.values()),
+        "seconds": round(time.time() - started, 1),
+        "stage_seconds": stage_seconds,
+        "out_dir": out_dir,
+    }
+    if not summary["balanced"]:
+        raise AssertionError(f"click accounting does not add up: {summary}")
+    summary_path = _out_path(out_dir, "summary.json")
+    if "://" not in out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    else:  # remote output: write through Spark's filesystem layer
+        spark.createDataFrame([(json.dumps(summary, indent=2),)], "value string").coalesce(1) \
+            .write.mode("overwrite").text(summary_path)
+    return PrepareResult(out_dir=out_dir, summary=summary)

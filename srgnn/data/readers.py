@@ -1,0 +1,279 @@
+"""Readers for raw clickstream logs (the "extract" step).
+
+Every reader turns its input into the same two DataFrames:
+
+* ``clicks``: ``session_id string, ts timestamp, item_id string, user_id string,
+  event_type string, _seq long`` (``_seq`` is the row's position in the input, used as a
+  stable tie-break when two clicks of a session share a timestamp);
+* ``quarantine``: ``source_file string, raw string, reason string``: rows that could not be
+  parsed, with their raw values, so that nothing is lost silently.
+
+Formats (``--format``):
+
+``csv`` / ``json`` / ``parquet``
+    the generic schema: ``session_id``, ``timestamp``, ``item_id`` and optional ``user_id``,
+    ``event_type``. CSV files have a header line and may be gzip-compressed; JSON files hold
+    one object per line. ``timestamp`` is epoch seconds, epoch milliseconds (told apart by
+    magnitude: values of 1e11 and above are milliseconds) or ISO-8601 text.
+``yoochoose``
+    RecSys Challenge 2015 clicks: no header, ``session_id,timestamp(ISO),item_id,category``.
+``diginetica``
+    CIKM Cup 2016 item views: ``;``-separated, header
+    ``session_id;user_id;item_id;timeframe;eventdate``; the click time is ``eventdate`` plus
+    ``timeframe`` milliseconds (``timeframe`` orders the clicks inside a session).
+``otto``
+    OTTO RecSys dataset: one JSON object a line, ``{"session": int, "events": [{"aid": int,
+    "ts": epoch_ms, "type": "clicks"|"carts"|"orders"}, ...]}``.
+``auto`` (default)
+    decided from the file name and first line, and only when that is unambiguous.
+
+A user's mistake (missing file, empty input, missing column, unknown format) raises
+:class:`~srgnn.data.inputs.InputError` (:mod:`srgnn.data.inputs` checks files before Spark
+starts); the command line prints it and exits with code 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from srgnn.data.inputs import (DIGINETICA_HEADER, MAX_TIMESTAMP, MILLIS_THRESHOLD, MIN_TIMESTAMP,
+                               OPTIONAL_COLUMNS, REQUIRED_COLUMNS, YOOCHOOSE_COLUMNS, InputError,
+                               check_header, check_input, check_json_keys)
+
+__all__ = ["RawClicks", "read_clicks", "InputError", "check_input", "parse_timestamp",
+           "check_rows", "split_checked"]
+
+
+@dataclass
+class RawClicks:
+    """The result of reading raw clicks: parsed clicks, quarantined rows and what was read."""
+
+    clicks: object  # pyspark DataFrame
+    quarantine: object  # pyspark DataFrame
+    files: list[str]
+    format: str
+    notes: dict = field(default_factory=dict)
+    persisted: object = None  # the checked rows both frames come from, with cache=True
+
+    def release(self) -> None:
+        """Free the rows persisted by ``read_clicks(..., cache=True)`` (no-op otherwise)."""
+        if self.persisted is not None:
+            self.persisted.unpersist()
+            self.persisted = None
+
+
+def read_clicks(spark, path: str, fmt: str = "auto", *, cache: bool = False) -> RawClicks:
+    """Read raw clicks in any supported format; see the module docstring.
+
+    With ``cache`` the parsed and checked rows are persisted (memory, then disk) when first
+    computed, so that writing the quarantine and using the clicks parse the input once, not
+    twice; ``RawClicks.release()`` frees them.
+    """
+    files, fmt = check_input(path, fmt)
+    reader = {
+        "csv": _read_generic_csv,
+        "json": _read_generic_json,
+        "parquet": _read_generic_parquet,
+        "yoochoose": _read_yoochoose,
+        "diginetica": _read_diginetica,
+        "otto": _read_otto,
+    }[fmt]
+    checked = check_rows(reader(spark, files))
+    if cache:
+        from pyspark import StorageLevel
+
+        checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+    clicks, quarantine = split_checked(checked)
+    return RawClicks(clicks=clicks, quarantine=quarantine, files=files, format=fmt,
+                     persisted=checked if cache else None)
+
+
+# --- readers: each returns the "raw" frame -------------------------------------------------
+# Raw frame columns (all strings): session_id, ts_raw, item_id, user_id, event_type,
+# _corrupt (the whole line when it could not be split into fields, else null),
+# _raw (a struct of the raw values, written as JSON text for quarantined rows only), _file, _seq.
+
+
+def _string_schema(names, corrupt: bool = True):
+    from pyspark.sql import types as T
+
+    fields = [T.StructField(n, T.StringType()) for n in names]
+    if corrupt:
+        fields.append(T.StructField("_corrupt", T.StringType()))
+    return T.StructType(fields)
+
+
+def _finish_raw(df, session, ts, item, user=None, event=None, raw_cols=(), hint=None):
+    from pyspark.sql import functions as F
+
+    def clean(col):
+        if col is None:
+            return F.lit(None).cast("string")
+        trimmed = F.trim(col.cast("string"))
+        return F.when(trimmed == "", None).otherwise(trimmed)
+
+    raw_values = F.struct(*[F.col(c).cast("string").alias(c) for c in raw_cols])
+    return df.select(
+        clean(session).alias("session_id"),
+        clean(ts).alias("ts_raw"),
+        clean(item).alias("item_id"),
+        clean(user).alias("user_id"),
+        clean(event).alias("event_type"),
+        (F.col("_corrupt") if "_corrupt" in df.columns else F.lit(None).cast("string")).alias("_corrupt"),
+        raw_values.alias("_raw"),
+        F.input_file_name().alias("_file"),
+        (hint if hint is not None else F.lit(None).cast("string")).alias("_hint"),
+    ).withColumn("_seq", F.monotonically_increasing_id())
+
+
+def _csv(spark, files, schema, sep=",", header=True):
+    return spark.read.csv(
+        files, schema=schema, sep=sep, header=header, mode="PERMISSIVE",
+        columnNameOfCorruptRecord="_corrupt", multiLine=False, enforceSchema=False,
+    )
+
+
+def _read_generic_csv(spark, files):
+    from pyspark.sql import functions as F
+
+    header = check_header(files, ",", REQUIRED_COLUMNS)
+    if not header:  # remote input: let Spark read the header
+        header = spark.read.csv(files, header=True).columns
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise InputError(f"{files[0]}: missing required column(s) {', '.join(missing)}")
+    df = _csv(spark, files, _string_schema(header))
+    opt = {c: (F.col(c) if c in header else None) for c in OPTIONAL_COLUMNS}
+    return _finish_raw(df, F.col("session_id"), F.col("timestamp"), F.col("item_id"),
+                       opt["user_id"], opt["event_type"], raw_cols=header)
+
+
+def _read_generic_json(spark, files):
+    from pyspark.sql import functions as F
+
+    check_json_keys(files, REQUIRED_COLUMNS)
+    names = list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+    df = spark.read.json(files, schema=_string_schema(names), mode="PERMISSIVE",
+                         columnNameOfCorruptRecord="_corrupt")
+    return _finish_raw(df, F.col("session_id"), F.col("timestamp"), F.col("item_id"),
+                       F.col("user_id"), F.col("event_type"), raw_cols=names)
+
+
+def _read_generic_parquet(spark, files):
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    try:
+        df = spark.read.parquet(*files)
+    except Exception as exc:  # noqa: BLE001 - Spark raises many kinds for a bad file
+        raise InputError(f"{files[0]}: cannot be read as Parquet ({str(exc).splitlines()[0][:200]})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{files[0]}: missing required column(s) {', '.join(missing)} "
+                         f"(columns: {', '.join(df.columns)})")
+    ts_type = df.schema["timestamp"].dataType
+    if isinstance(ts_type, (T.TimestampType, T.TimestampNTZType)):
+        # Native timestamps go through the ISO branch of the parser unchanged.
+        ts = F.date_format(F.col("timestamp"), "yyyy-MM-dd'T'HH:mm:ss.SSSSSS")
+    else:
+        ts = F.col("timestamp").cast("string")
+    opt = {c: (F.col(c) if c in df.columns else None) for c in OPTIONAL_COLUMNS}
+    present = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in df.columns]
+    return _finish_raw(df, F.col("session_id"), ts, F.col("item_id"),
+                       opt["user_id"], opt["event_type"], raw_cols=present)
+
+
+def _read_yoochoose(spark, files):
+    from pyspark.sql import functions as F
+
+    df = _csv(spark, files, _string_schema(YOOCHOOSE_COLUMNS), header=False)
+    return _finish_raw(df, F.col("session_id"), F.col("timestamp"), F.col("item_id"),
+                       raw_cols=YOOCHOOSE_COLUMNS)
+
+
+def _read_diginetica(spark, files):
+    from pyspark.sql import functions as F
+
+    check_header(files, ";", DIGINETICA_HEADER)
+    df = _csv(spark, files, _string_schema(DIGINETICA_HEADER), sep=";")
+    day = F.expr("try_to_date(trim(eventdate), 'yyyy-MM-dd')")
+    offset_ms = F.expr("try_cast(trim(timeframe) as bigint)")
+    epoch_ms = F.when(offset_ms >= 0, F.unix_date(day).cast("bigint") * 86_400_000 + offset_ms)
+    user = F.when(F.upper(F.trim(F.col("user_id"))) == "NA", None).otherwise(F.col("user_id"))
+    return _finish_raw(df, F.col("session_id"), epoch_ms, F.col("item_id"), user,
+                       raw_cols=DIGINETICA_HEADER)
+
+
+def _read_otto(spark, files):
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    event = T.StructType([T.StructField(n, T.StringType()) for n in ("aid", "ts", "type")])
+    schema = T.StructType([
+        T.StructField("session", T.StringType()),
+        T.StructField("events", T.ArrayType(event)),
+        T.StructField("_corrupt", T.StringType()),
+    ])
+    df = spark.read.json(files, schema=schema, mode="PERMISSIVE", columnNameOfCorruptRecord="_corrupt")
+    # One row per event; a line without events becomes one row (with null event) so that it
+    # is quarantined rather than lost.
+    df = df.select("session", "_corrupt", F.explode_outer("events").alias("e"))
+    df = df.select("session", "_corrupt", F.col("e.aid").alias("aid"), F.col("e.ts").alias("ts"),
+                   F.col("e.type").alias("type"), F.col("e").isNull().alias("_no_event"))
+    hint = F.when(F.col("_no_event") & F.col("_corrupt").isNull(), F.lit("no_events"))
+    return _finish_raw(df, F.col("session"), F.col("ts"), F.col("aid"), None, F.col("type"),
+                       raw_cols=("session", "aid", "ts", "type"), hint=hint)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+def parse_timestamp(col: str):
+    """Spark column expressions for a raw timestamp text column.
+
+    Returns ``(ts, numeric)``: ``ts`` is the parsed timestamp (epoch seconds, epoch
+    milliseconds or ISO-8601 text; null when it is none of these or absurdly large) and
+    ``numeric`` tells whether the text was a number.
+    """
+    from pyspark.sql import functions as F
+
+    number = F.expr(f"try_cast({col} as double)")
+    seconds = F.when(F.abs(number) >= MILLIS_THRESHOLD, number / 1000.0).otherwise(number)
+    from_number = F.when(number.isNotNull() & (F.abs(seconds) < 1e13),
+                         F.timestamp_micros(F.round(seconds * 1_000_000).cast("bigint")))
+    from_text = F.expr(f"try_cast({col} as timestamp)")
+    return F.when(number.isNotNull(), from_number).otherwise(from_text), number.isNotNull()
+
+
+def check_rows(raw):
+    """The raw frame with the parsed ``ts`` and ``_reason`` (null for a clean click)."""
+    from pyspark.sql import functions as F
+
+    ts, numeric = parse_timestamp("ts_raw")
+    out_of_range = (F.col("ts") < F.lit(MIN_TIMESTAMP).cast("timestamp")) | (
+        F.col("ts") >= F.lit(MAX_TIMESTAMP).cast("timestamp"))
+    reason = (
+        F.when(F.col("_corrupt").isNotNull(), F.lit("malformed_row"))
+        .when(F.col("_hint").isNotNull(), F.col("_hint"))
+        .when(F.col("session_id").isNull() & F.col("item_id").isNull() & F.col("ts_raw").isNull(),
+              F.lit("empty_row"))
+        .when(F.col("session_id").isNull(), F.lit("missing_session_id"))
+        .when(F.col("item_id").isNull(), F.lit("missing_item_id"))
+        .when(F.col("ts_raw").isNull(), F.lit("missing_timestamp"))
+        .when(F.col("ts").isNull() & ~F.col("_numeric"), F.lit("bad_timestamp"))
+        .when(F.col("ts").isNull() | out_of_range, F.lit("timestamp_out_of_range"))
+    )
+    return raw.withColumn("ts", ts).withColumn("_numeric", numeric).withColumn("_reason", reason)
+
+
+def split_checked(checked):
+    """``(clicks, quarantine)`` of a frame from :func:`check_rows`."""
+    from pyspark.sql import functions as F
+
+    clicks = checked.where(F.col("_reason").isNull()).select(
+        "session_id", "ts", "item_id", "user_id", "event_type", "_seq")
+    quarantine = checked.where(F.col("_reason").isNotNull()).select(
+        F.col("_file").alias("source_file"),
+        F.coalesce(F.col("_corrupt"), F.to_json(F.col("_raw"))).alias("raw"),
+        F.col("_reason").alias("reason"),
+    )
+    return clicks, quarantine

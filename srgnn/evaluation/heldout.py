@@ -1,0 +1,99 @@
+"""Held-out examples in raw item ids: what every evaluation scores a recommender on.
+
+A :class:`HeldOut` holds prefixes (lists of raw item ids), the raw id of each prefix's true
+next item, the prefix lengths, and the catalogue over which the list-level measures (coverage,
+popularity bias) are computed. It comes from a split of a prepare run folder
+(:func:`from_run`) or from raw held-out clicks with a file of targets (:func:`from_clicks`),
+read exactly as scoring reads a day. Because examples are raw ids, models with different
+vocabularies (a new candidate and an older champion) and the baselines are judged on exactly
+the same examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from srgnn.data.runfolder import RunFolder
+from srgnn.data.vocab import Vocabulary
+
+__all__ = ["HeldOut", "from_run", "from_clicks"]
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """``S`` examples: a prefix of raw item ids and the raw id of its next item.
+
+    Attributes:
+        sessions: pyarrow ``list<string>`` array of the prefixes, click order.
+        targets: (S,) object array of raw target ids.
+        prefix_lengths: (S,) int64 clicks of each prefix (for the by-length figures).
+        catalogue: the items the list-level measures are taken over.
+        absent: (S,) bool, True where the prefix has no session at all (a miss whatever is
+            recommended), or ``None``.
+        description: where the examples come from, for tables.
+    """
+
+    sessions: object
+    targets: np.ndarray
+    prefix_lengths: np.ndarray
+    catalogue: Vocabulary
+    absent: np.ndarray | None = None
+    description: str = ""
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def from_run(run: RunFolder | str, split: str | None = None) -> HeldOut:
+    """The examples of ``graphs/<split>`` of a run folder (default: its held-out split), in raw
+    ids through the run's vocabulary; the catalogue is the run's."""
+    run = run if isinstance(run, RunFolder) else RunFolder(run)
+    split = split or run.held_out_split()
+    sessions, targets, lengths = run.raw_examples(split)
+    return HeldOut(sessions, targets, lengths, run.vocabulary,
+                   description=f"{split} split of {run.path}")
+
+
+def from_clicks(spark, clicks: str, targets: str, catalogue: Vocabulary,
+                fmt: str = "auto") -> HeldOut:
+    """Held-out prefixes given as raw clicks (one session per prefix) and a
+    ``session_id,item_id`` CSV of their true next items.
+
+    The clicks are read and sessionised as scoring reads a day; a target whose session has no
+    valid click is kept as an absent example (a miss).
+
+    Raises:
+        InputError: for an unreadable targets file or one without the two columns.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    from pyspark.sql import functions as F
+
+    from srgnn.data import etl
+    from srgnn.data.readers import InputError, read_clicks
+
+    try:
+        truth = pacsv.read_csv(targets, convert_options=pacsv.ConvertOptions(
+            column_types={"session_id": pa.string(), "item_id": pa.string()}))
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"{targets}: cannot be read as a session_id,item_id CSV "
+                         f"({str(exc).splitlines()[0]})") from None
+    missing = [c for c in ("session_id", "item_id") if c not in truth.column_names]
+    if missing:
+        raise InputError(f"{targets}: missing required column(s) {', '.join(missing)}")
+    raw = read_clicks(spark, clicks, fmt)
+    sessions = etl.sessionize(raw.clicks).select(
+        "session_id", F.transform("events", lambda e: e["item_id"]).alias("items")).toArrow()
+
+    position = {sid: i for i, sid in enumerate(sessions.column("session_id").to_pylist())}
+    rows = np.array([position.get(sid, -1) for sid in truth.column("session_id").to_pylist()],
+                    dtype=np.int64)
+    found = rows >= 0
+    # a null index takes a null (empty) prefix for a target without a session
+    picks = pa.array(np.where(found, rows, 0), pa.int64(), mask=~found)
+    items = sessions.take(picks).column("items").combine_chunks()
+    lengths = np.diff(np.asarray(items.offsets))
+    return HeldOut(items, np.asarray(truth.column("item_id").to_pylist(), dtype=object), lengths,
+                   catalogue, absent=~found, description=f"{clicks} with targets {targets}")

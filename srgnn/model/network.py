@@ -1,0 +1,392 @@
+"""SR-GNN: Session-based Recommendation with Graph Neural Networks (Wu et al., AAAI 2019).
+
+The whole forward pass lives in this file. It follows the paper and the behaviour of the
+authors' PyTorch code (CRIPAC-DIG/SR-GNN): the same parameters, the same initialisation
+(every parameter uniform in ``[-1/sqrt(d), 1/sqrt(d)]``), the same gate arrangement.
+
+Notation: ``N`` items (indices ``1..N``, 0 is padding), hidden size ``d``, ``B`` sessions per
+batch, ``L`` clicks in the longest prefix of the batch; for one session, ``n`` nodes (its
+distinct items) with embeddings ``v_1 .. v_n``.
+
+1. Item embeddings ``E`` of shape ``(N + 1, d)``; node ``i`` starts from ``v_i = E[item_i]``.
+2. :class:`GatedGraphCell`, repeated ``steps`` times (paper eq. 1-5)::
+
+       a_in  = A_in  (v W_in^T  + b_in)  + b_iah          # (n, d)
+       a_out = A_out (v W_out^T + b_out) + b_oah          # (n, d)
+       a     = [a_in ; a_out]                              # (n, 2d)
+       r     = sigmoid(W_r a + b_r + U_r v + c_r)          # reset gate
+       z     = sigmoid(W_z a + b_z + U_z v + c_z)          # update gate
+       c     = tanh(W_c a + b_c + r * (U_c v + c_c))       # candidate state
+       v'    = (1 - z) * c + z * v
+
+   with ``A_in[i, j] = 1[j -> i] / indeg(i)`` and ``A_out[i, j] = 1[i -> j] / outdeg(i)``
+   (:func:`srgnn.data.graph.normalized_adjacency`). As in the authors' code, ``z`` weighs the
+   previous state; the paper writes the same gate as ``1 - z``.
+3. :class:`AttentionReadout` over the click sequence ``x_1 .. x_m`` (``x_t`` is the state of
+   the node clicked at position ``t``, ``x_m`` the last click; paper eq. 6-7)::
+
+       alpha_t = q^T sigmoid(W_1 x_m + W_2 x_t + c)        # no softmax, as in the paper
+       s_g     = sum_t alpha_t x_t                         # over real clicks only
+       s_h     = W_3 [s_g ; x_m] + b_3                     # hybrid; s_h = s_g if nonhybrid
+
+   (the paper writes ``[s_l ; s_g]`` with ``s_l = x_m``; the authors' code, followed here,
+   concatenates ``s_g`` first).
+
+4. Scores over the whole catalogue: ``z_j = s_h . E[j]`` for ``j = 1..N``; score column
+   ``k`` is item ``k + 1``. Training minimises the cross-entropy of ``softmax(z)``.
+
+Batches come from :mod:`srgnn.model.batching`, where graphs are built with whole-array operations
+(never inside ``forward``): the block-diagonal :class:`~srgnn.model.batching.GraphBatch` used for
+training and scoring, or the padded dense :class:`~srgnn.model.batching.PaddedGraphBatch` of the
+reference implementation. Both give the same scores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from srgnn.model.batching import GraphBatch, PaddedGraphBatch
+from srgnn.model.kernels import _AttentionStep, _CatalogueCrossEntropy, _GatedCellStep, _ItemLookup
+
+__all__ = ["ModelConfig", "GatedGraphCell", "AttentionReadout", "SRGNN", "CATALOGUE_PRECISIONS"]
+
+# Operand type of the training loss's catalogue products (SRGNN.loss's ``precision``).
+CATALOGUE_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class ModelConfig:
+    """Shape of an SR-GNN model (everything needed to rebuild it from a state dict)."""
+
+    num_items: int  # N: catalogue size; item indices are 1..N and 0 is padding
+    hidden_size: int = 100  # d: width of item embeddings and node states
+    steps: int = 1  # propagation steps of the gated graph cell (the paper's t)
+    nonhybrid: bool = False  # True: session embedding s_g only; False: W_3 [s_g ; x_last]
+
+    def __post_init__(self) -> None:
+        if self.num_items < 1:
+            raise ValueError(f"num_items must be a positive integer, got {self.num_items}.")
+        if self.hidden_size < 1:
+            raise ValueError(f"hidden_size must be a positive integer, got {self.hidden_size}.")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}.")
+
+
+def _uniform_(module: nn.Module, hidden_size: int) -> None:
+    bound = 1.0 / math.sqrt(hidden_size)
+    for parameter in module.parameters():
+        nn.init.uniform_(parameter, -bound, bound)
+
+
+class GatedGraphCell(nn.Module):
+    r"""One propagation step of SR-GNN's gated graph network over session graphs.
+
+    From "Session-based Recommendation with Graph Neural Networks" (Wu et al., AAAI 2019),
+    a gated graph layer (Li et al., 2016) whose messages travel along in- and out-edges with
+    separate linear maps::
+
+        a_in  = A_in  (h W_in^T  + b_in)  + b_iah
+        a_out = A_out (h W_out^T + b_out) + b_oah
+        [r, z, c] gates of a GRU cell with input [a_in ; a_out] and state h
+        h'    = (1 - z) * c + z * h
+
+    Args:
+        hidden_size: ``d``, the node state width.
+
+    Shapes:
+        - block-diagonal batch: ``hidden`` (T, d) for the T nodes of the batch -> (T, d)
+        - padded batch: ``hidden`` (B, n, d) -> (B, n, d)
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.edge_in = nn.Linear(hidden_size, hidden_size)  # W_in, b_in
+        self.edge_out = nn.Linear(hidden_size, hidden_size)  # W_out, b_out
+        self.bias_in = nn.Parameter(torch.empty(hidden_size))  # b_iah
+        self.bias_out = nn.Parameter(torch.empty(hidden_size))  # b_oah
+        self.input_gates = nn.Linear(2 * hidden_size, 3 * hidden_size)  # [W_r; W_z; W_c], b
+        self.state_gates = nn.Linear(hidden_size, 3 * hidden_size)  # [U_r; U_z; U_c], c
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform_(self, self.hidden_size)
+
+    def forward(self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+        if isinstance(batch, GraphBatch) and hidden.dim() == 2:
+            # the same arithmetic as gates(messages(...)) in one autograd node (_GatedCellStep)
+            source_rows, target_rows, weights = batch.message_routes()
+            return _GatedCellStep.apply(
+                hidden, self.edge_in.weight, self.edge_in.bias, self.edge_out.weight,
+                self.edge_out.bias, self.bias_in, self.bias_out, self.input_gates.weight,
+                self.input_gates.bias, self.state_gates.weight, self.state_gates.bias,
+                source_rows, target_rows, weights,
+            )
+        return self.gates(hidden, self.messages(hidden, batch))
+
+    def messages(self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+        """``[A_in (h W_in^T + b_in) ; A_out (h W_out^T + b_out)]``: (T, 2d) or (B, n, 2d).
+
+        Both edge maps are one product with the stacked weights ``[W_in ; W_out]``. On a
+        block-diagonal batch its ``(T, 2d)`` result is viewed as ``(2T, d)`` rows, so that both
+        directions take one gather, one weighting and one scatter
+        (:meth:`~srgnn.model.batching.GraphBatch.message_routes`) and the scatter's output is
+        already the concatenation the gates read.
+        """
+        d = self.hidden_size
+        weight = torch.cat([self.edge_in.weight, self.edge_out.weight])  # (2d, d)
+        bias = torch.cat([self.edge_in.bias, self.edge_out.bias])  # (2d,)
+        messages = F.linear(hidden, weight, bias)  # (T, 2d) or (B, n, 2d)
+        if isinstance(batch, GraphBatch):
+            source_rows, target_rows, weights = batch.message_routes()
+            rows = messages.view(-1, d)  # (2T, d): row 2t in-message, 2t + 1 out-message
+            gathered = rows.index_select(0, source_rows) * weights  # (2E, d)
+            return torch.zeros_like(rows).index_add_(0, target_rows, gathered).view(messages.shape)
+        to_in, to_out = messages.split(d, dim=-1)
+        incoming = torch.bmm(batch.adjacency_in, to_in)  # (B, n, d)
+        outgoing = torch.bmm(batch.adjacency_out, to_out)
+        return torch.cat([incoming, outgoing], dim=-1)
+
+    def aggregate(
+        self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Messages along in- and out-edges.
+
+        Returns ``A_in (h W_in^T + b_in)`` and ``A_out (h W_out^T + b_out)``, shaped like ``h``.
+        """
+        return self.messages(hidden, batch).split(self.hidden_size, dim=-1)
+
+    def update(
+        self, hidden: torch.Tensor, incoming: torch.Tensor, outgoing: torch.Tensor
+    ) -> torch.Tensor:
+        """The GRU-style gated update of every node state from its aggregated messages."""
+        return self.gates(hidden, torch.cat([incoming, outgoing], dim=-1))
+
+    def gates(self, hidden: torch.Tensor, messages: torch.Tensor) -> torch.Tensor:
+        """The gated update from ``messages = [A_in (...) ; A_out (...)]`` (without ``b_iah``,
+        ``b_oah``, which are added here)."""
+        d = self.hidden_size
+        inputs = messages + torch.cat([self.bias_in, self.bias_out])  # (.., 2d): [a_in ; a_out]
+        # split, not slicing: the backward of a split is one cat, that of each slice a
+        # zero-filled full-size gradient
+        input_gates, input_candidate = self.input_gates(inputs).split([2 * d, d], dim=-1)  # W a + b
+        state_gates, state_candidate = self.state_gates(hidden).split([2 * d, d], dim=-1)  # U h + c
+        reset, update = torch.sigmoid(input_gates + state_gates).chunk(2, dim=-1)  # r, z
+        candidate = torch.tanh(torch.addcmul(input_candidate, reset, state_candidate))  # c
+        return torch.lerp(candidate, hidden, update)  # (1 - z) c + z h
+
+
+class AttentionReadout(nn.Module):
+    r"""SR-GNN's soft-attention session embedding (Wu et al., 2019, eq. 6-7).
+
+    ::
+
+        alpha_t = q^T sigmoid(W_1 x_last + W_2 x_t + c)
+        s_g     = sum_t mask_t * alpha_t * x_t
+        s_h     = W_3 [s_g ; x_last] + b_3        (hybrid; s_h = s_g when nonhybrid)
+
+    ``c`` is the sum of the biases of ``W_1`` and ``W_2``.
+
+    Args:
+        hidden_size: ``d``.
+        nonhybrid: drop the last-click term and return ``s_g``.
+
+    The click sequence is given as node states plus the node of every click:
+    ``x_t = nodes[clicks[b, t]]``. The real clicks of the batch are processed as one flat list
+    of ``C`` rows (the sum over a session's clicks is an ``index_add`` by session), so padded
+    positions cost nothing; ``W_2 x`` is computed once per node and then gathered per click,
+    since a session has fewer nodes than clicks.
+
+    Shapes:
+        ``nodes`` (T, d), ``clicks`` (B, L) indices into ``nodes``, ``mask`` (B, L) bool,
+        ``last_position`` (B,) -> (B, d)
+    """
+
+    def __init__(self, hidden_size: int, nonhybrid: bool = False) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.nonhybrid = nonhybrid
+        self.last_query = nn.Linear(hidden_size, hidden_size)  # W_1 (bias: part of c)
+        self.click_key = nn.Linear(hidden_size, hidden_size)  # W_2 (bias: part of c)
+        self.attention = nn.Linear(hidden_size, 1, bias=False)  # q
+        self.transform = None if nonhybrid else nn.Linear(2 * hidden_size, hidden_size)  # W_3, b_3
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform_(self, self.hidden_size)
+
+    def forward(
+        self,
+        nodes: torch.Tensor,
+        clicks: torch.Tensor,
+        mask: torch.Tensor,
+        last_position: torch.Tensor,
+        flat_clicks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``flat_clicks``: ``(click_nodes, click_sessions, last_nodes)`` when the batch has
+        them already (:class:`~srgnn.model.batching.GraphBatch`); otherwise they are taken from
+        ``clicks`` and ``mask``."""
+        # The C real clicks of the batch as one flat list (padded positions never enter):
+        # node and session of every click, and the node of every session's last click.
+        if flat_clicks is None:
+            rows = torch.arange(clicks.shape[0], device=clicks.device)
+            flat_clicks = (
+                clicks.masked_select(mask),  # (C,)
+                rows.unsqueeze(1).expand_as(clicks).masked_select(mask),  # (C,)
+                clicks[rows, last_position],  # (B,)
+            )
+        transform = self.transform
+        return _AttentionStep.apply(
+            nodes, *flat_clicks, self.last_query.weight, self.last_query.bias,
+            self.click_key.weight, self.click_key.bias, self.attention.weight,
+            None if transform is None else transform.weight,
+            None if transform is None else transform.bias,
+        )
+
+    def composed(
+        self, nodes: torch.Tensor, click_nodes: torch.Tensor, click_sessions: torch.Tensor,
+        last_nodes: torch.Tensor,
+    ) -> torch.Tensor:
+        """The readout composed of ordinary operations (autograd through each): what
+        :meth:`forward` computes in one autograd node (:class:`_AttentionStep`); the tests'
+        reference for it."""
+        # index_select rather than nodes[...]: its backward is an index_add, not the sorting
+        # accumulate of advanced indexing (slower on the CPU).
+        sequence = nodes.index_select(0, click_nodes)  # (C, d): x_t
+        keys = self.click_key(nodes).index_select(0, click_nodes)  # (C, d): W_2 x_t + b_2
+        last = nodes.index_select(0, last_nodes)  # (B, d): x_last
+        query = self.last_query(last).index_select(0, click_sessions)  # (C, d): W_1 x_last + b_1
+        alpha = self.attention(torch.sigmoid(query + keys))  # (C, 1)
+        global_embedding = torch.zeros_like(last).index_add_(
+            0, click_sessions, alpha * sequence
+        )  # (B, d): s_g, the sum over each session's clicks
+        if self.transform is None:
+            return global_embedding
+        return self.transform(torch.cat([global_embedding, last], dim=-1))  # (B, d): s_h
+
+
+def _within(indices: torch.Tensor, low: int, high: int) -> bool:
+    """Whether every index lies in ``low..high`` (one pass, one synchronisation)."""
+    smallest, largest = torch.aminmax(indices)
+    return low <= int(smallest) and int(largest) <= high
+
+
+class SRGNN(nn.Module):
+    """The SR-GNN next-item model: item embeddings, gated graph cell, attention readout.
+
+    ``model(batch)`` returns ``(B, N)`` scores over items ``1..N`` (column ``k`` is item
+    ``k + 1``) for ``torch.topk``; ``model.loss(batch)`` is the training loss, the mean
+    cross-entropy of ``batch.targets`` over all items. See the module docstring for the
+    equations.
+
+    Args:
+        config: the model's :class:`ModelConfig`.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.num_items + 1, config.hidden_size)  # E: (N + 1, d)
+        self.gnn = GatedGraphCell(config.hidden_size)
+        self.readout = AttentionReadout(config.hidden_size, nonhybrid=config.nonhybrid)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every parameter uniform in ``[-1/sqrt(d), 1/sqrt(d)]``, as the reference code does."""
+        _uniform_(self, self.config.hidden_size)
+
+    def session_embedding(self, batch: GraphBatch | PaddedGraphBatch, _shared: dict | None = None) -> torch.Tensor:
+        """The session representation ``s_h`` of every session in ``batch``: (B, d).
+
+        Raises:
+            ValueError: if the batch holds an item index outside ``0..N`` or is not a batch.
+        """
+        if isinstance(batch, GraphBatch):
+            items = batch.node_items  # (T,)
+        elif isinstance(batch, PaddedGraphBatch):
+            items = batch.items  # (B, n)
+        else:
+            raise ValueError(
+                f"SRGNN expects a GraphBatch or a PaddedGraphBatch, got {type(batch).__name__}."
+            )
+        if items.numel() and not _within(items, 0, self.config.num_items):
+            raise ValueError(
+                f"the batch holds item index {int(items.max())} (or a negative one) but the "
+                f"model knows items 1..{self.config.num_items}; map ids through the model's "
+                "vocabulary first."
+            )
+        if _shared is None:
+            hidden = self.embedding(items)  # (T, d) or (B, n, d)
+        else:  # training loss: the lookup's gradient joins the loss's (see _ItemLookup)
+            hidden = _ItemLookup.apply(self.embedding.weight, items, _shared)
+        for _ in range(self.config.steps):
+            hidden = self.gnn(hidden, batch)
+        if isinstance(batch, GraphBatch):
+            flat_clicks = (batch.click_nodes, batch.click_sessions, batch.last_nodes)
+            return self.readout(hidden, batch.alias, batch.mask, batch.last_position, flat_clicks)
+        # padded: flatten the node slots, slot i of session b becomes node b * n + i
+        batch_size, max_nodes, _ = hidden.shape
+        nodes = hidden.reshape(batch_size * max_nodes, -1)  # (B * n, d)
+        first_slot = torch.arange(batch_size, device=hidden.device).unsqueeze(1) * max_nodes
+        clicks = batch.alias + first_slot  # (B, L)
+        return self.readout(nodes, clicks, batch.mask, batch.last_position)  # (B, d)
+
+    def score_items(
+        self, session_embedding: torch.Tensor, start: int = 0, stop: int | None = None
+    ) -> torch.Tensor:
+        """Scores of items ``start + 1 .. stop`` (score columns ``start:stop``).
+
+        Args:
+            session_embedding: (B, d) from :meth:`session_embedding`.
+            start, stop: column range; the default is the whole catalogue. Scoring in chunks
+                bounds memory for large catalogues.
+
+        Returns:
+            (B, stop - start) scores.
+        """
+        stop = self.config.num_items if stop is None else stop
+        if not 0 <= start <= stop <= self.config.num_items:
+            raise ValueError(
+                f"the column range [{start}, {stop}) must lie within [0, {self.config.num_items}]."
+            )
+        item_embeddings = self.embedding.weight[start + 1 : stop + 1]  # (stop - start, d)
+        return F.linear(session_embedding, item_embeddings)  # (B, stop - start)
+
+    def forward(self, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+        """Scores of every item for every session: (B, N)."""
+        return self.score_items(self.session_embedding(batch))
+
+    def loss(self, batch: GraphBatch | PaddedGraphBatch, precision: str = "float32") -> torch.Tensor:
+        """Mean cross-entropy of the next items over the whole catalogue (the training loss).
+
+        Equal to ``F.cross_entropy(self(batch), batch.targets - 1)`` (a test checks values and
+        gradients) but computed by :class:`_CatalogueCrossEntropy`, which writes each
+        gradient once; call it again rather than backpropagating through it twice.
+
+        Args:
+            batch: a training batch (with targets).
+            precision: ``"float32"``, or ``"bfloat16"`` for the three catalogue products (scores
+                and their two gradients) with bfloat16 operands and float32 accumulation, as
+                mixed-precision training does; the softmax, the loss, the graph network and
+                every parameter stay float32. Where the CPU multiplies bfloat16 natively
+                (:func:`srgnn.cpu.native_bfloat16`) the products run faster (the README has the
+                figures).
+        """
+        if precision not in CATALOGUE_PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(CATALOGUE_PRECISIONS)}, got {precision!r}."
+            )
+        targets = batch.targets
+        num_items = self.config.num_items
+        if targets.numel() and not _within(targets, 1, num_items):
+            raise ValueError(f"targets must be item indices in 1..{num_items}.")
+        shared: dict = {}
+        return _CatalogueCrossEntropy.apply(
+            self.session_embedding(batch, shared), self.embedding.weight, targets - 1, shared,
+            CATALOGUE_PRECISIONS[precision],
+        )

@@ -1,0 +1,210 @@
+"""One tracked training: train SR-GNN on a prepare run folder, log it to MLflow and register
+the model as a new version of ``srgnn``. Nothing more: the held-out evaluation and the
+champion gate are the next steps (:mod:`srgnn.pipeline`, the training DAG's ``evaluate`` and
+``gate`` tasks).
+
+:func:`run_training` is what ``srgnn train`` and the training DAG's ``train`` task call. What
+is logged is described in :mod:`srgnn.training.tracking`; the short-session fallback in
+:mod:`srgnn.training.fallback`.
+
+With ``refit=True`` a second training follows the selection: from the same initial weights on
+train + valid together, for the epoch count validation chose (:func:`srgnn.training.loop.refit`);
+that model is the one registered (metrics ``refit_train_loss`` per epoch, tag ``refit``). It
+needs a test split, since valid is then part of the training data.
+
+Checkpoints go to ``<run_dir>/model/`` (``checkpoint.pt``, ``best_model.pt``) and the MLflow
+run is recorded there (``mlflow_run.json``). With ``resume=True`` (the DAG always resumes:
+each DAG run has its own run folder):
+
+* when the recorded run already registered a version, that version is returned and nothing is
+  trained or registered again (a retried task, or ``srgnn train --resume`` on a finished run);
+* otherwise training continues from the last finished epoch and, when the recorded MLflow run
+  did not finish, its metrics continue in that run.
+
+Example::
+
+    from srgnn.config import Settings, TrainConfig
+    from srgnn.training.run import run_training
+    out = run_training(Settings.from_env(), "var/runs/20261128T000000Z", TrainConfig(epochs=10))
+    print(out["version"], out["model_uri"], out["best_epoch"])
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from srgnn.config import K, Settings, TrainConfig, json_safe
+from srgnn.data.runfolder import RunFolder
+
+__all__ = ["REFIT_DIR", "run_training"]
+
+logger = logging.getLogger(__name__)
+
+REFIT_DIR = "refit"  # under the checkpoint folder
+
+
+def run_training(
+    settings: Settings,
+    run_dir,
+    train_config: TrainConfig | None = None,
+    *,
+    model_name: str = "srgnn",
+    resume: bool = False,
+    experiment_name: str = "srgnn",
+    refit: bool = False,
+    k: int = K,
+) -> dict:
+    """Train, log and register one SR-GNN model on a prepare run folder.
+
+    Args:
+        settings: where MLflow lives (:func:`srgnn.serving.registry.configure`).
+        run_dir: a folder written by ``srgnn prepare`` (docs/contracts.md).
+        train_config: a :class:`~srgnn.config.TrainConfig` (default: the paper's settings).
+        model_name: the registered model that gets the new version.
+        resume: continue (or reuse) the training recorded in ``<run_dir>/model`` (module
+            docstring).
+        experiment_name: the MLflow experiment.
+        refit: after selecting the epoch count on valid, train again on train + valid for
+            that many epochs and register that model (checkpoints in
+            ``<run_dir>/model/refit``).
+        k: the default ``k`` of the registered model's signature.
+
+    Returns:
+        A JSON-able dict: ``run_id``, ``experiment_id``, ``model_name``, ``version`` (int),
+        ``model_uri`` (``models:/<name>/<version>``), ``metrics`` (validation figures),
+        ``best_epoch``, ``epochs``, ``refit_epochs`` (0 without refit), ``short_fallback``,
+        ``run_dir`` and ``reused`` (True when an earlier attempt's version was returned).
+
+    Raises:
+        ValueError: ``refit`` on a run folder without test examples (nothing would be held
+            out for the figures and the gate).
+    """
+    import mlflow
+
+    from srgnn.serving import registry
+    from srgnn.serving.recommender import Recommender
+    from srgnn.training import tracking
+    from srgnn.training.fallback import choose_short_fallback, describe_fallback
+    from srgnn.training.loop import refit as refit_model
+    from srgnn.training.loop import train
+    from srgnn.training.plots import plot_training_curve
+
+    train_config = train_config or TrainConfig()
+    run = RunFolder(run_dir)
+    num_items = run.num_items
+    checkpoint_dir = run.checkpoint_dir
+    if refit and run.held_out_split() != "test":
+        raise ValueError(
+            f"refit trains on the validation days too, so the figures and the gate need test "
+            f"examples, and {run.path} has none: prepare it with --test-days > 0."
+        )
+    experiment_id = registry.configure(settings, experiment_name)
+    if resume:
+        done = _registered(run, model_name, experiment_id)
+        if done is not None:
+            return done
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    started = time.time()
+    active, continued = tracking.open_run(checkpoint_dir, resume, run_name=f"train-{run.path.name}")
+    with active as mlflow_run:
+        run_id = mlflow_run.info.run_id
+        logger.info("training on %s (%d items), MLflow run %s", run.path, num_items, run_id)
+        # Params first, so that a run that crashes still shows what it was.
+        tracking.log_params_once(tracking.training_params(train_config, num_items, run.summary()))
+        mlflow.set_tags({"run_dir": str(run.path.resolve()), "resumed": str(continued)})
+        top = train_config.top_k
+        logged_epochs: set[int] = set()
+
+        def log_epoch(stats) -> None:  # live, as each epoch ends
+            tracking.log_epoch(stats, top)
+            logged_epochs.add(stats.epoch)
+
+        result = train(run.graphs("train"), run.graphs("valid"), num_items, train_config,
+                       output_dir=checkpoint_dir, resume=resume, on_epoch_end=log_epoch)
+        if not continued:  # a new MLflow run: add the epochs restored from a checkpoint
+            for stats in result.history:
+                if stats.epoch not in logged_epochs:
+                    log_epoch(stats)
+
+        final = result
+        if refit:
+            def log_refit_epoch(stats) -> None:
+                mlflow.log_metric("refit_train_loss", stats.train_loss, step=stats.epoch)
+
+            logger.info("refit on train + valid for %d epochs", result.best_epoch)
+            final = refit_model(
+                [run.graphs("train"), run.graphs("valid")], num_items, result.best_epoch,
+                train_config, output_dir=checkpoint_dir / REFIT_DIR, resume=resume,
+                on_epoch_end=log_refit_epoch,
+            )
+            mlflow.set_tags({"refit": "true", "refit_epochs": str(result.best_epoch)})
+        recommender = Recommender.from_training(final.best_state_dict, final.model_config,
+                                                run.vocabulary)
+        short_fallback, evidence = None, {}
+        if train_config.short_fallback and run.count_examples("valid") > 0:
+            selected = recommender if final is result else Recommender.from_training(
+                result.best_state_dict, result.model_config, run.vocabulary)
+            short_fallback, evidence = choose_short_fallback(
+                run, selected, training_splits=("train", "valid") if refit else ("train",), k=k)
+            if short_fallback is not None:
+                recommender = recommender.with_short_fallback(short_fallback)
+            mlflow.log_dict(json_safe(evidence), "short_fallback.json")
+        fallback_text = describe_fallback(short_fallback, k)
+        mlflow.set_tag("short_fallback", fallback_text)
+        logger.info("short sessions: %s", fallback_text)
+        figures = {"plots/training_curve.png": plot_training_curve(result.history, top,
+                                                                    result.best_epoch)}
+        info, metrics = tracking.log_training_run(result, run, recommender, figures=figures,
+                                                  model_name=model_name, k=k)
+        version = int(info.registered_model_version)
+        mlflow.set_tag("model_version", str(version))
+    logger.info("registered %s version %d in %.0f s", model_name, version, time.time() - started)
+
+    out = json_safe({
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "model_name": model_name,
+        "version": version,
+        "model_uri": f"models:/{model_name}/{version}",
+        "metrics": metrics,
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history),
+        "refit_epochs": result.best_epoch if refit else 0,
+        "short_fallback": {"lengths": list(short_fallback.lengths) if short_fallback else [],
+                           "description": fallback_text, "validation_by_length": evidence},
+        "run_dir": str(run.path),
+        "reused": False,
+    })
+    run.write_json("training.json", out)
+    return out
+
+
+def _registered(run: RunFolder, model_name: str, experiment_id: str) -> dict | None:
+    """The outcome of an earlier attempt whose MLflow run already registered a version."""
+    from srgnn.serving import registry
+    from srgnn.training.tracking import recorded_run_id
+
+    run_id = recorded_run_id(run.checkpoint_dir)
+    if run_id is None:
+        return None
+    versions = registry.versions_of_run(run_id, model_name)
+    if not versions:
+        return None
+    version = int(versions[0].version)
+    logger.info("the training of %s already registered %s version %d (MLflow run %s); "
+                "reusing it", run.path, model_name, version, run_id)
+    earlier = run.read_json("training.json")
+    if earlier and earlier.get("run_id") == run_id and earlier.get("version") == version:
+        return {**earlier, "reused": True}
+    metrics = registry.client().get_run(run_id).data.metrics
+    return json_safe({
+        "run_id": run_id, "experiment_id": experiment_id, "model_name": model_name,
+        "version": version, "model_uri": f"models:/{model_name}/{version}",
+        "metrics": {n: v for n, v in metrics.items() if n.startswith(("best_", "valid_"))},
+        "best_epoch": int(metrics.get("best_epoch", 0)), "epochs": None, "refit_epochs": None,
+        "short_fallback": {"lengths": [], "description": "unknown (reused registration)",
+                           "validation_by_length": {}},
+        "run_dir": str(run.path), "reused": True,
+    })

@@ -1,0 +1,360 @@
+"""The warehouse: the ``recommendations`` table, the ``scoring_runs`` log and their queries.
+
+One API over two engines, chosen by the URL (see :mod:`srgnn.warehouse.urls`): a DuckDB file
+(the embedded default) or PostgreSQL. This module holds the :class:`Warehouse` itself, its
+errors and its results; the engines are in :mod:`srgnn.warehouse.engines`, the SQL files and
+their compilation in :mod:`srgnn.warehouse.sqlfiles`, the table definitions and input checks
+in :mod:`srgnn.warehouse.tables`.
+
+All SQL lives in ``sql/`` (``ddl/``, ``checks/``, ``queries/``, ``load/``, ``session/``), one
+statement per file, with ``:name`` parameters whose values are always bound.
+
+A day is written by :meth:`Warehouse.replace_day` in one transaction: stage the Arrow table
+(DuckDB scans it in place; PostgreSQL receives it with ``COPY ... FROM STDIN`` into a
+temporary table), run every check on the staged rows, delete the day, insert the staged rows,
+append to the run log, commit. Any error rolls everything back, so a rerun never duplicates a
+day and a crash never leaves half of one. Example::
+
+    from srgnn.warehouse import Warehouse
+
+    with Warehouse.connect("duckdb:///var/warehouse.duckdb") as warehouse:
+        result = warehouse.replace_day("2024-05-01", recommendations, expected_k=20,
+                                       run={"model_name": "srgnn", "model_version": "srgnn:7"})
+        top = warehouse.run_query("top_items", ds="2024-05-01", limit=10)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import numbers
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from srgnn.warehouse.engines import Engine, open_engine
+from srgnn.warehouse.sqlfiles import (DEFAULT_SQL_DIR, NAME, SqlFiles, compile_sql,
+                                      fill_placeholders, quote_identifier)
+from srgnn.warehouse.tables import (CHECK_TABLES, RECOMMENDATIONS_SCHEMA, RECOMMENDATIONS_TABLE,
+                                    RUNS_TABLE, STAGING_TABLE, as_date, canonical_table,
+                                    utcnow, validate_run)
+from srgnn.warehouse.urls import WarehouseURL, redact_url
+
+log = logging.getLogger(__name__)
+
+_SHOWN_VIOLATIONS = 5
+
+
+class WarehouseError(RuntimeError):
+    """Base class of the errors raised by this module."""
+
+
+class DataQualityError(WarehouseError):
+    """A data-quality check found violations; the load was rolled back.
+
+    ``check`` names the check (its file in ``sql/checks/``), ``ds`` the day, ``columns`` and
+    ``rows`` the first offending rows, ``total`` how many there were.
+    """
+
+    def __init__(self, check: str, ds: dt.date, columns: Sequence[str], rows: Sequence[tuple],
+                 total: int, during_load: bool = True):
+        self.check = check
+        self.ds = ds
+        self.columns = tuple(columns)
+        self.rows = list(rows)
+        self.total = total
+        self.during_load = during_load
+        shown = "; ".join(
+            "(" + ", ".join(f"{c}={_short_repr(v)}" for c, v in zip(self.columns, row)) + ")"
+            for row in self.rows
+        )
+        more = f" (first {len(self.rows)} shown)" if total > len(self.rows) else ""
+        outcome = (" The load was rolled back; the stored day is unchanged." if during_load
+                   else "")
+        super().__init__(
+            f"data-quality check {check!r} failed for ds={ds.isoformat()}: {total} offending "
+            f"row(s){more}: {shown}.{outcome}"
+        )
+
+    def __reduce__(self):  # keeps the fields when the error crosses a process boundary
+        return (type(self), (self.check, self.ds, self.columns, self.rows, self.total,
+                             self.during_load))
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What :meth:`Warehouse.replace_day` did."""
+
+    run_id: str  # key of the run's row in scoring_runs
+    ds: dt.date
+    rows_written: int  # rows stored for the day now
+    rows_replaced: int  # rows of the previous version of the day, now gone
+    sessions_scored: int
+    checks: tuple[str, ...]  # the data-quality checks that passed
+    duration_seconds: float  # of the load itself (staging to commit)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a named query, as tuples, with their column names."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple] = field(default_factory=list)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+
+class Warehouse:
+    """A connection to the warehouse. Use :meth:`connect`, preferably as a context manager."""
+
+    def __init__(self, engine: Engine, url: str, sql_dir: Path):
+        self._engine = engine
+        self.url = redact_url(url)
+        self.sql_dir = sql_dir
+        self._sql = SqlFiles(sql_dir, engine.dialect)  # ddl/, checks/, queries/
+        self._own_sql = SqlFiles(DEFAULT_SQL_DIR, engine.dialect)  # load/: always the package's
+
+    @classmethod
+    def connect(cls, url: str | os.PathLike, *, read_only: bool = False,
+                sql_dir: str | os.PathLike | None = None) -> "Warehouse":
+        """Open the warehouse at ``url`` and, unless ``read_only``, apply the DDL.
+
+        ``sql_dir`` replaces the package's ``ddl/``, ``checks/`` and ``queries/`` folders
+        with those of another folder; the statements of a load stay the package's.
+        """
+        parsed = WarehouseURL.parse(url)
+        sql_path = Path(sql_dir) if sql_dir is not None else DEFAULT_SQL_DIR
+        if not (sql_path / "ddl").is_dir():
+            raise FileNotFoundError(f"no ddl/ folder under {sql_path} (pass sql_dir=)")
+        engine = open_engine(parsed, read_only, SqlFiles(DEFAULT_SQL_DIR, parsed.dialect))
+        warehouse = cls(engine, os.fspath(url), sql_path)
+        try:
+            if not read_only:
+                warehouse.ensure_schema()
+        except BaseException:
+            warehouse.close()
+            raise
+        return warehouse
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self.url!r})"
+
+    def __enter__(self) -> "Warehouse":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._engine.close()
+
+    # -- SQL plumbing ----------------------------------------------------------------------
+    def _execute(self, sql: str, params: Mapping[str, Any] | None = None,
+                 placeholders: Mapping[str, str] | None = None) -> QueryResult:
+        """Run one statement of portable SQL (``:name`` parameters) with ``params`` bound."""
+        statement = compile_sql(sql, self.dialect, placeholders)
+        columns, rows = self._engine.execute(statement, params or {})
+        return QueryResult(columns, rows)
+
+    def _load_sql(self, name: str, params: Mapping[str, Any] | None = None,
+                  placeholders: Mapping[str, str] | None = None) -> QueryResult:
+        """Run the statement of ``sql/load/<name>.sql``."""
+        return self._execute(self._own_sql.read("load", name), params, placeholders)
+
+    def ensure_schema(self) -> None:
+        """Apply ``sql/ddl/*.sql`` in name order (idempotent: ``IF NOT EXISTS``)."""
+        files = self._sql.files("ddl")
+        if not files:
+            raise FileNotFoundError(f"no DDL files in {self.sql_dir / 'ddl'}")
+        with self._engine.transaction():
+            for path in files.values():
+                self._execute(path.read_text())
+
+    # -- queries ---------------------------------------------------------------------------
+    def list_queries(self) -> list[str]:
+        """Names of the queries in ``sql/queries/``."""
+        return self._sql.names("queries")
+
+    def run_query(self, name: str, **params: Any) -> QueryResult:
+        """Run the query ``sql/queries/<name>.sql`` with its ``:name`` parameters bound."""
+        files = self._sql.files("queries")
+        if not NAME.match(name) or name not in files:
+            raise ValueError(f"unknown query {name!r}; available: {', '.join(files)}")
+        sql = files[name].read_text()
+        wanted = set(compile_sql(sql, self.dialect).params)
+        if set(params) != wanted:
+            raise ValueError(
+                f"query {name!r} takes parameters {sorted(wanted)}, got {sorted(params)}"
+            )
+        return self._execute(sql, params)
+
+    # -- data-quality checks ---------------------------------------------------------------
+    def list_checks(self) -> list[str]:
+        """Names of the data-quality checks in ``sql/checks/``."""
+        return self._sql.names("checks")
+
+    def _run_checks(self, table: str, ds: dt.date, expected_k: int,
+                    expected_rows: int) -> tuple[str, ...]:
+        identifiers = {"table": quote_identifier(table, CHECK_TABLES)}
+        params = {"ds": ds, "expected_k": expected_k, "expected_rows": expected_rows,
+                  "limit": _SHOWN_VIOLATIONS}
+        names = []
+        for name, path in self._sql.files("checks").items():
+            check = {"check": fill_placeholders(path.read_text(), identifiers)}
+            found = self._load_sql("check_sample", params, check)
+            if found.rows:
+                total = self._load_sql("check_total", params, check).rows[0][0]
+                raise DataQualityError(name, ds, found.columns, found.rows, total,
+                                       during_load=table == STAGING_TABLE)
+            names.append(name)
+        return tuple(names)
+
+    def check_day(self, ds: dt.date | str, expected_k: int,
+                  expected_rows: int | None = None) -> tuple[str, ...]:
+        """Run the checks on a stored day; raise :class:`DataQualityError` or return their names.
+
+        ``expected_rows`` defaults to (sessions stored for the day) x ``expected_k``.
+        """
+        day = as_date(ds)
+        if expected_rows is None:
+            sessions = self._load_sql("count_sessions", {"ds": day}).rows[0][0]
+            expected_rows = sessions * expected_k
+        return self._run_checks(RECOMMENDATIONS_TABLE, day, expected_k, expected_rows)
+
+    # -- loading a day ---------------------------------------------------------------------
+    def replace_day(self, ds: dt.date | str, table: pa.Table, expected_k: int,
+                    run: Mapping[str, Any], *, expected_rows: int | None = None) -> LoadResult:
+        """Replace the recommendations of day ``ds`` with ``table``, atomically.
+
+        ``table`` has the columns ``session_id, rank, item_id, score`` and may add ``ds`` (must
+        equal ``ds``), ``model_name``, ``model_version`` (per row, e.g. 'fallback:pop') and
+        ``generated_at``; missing ones come from ``run``. ``expected_k`` is the number of rows
+        every session must have: min(top_k, catalogue size). ``run`` describes the scoring
+        run for the log: ``model_version`` (required), ``model_name`` (default 'srgnn'),
+        ``sessions_in``, ``sessions_scored`` (default: distinct sessions in ``table``),
+        ``fallbacks``, ``quarantined``, ``started_at`` (also the rows' default
+        ``generated_at``). ``expected_rows`` defaults to ``sessions_scored * expected_k``.
+
+        In one transaction: stage, run ``sql/checks``, delete the day, insert, log the run.
+        A failed check raises :class:`DataQualityError`; on any error the transaction is rolled
+        back (the previous version of the day stays whole) and a 'failed' row is appended to
+        ``scoring_runs`` afterwards.
+        """
+        day = as_date(ds)
+        if (isinstance(expected_k, bool) or not isinstance(expected_k, numbers.Integral)
+                or expected_k < 0):
+            raise ValueError(f"expected_k must be a non-negative int, got {expected_k!r}")
+        expected_k = int(expected_k)
+        run = validate_run(run)
+        rows = canonical_table(table, day, run)
+        sessions_scored = run.get("sessions_scored")
+        if sessions_scored is None:
+            sessions_scored = pc.count_distinct(rows["session_id"]).as_py()
+        if expected_rows is None:
+            expected_rows = sessions_scored * expected_k
+
+        run_id = uuid.uuid4().hex
+        log_row = {
+            "run_id": run_id, "ds": day, "model_name": run["model_name"],
+            "model_version": run["model_version"], "sessions_in": run.get("sessions_in"),
+            "sessions_scored": sessions_scored, "fallbacks": run.get("fallbacks"),
+            "quarantined": run.get("quarantined"), "expected_k": expected_k,
+            "started_at": run.get("started_at"),
+        }
+        clock = time.monotonic()
+        try:
+            with self._engine.transaction():
+                self._engine.stage(rows)
+                self._engine.lock_for_load()
+                checks = self._run_checks(STAGING_TABLE, day, expected_k, expected_rows)
+                rows_replaced = self._delete_day(day)
+                self._insert_day(day)
+                rows_written = self._count_day(day)
+                self._append_run(log_row, status="succeeded", rows_written=rows_written,
+                                 rows_replaced=rows_replaced, clock=clock)
+        except BaseException as error:
+            self._log_failure(log_row, error, clock)
+            raise
+        finally:
+            self._engine.unstage()
+        duration = time.monotonic() - clock
+        log.info("wrote %d recommendation rows for %s (%d replaced) in %.1f s",
+                 rows_written, day, rows_replaced, duration)
+        return LoadResult(run_id, day, rows_written, rows_replaced, sessions_scored, checks,
+                          duration)
+
+    # The steps of a load, separate so that tests can make one of them fail.
+    def _delete_day(self, day: dt.date) -> int:
+        replaced = self._count_day(day)
+        self._load_sql("delete_day", {"ds": day})
+        return replaced
+
+    def _insert_day(self, day: dt.date) -> None:
+        self._load_sql("insert_day", {"ds": day})
+
+    def _count_day(self, day: dt.date) -> int:
+        return self._load_sql("count_day", {"ds": day}).rows[0][0]
+
+    def _append_run(self, row: Mapping[str, Any], *, status: str, rows_written: int | None,
+                    rows_replaced: int | None, clock: float, message: str | None = None) -> None:
+        finished_at = utcnow()
+        started_at = row.get("started_at")
+        if started_at is not None:
+            duration = (finished_at - started_at).total_seconds()
+        else:
+            duration = time.monotonic() - clock
+        values = {**row, "status": status, "rows_written": rows_written,
+                  "rows_replaced": rows_replaced, "duration_seconds": duration,
+                  "finished_at": finished_at, "message": message}
+        self._load_sql("insert_run", values)
+
+    def _log_failure(self, row: Mapping[str, Any], error: BaseException, clock: float) -> None:
+        message = f"{type(error).__name__}: {error}"[:4000]
+        try:
+            with self._engine.transaction():
+                self._append_run(row, status="failed", rows_written=None, rows_replaced=None,
+                                 clock=clock, message=message)
+        except Exception:  # the connection may be what failed; the original error matters
+            log.warning("could not record the failed run in %s", RUNS_TABLE, exc_info=True)
+
+    def log_run(self, ds: dt.date | str, run: Mapping[str, Any], *, status: str,
+                rows_written: int | None = None, message: str | None = None) -> str:
+        """Append a row to ``scoring_runs`` for a run that wrote nothing through
+        :meth:`replace_day` (e.g. skipped, or failed before scoring). Returns its run id."""
+        if not NAME.match(status):
+            raise ValueError(f"status must be a short lowercase word, got {status!r}")
+        run = validate_run(run, need_model=False)
+        row = {
+            "run_id": uuid.uuid4().hex, "ds": as_date(ds), "model_name": run["model_name"],
+            "model_version": run["model_version"], "sessions_in": run.get("sessions_in"),
+            "sessions_scored": run.get("sessions_scored"), "fallbacks": run.get("fallbacks"),
+            "quarantined": run.get("quarantined"), "expected_k": None,
+            "started_at": run.get("started_at"),
+        }
+        with self._engine.transaction():
+            self._append_run(row, status=status, rows_written=rows_written, rows_replaced=None,
+                             clock=time.monotonic(), message=message)
+        return row["run_id"]
+
+
+__all__ = [
+    "DataQualityError", "LoadResult", "QueryResult", "RECOMMENDATIONS_SCHEMA", "Warehouse",
+    "WarehouseError", "WarehouseURL", "redact_url",
+]

@@ -1,0 +1,149 @@
+"""The warehouse's tables as Python sees them, and the checks on what callers want written.
+
+The names of the tables, the Arrow schema of ``recommendations`` (the column order and types
+of ``sql/ddl/01_recommendations.sql``), and the functions that validate and normalise the
+arguments of a load before anything touches the database: the day, the run description and
+the Arrow table of recommendations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import numbers
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+RECOMMENDATIONS_TABLE = "recommendations"
+RUNS_TABLE = "scoring_runs"
+STAGING_TABLE = "recommendations_staging"  # per-load: a temp table (Postgres) or an Arrow view
+# The only names ever put into SQL text: the `{table}` of a check is one of these.
+CHECK_TABLES = frozenset({RECOMMENDATIONS_TABLE, STAGING_TABLE})
+
+# Column order and types of `recommendations` (sql/ddl/01_recommendations.sql) as Arrow.
+RECOMMENDATIONS_SCHEMA = pa.schema([
+    ("ds", pa.date32()),
+    ("session_id", pa.string()),
+    ("rank", pa.int32()),
+    ("item_id", pa.string()),
+    ("score", pa.float64()),
+    ("model_name", pa.string()),
+    ("model_version", pa.string()),
+    ("generated_at", pa.timestamp("us")),  # naive, UTC
+])
+REQUIRED_COLUMNS = ("session_id", "rank", "item_id", "score")
+RUN_KEYS = frozenset({"model_name", "model_version", "sessions_in", "sessions_scored",
+                      "fallbacks", "quarantined", "started_at"})
+
+
+def as_date(value: dt.date | str) -> dt.date:
+    """A day given as a date or as 'YYYY-MM-DD' (a datetime is refused: which day would it be?)."""
+    if isinstance(value, dt.datetime):
+        raise TypeError(f"ds must be a date or 'YYYY-MM-DD', not a datetime ({value!r})")
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return dt.date.fromisoformat(value)
+    raise ValueError(f"ds must be a date or 'YYYY-MM-DD', got {value!r}")
+
+
+def utc_naive(value: dt.datetime) -> dt.datetime:
+    """The wall time in UTC, without tzinfo (how the tables store timestamps)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def validate_run(run: Mapping[str, Any], *, need_model: bool = True) -> dict[str, Any]:
+    """A copy of the run description with its defaults filled in, or ValueError/TypeError."""
+    if not isinstance(run, Mapping):
+        raise TypeError(f"run must be a mapping, got {type(run).__name__}")
+    unknown = set(run) - RUN_KEYS
+    if unknown:
+        raise ValueError(f"unknown run key(s) {sorted(unknown)}; known: {sorted(RUN_KEYS)}")
+    out = dict(run)
+    if need_model and not out.get("model_version"):
+        raise ValueError("run['model_version'] is required (e.g. 'srgnn:7')")
+    out.setdefault("model_name", "srgnn")
+    out.setdefault("model_version", None)
+    for key in ("sessions_in", "sessions_scored", "fallbacks", "quarantined"):
+        value = out.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"run[{key!r}] must be a non-negative int, got {value!r}")
+        out[key] = int(value)
+    if out.get("started_at") is not None:
+        if not isinstance(out["started_at"], dt.datetime):
+            raise TypeError("run['started_at'] must be a datetime")
+        out["started_at"] = utc_naive(out["started_at"])
+    return out
+
+
+def canonical_table(table: pa.Table, day: dt.date, run: Mapping[str, Any]) -> pa.Table:
+    """``table`` with exactly the columns and types of ``recommendations``.
+
+    Missing optional columns (``ds``, ``model_name``, ``model_version``, ``generated_at``)
+    come from ``day`` and the validated ``run``; values that the tables cannot hold raise
+    ValueError.
+    """
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    elif isinstance(table, pa.RecordBatchReader):
+        table = table.read_all()
+    if not isinstance(table, pa.Table):
+        raise TypeError(f"expected a pyarrow.Table, got {type(table).__name__}")
+    names = set(table.column_names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    unknown = sorted(names - set(RECOMMENDATIONS_SCHEMA.names))
+    if missing or unknown or len(names) != table.num_columns:
+        raise ValueError(
+            f"recommendation table columns {table.column_names}: missing {missing}, "
+            f"unknown {unknown}; expected {list(RECOMMENDATIONS_SCHEMA.names)} "
+            f"(ds, model_name, model_version and generated_at are optional)"
+        )
+    n = table.num_rows
+    generated_at = run.get("started_at") or utcnow()
+    defaults = {
+        "ds": pa.array([day] * n, pa.date32()),
+        "model_name": pa.array([run["model_name"]] * n, pa.string()),
+        "model_version": pa.array([run["model_version"]] * n, pa.string()),
+        "generated_at": pa.array([generated_at] * n, pa.timestamp("us")),
+    }
+    columns = []
+    for column in RECOMMENDATIONS_SCHEMA:
+        if column.name not in names:
+            columns.append(defaults[column.name])
+            continue
+        values = table[column.name]
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        try:
+            if pa.types.is_timestamp(column.type) and pa.types.is_timestamp(values.type):
+                # Aware timestamps are stored as UTC wall time; ns are cut to us.
+                values = pc.cast(values, column.type, safe=False)
+            else:
+                values = pc.cast(values, column.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ValueError(f"column {column.name!r} of type {values.type} cannot be "
+                             f"stored as {column.type}: {exc}") from exc
+        columns.append(values)
+    canonical = pa.Table.from_arrays(columns, schema=RECOMMENDATIONS_SCHEMA)
+
+    if "ds" in names:
+        other = pc.sum(pc.cast(pc.not_equal(canonical["ds"], pa.scalar(day, pa.date32())),
+                               pa.int64())).as_py()
+        if other:
+            raise ValueError(f"{other} row(s) have a ds other than {day.isoformat()}")
+    for name in ("session_id", "item_id", "model_name", "model_version"):
+        if n and pc.any(pc.match_substring(canonical[name], "\x00")).as_py():
+            raise ValueError(f"column {name!r} holds a NUL character, which PostgreSQL text "
+                             "cannot store; clean the ids before writing")
+    return canonical
