@@ -77,6 +77,16 @@ def run_dags(env: dict[str, str], runs: list[dict], timeout: float = 300) -> lis
     return json.loads(lines[-1])["runs"]
 
 
+def test_task(env: dict[str, str], dag_id: str, task_id: str, run_id: str,
+              timeout: float = 300) -> subprocess.CompletedProcess:
+    """``airflow tasks test DAG TASK RUN_ID``: run one task of an existing DAG run again, with
+    its XCom inputs from that run (what a retry or a cleared task does, without a scheduler)."""
+    env = {**env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}  # the task's own log lines
+    return subprocess.run([sys.executable, "-m", "airflow", "tasks", "test", dag_id, task_id, run_id],
+                          env=env, cwd=env["AIRFLOW_HOME"], capture_output=True, text=True,
+                          timeout=timeout)
+
+
 def _asset_events(run_id: str) -> list[dict]:
     """The asset events the run's tasks emitted, read from the metadata database."""
     from airflow.models.asset import AssetEvent

@@ -19,6 +19,7 @@ session lost, duplicated or invented by the pipeline shows up.
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -69,7 +70,9 @@ def e2e(tmp_path_factory):
                "env": {"SRGNN_WAREHOUSE_URL": f"duckdb:///{backfill_warehouse}"}}
               for day in [*SCORE_DAYS, RERUN_DAY]],
         ], timeout=300)
-        yield SimpleNamespace(
+        # The training run's `train` task once more, in the same DAG run: a retry.
+        retried = airflow_env.test_task(env, "srgnn_training", "train", runs[0]["run_id"])
+        yield SimpleNamespace(retried=retried,
             home=home, score_clicks=score_clicks, training=runs[0], scoring=runs[1], backfill=runs[2:],
             warehouse=home / "warehouse.duckdb", backfill_warehouse=backfill_warehouse,
         )
@@ -176,10 +179,11 @@ def test_training_registers_a_champion_through_the_gate(e2e):
     for split in ("train", "valid", "test"):
         assert list((run_dir / "graphs" / split).glob("*.parquet")), f"no {split} graph Parquet in {run_dir}"
     graphs = pq.read_table(run_dir / "graphs" / "train")
-    assert graphs.num_rows > 0
+    summary = json.loads((run_dir / "summary.json").read_text())  # counted by Spark
+    assert graphs.num_rows == summary["splits"]["train"]["examples"] > 1000
     assert {"nodes", "alias", "edge_src", "edge_dst", "target"} <= set(graphs.schema.names)
     test_examples = pq.read_table(run_dir / "graphs" / "test").num_rows
-    assert test_examples > 0
+    assert test_examples == summary["splits"]["test"]["examples"] > 100
 
     tags = version.tags
     assert tags["gate.decision"] == "first model"
@@ -194,6 +198,15 @@ def test_training_registers_a_champion_through_the_gate(e2e):
     assert mlflow_run.data.params["epochs"] == "1"
     assert mlflow_run.data.params["prepare.min_item_support"] == "2"
     assert int(mlflow_run.data.params["data.train_examples"]) == graphs.num_rows
+
+
+def test_retrying_train_in_the_same_run_registers_no_second_version(e2e):
+    retried = e2e.retried
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert "already registered srgnn version 1" in retried.stdout + retried.stderr
+    tracking, version = champion()
+    assert [str(v.version) for v in tracking.search_model_versions("name='srgnn'")] == ["1"]
+    assert str(version.version) == "1"
 
 
 # -- scoring one day ---------------------------------------------------------------------------

@@ -302,7 +302,8 @@ def test_bfloat16_prefixes_without_a_certificate_are_scored_again_in_float32():
     exact = Scorer(model, precision="float32").top_k(values, offsets, k=5)
     fast = Scorer(model, precision="bfloat16", candidates=10)
     top = fast.top_k(values, offsets, k=5)
-    assert fast.rescored > 0
+    # bfloat16 cannot order items this close: no prefix is certified, all 40 are rescored
+    assert (fast.certified, fast.rescored) == (0, 40)
     assert np.array_equal(top.items, exact.items)
     np.testing.assert_allclose(top.scores, exact.scores, rtol=1e-6)
 
