@@ -128,6 +128,9 @@ def load_prefixes(data: Path):
 
 
 def main(argv=None) -> None:
+    from srgnn.logs import configure
+
+    configure()  # the training's per-epoch lines, as `srgnn train` prints them
     args = parse_args(argv)
     if not (args.data / "train_clicks.csv.gz").exists():
         sys.exit(f"Diginetica not found under {args.data.resolve()}")
