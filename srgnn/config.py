@@ -235,6 +235,9 @@ class Source:
     format: str = option("auto", env=None, choices=FORMATS,
                          help="Input format; 'auto' decides from the file name and first line "
                               "when unambiguous.")
+    encoding: str = option("utf-8", help="Character encoding of text input (CSV, JSON Lines); "
+                                         "a row that does not decode is quarantined as "
+                                         "bad_encoding, never altered.")
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,11 @@ class PrepareConfig:
                                                "split (0: none).")
     valid_days: int = option(7, minimum=0, help="The N days before the test window are the "
                                                 "validation split (0: none).")
+    max_prefix_length: int = option(100, minimum=1,
+                                    help="An example's prefix keeps at most the last N clicks "
+                                         "before its target, so prepare's cost stays linear in "
+                                         "the clicks of very long (bot) sessions; the cut is "
+                                         "counted in summary.json.")
 
     def __post_init__(self) -> None:
         if self.min_item_support < 1:
