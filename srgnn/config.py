@@ -289,7 +289,9 @@ class TrainConfig:
     top_k: int = option(K, minimum=1, cli=False, env=None,
                         help="K of the validation metrics (HR@K selects the epoch).")
     seed: int = option(2019, help="Seeds the initial weights and the shuffling of every epoch.")
-    num_threads: int = option(0, minimum=0, help="torch CPU threads; 0 = every usable core.")
+    num_threads: int = option(0, minimum=0, env=None,
+                              help="torch CPU threads of this training; 0 = SRGNN_NUM_THREADS, "
+                                   "or the cores this process may use.")
     max_examples_per_epoch: int | None = option(None, minimum=1, help="Cap on training examples "
                                                                       "per epoch (quick runs).")
     max_valid_examples: int | None = option(None, minimum=1, cli=False,
@@ -390,6 +392,10 @@ class Deployment:
 class Runtime:
     """Process-level switches (read where they act; not command-line flags)."""
 
+    num_threads: int = option(0, minimum=0, cli=False,
+                              help="torch CPU threads of every srgnn process; 0 = an explicit "
+                                   "OMP_NUM_THREADS, else the cores this process may use (its "
+                                   "CPU affinity and cgroup quota).")
     retain_freed_memory: bool = option(True, cli=False,
                                        help="Training keeps freed memory for reuse instead of "
                                             "page-faulting it back every step (false: glibc's "

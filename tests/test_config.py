@@ -72,7 +72,8 @@ def test_command_line_flags_come_from_the_table(monkeypatch):
         for opt in config.options(cls):
             if opt.cli:
                 assert opt.flag in help_text or f"--{opt.name.replace('_', '-')}/" in help_text, opt.name
-                assert opt.env in help_text, opt.env
+                if opt.env:
+                    assert opt.env in help_text, opt.env
     score_help = runner.invoke(cli, ["score", "--help"], terminal_width=200).output
     assert "--model" in score_help and "SRGNN_MODEL_URI" in score_help
     assert "--top-k" in score_help and str(ScoreConfig().top_k) in score_help

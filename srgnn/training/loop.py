@@ -48,7 +48,8 @@ import numpy as np
 import torch
 
 from srgnn.config import TrainConfig
-from srgnn.cpu import resolve_precision, usable_cores
+from srgnn.cpu import resolve_precision
+from srgnn.cpu import torch_threads as cpu_threads
 from srgnn.evaluation.evaluate import metric_table
 from srgnn.evaluation.metrics import ranks_from_scores
 from srgnn.model.batching import GraphBatch
@@ -80,8 +81,8 @@ def model_config(config: TrainConfig, num_items: int) -> ModelConfig:
 
 
 def torch_threads(config: TrainConfig) -> int:
-    """The torch threads ``config`` asks for (0 resolved to every usable core)."""
-    return config.num_threads or usable_cores()
+    """The torch threads of a training (:func:`srgnn.cpu.torch_threads`)."""
+    return cpu_threads(config.num_threads)
 
 
 @dataclass
