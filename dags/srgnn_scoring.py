@@ -147,6 +147,7 @@ def srgnn_scoring():
             application_args=[
                 "--clicks", CLICKS_FOR_DAY,
                 "--format", "{{ params.format }}",
+                "--encoding", "{{ params.encoding }}",
                 "--ds", "{{ ds }}",
                 "--model", "{{ params.model_uri }}",
                 "--top-k", "{{ params.top_k }}",

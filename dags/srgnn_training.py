@@ -118,9 +118,11 @@ def srgnn_training():
                 "--clicks", "{{ params.clicks }}",
                 "--out", RUN_DIR,
                 "--format", "{{ params.format }}",
+                "--encoding", "{{ params.encoding }}",
                 "--min-item-support", "{{ params.min_item_support }}",
                 "--test-days", "{{ params.test_days }}",
                 "--valid-days", "{{ params.valid_days }}",
+                "--max-prefix-length", "{{ params.max_prefix_length }}",
             ],
         )
         run_dir = RUN_DIR

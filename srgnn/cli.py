@@ -33,11 +33,16 @@ class _Group(click.Group):
 
 
 def _is_user_error(exc: BaseException) -> bool:
-    """Bad input, a bad setting or a refused warehouse load: one line, not a stack trace."""
+    """Bad input, a bad setting, or a fault the message explains in full (a warehouse that is
+    locked, unreachable or refused a load; a model registry that cannot be asked): one line,
+    not a stack trace."""
     if isinstance(exc, (InputError, cfg.SettingError)):
         return True
-    warehouse = sys.modules.get("srgnn.warehouse.store")
-    return warehouse is not None and isinstance(exc, warehouse.WarehouseError)
+    warehouse = sys.modules.get("srgnn.warehouse.errors")
+    if warehouse is not None and isinstance(exc, warehouse.WarehouseError):
+        return True
+    models = sys.modules.get("srgnn.serving.models")
+    return models is not None and isinstance(exc, models.ModelUnavailable)
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,6 +163,9 @@ def _print_prepare_summary(s: dict) -> None:
     for split, v in s["splits"].items():
         click.echo(f"  {split:<6} sessions {v['sessions']:>10,}  examples {v['examples']:>10,}")
     click.echo(f"  examples lost to items unseen in the training window: {s['examples_lost_to_unseen_items']:,}")
+    if s.get("prefixes_cut"):
+        click.echo(f"  prefixes cut to the last {s['config']['max_prefix_length']} clicks: "
+                   f"{s['prefixes_cut']:,} ({s['prefix_clicks_cut']:,} clicks left out of them)")
 
 
 @cli.command()
@@ -201,6 +209,7 @@ def train(ctx, out, resume, refit, **values) -> None:
     Prints the registered version, whether it became the champion, and its figures next to
     the champion's and the baselines' on the held-out split.
     """
+    from srgnn.data.runfolder import RunFolder
     from srgnn.pipeline import evaluate_step, gate_step, prepare_step, train_step
 
     settings = ctx.obj
@@ -212,7 +221,7 @@ def train(ctx, out, resume, refit, **values) -> None:
     from srgnn.pipeline import default_run_dir
 
     out = out or default_run_dir(settings)
-    if not (resume and Path(out, "summary.json").exists()):
+    if not (resume and RunFolder(out).is_complete()):
         prepared = prepare_step(source, prepare_config, out, settings)
         _print_prepare_summary(prepared["summary"])
     trained = train_step(out, train_config, refit=refit, resume=resume, settings=settings)
@@ -237,8 +246,10 @@ def train(ctx, out, resume, refit, **values) -> None:
 @click.option("--baselines", default="pop,spop,iknn,sknn,vsknn,markov", show_default=True,
               help="With --run: comma-separated baselines to compare with (empty for none).")
 @click.option("--top-k", type=int, default=K, show_default=True)
+@flags(Source, only=("format", "encoding"))
 @click.pass_obj
-def evaluate(settings: Settings, run_dir, clicks, targets, model_uri, split, baselines, top_k) -> None:
+def evaluate(settings: Settings, run_dir, clicks, targets, model_uri, split, baselines, top_k,
+             format, encoding) -> None:
     """One table: SR-GNN and the baselines x metrics, overall and by session length."""
     if bool(run_dir) == bool(clicks) or bool(clicks) != bool(targets):
         raise click.UsageError("give either --run, or --clicks with --targets.")
@@ -248,12 +259,12 @@ def evaluate(settings: Settings, run_dir, clicks, targets, model_uri, split, bas
         from srgnn.evaluation import heldout
         from srgnn.evaluation.evaluate import evaluate as evaluate_model
         from srgnn.evaluation.report import format_table
-        from srgnn.serving.score import resolve_model
+        from srgnn.serving.models import resolve_model
 
-        check_input(clicks)
+        check_input(clicks, format, encoding)
         recommender, model = resolve_model(settings, model_uri)
         held_out = heldout.from_clicks(get_spark(settings, app_name="srgnn-evaluate"), clicks,
-                                       targets, recommender.vocabulary)
+                                       targets, recommender.vocabulary, format, encoding)
         result = evaluate_model(recommender, held_out, top_k)
         result["targets_without_session"] = int(held_out.absent.sum())
         click.echo(format_table({model.label: result}))
@@ -279,9 +290,11 @@ def score(ctx, ds, warehouse_url, **values) -> None:
     settings = _settings(ctx, warehouse_url=warehouse_url)
     result = score_step(build(Source, values), ds, build(ScoreConfig, values), settings)
     click.echo(f"scored {result['ds']} with {result['model_version']} ({result['engine']}, {result['seconds']} s)")
-    for key in ("sessions_in", "fallbacks", "unknown_clicks_skipped", "quarantined", "rows_written", "rows_replaced"):
+    for key in ("clicks_read", "quarantined", "duplicates_dropped", "unknown_clicks_skipped", "sessions_in",
+                "fallbacks", "rows_written", "rows_replaced"):
         click.echo(f"  {key:<24} {result[key]:>10,}")
     click.echo(f"  warehouse                {result['warehouse']}")
+    click.echo(f"  quarantine               {result['quarantine']}")
     click.echo(f"  stage seconds            {result['stage_seconds']}")
 
 

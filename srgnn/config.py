@@ -193,6 +193,12 @@ class Settings:
         help="MLflow tracking server or database URI (default: sqlite:///<home>/mlflow.db).")
     warehouse_url: str | None = option(
         None, help="SQLAlchemy-style warehouse URL (default: duckdb:///<home>/warehouse.duckdb).")
+    warehouse_lock_wait_seconds: float = option(
+        120.0, minimum=0, cli=False,
+        help="How long a warehouse writer waits for a lock another process holds (a DuckDB "
+             "file open elsewhere, even read-only; a PostgreSQL table another load holds), "
+             "trying again with growing pauses and logging each try, before it fails; 0: "
+             "fail at once.")
     spark_master: str = option("local[*]", help="Spark master URL (spark://host:7077, yarn, k8s://...).",
                                cli=False)
     spark_driver_memory: str = option("2g", help="Memory of the Spark driver in local mode.", cli=False)

@@ -76,12 +76,13 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
-def torch_threads(requested: int = 0, environ=None) -> int:
+def torch_threads(requested: int = 0, environ=None, default: int | None = None) -> int:
     """The number of torch threads to use.
 
     In order: ``requested`` when positive (a setting such as ``TrainConfig.num_threads``);
     ``SRGNN_NUM_THREADS`` (:class:`srgnn.config.Runtime`); an explicit ``OMP_NUM_THREADS``
-    (OpenMP's own variable, respected as OpenMP users expect); else :func:`usable_cores`.
+    (OpenMP's own variable, respected as OpenMP users expect); else ``default``, or
+    :func:`usable_cores` without one.
     """
     from srgnn.config import Runtime
 
@@ -99,14 +100,14 @@ def torch_threads(requested: int = 0, environ=None) -> int:
             threads = 0  # not a count OpenMP understands either: ignore it
         if threads > 0:
             return threads
-    return usable_cores()
+    return default if default else usable_cores()
 
 
-def set_torch_threads(requested: int = 0) -> int:
+def set_torch_threads(requested: int = 0, default: int | None = None) -> int:
     """Give torch :func:`torch_threads` threads (torch imported here); returns the count."""
     import torch
 
-    threads = torch_threads(requested)
+    threads = torch_threads(requested, default=default)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads

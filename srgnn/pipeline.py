@@ -50,9 +50,9 @@ def prepare_step(source: Source, config: PrepareConfig | None = None, out_dir: s
     settings = settings or Settings.from_env()
     config = config or PrepareConfig()
     out_dir = out_dir or default_run_dir(settings)
-    check_input(source.clicks, source.format)  # fail fast, before Spark starts, on a user mistake
+    check_input(source.clicks, source.format, source.encoding)  # a user mistake fails before Spark
     spark = get_spark(settings, app_name="srgnn-prepare")
-    result = run_prepare(spark, source.clicks, out_dir, config, source.format)
+    result = run_prepare(spark, source.clicks, out_dir, config, source.format, source.encoding)
     return {"run_dir": result.out_dir, "summary": result.summary}
 
 
@@ -202,9 +202,15 @@ def _metrics(result: dict) -> dict:
 
 def score_step(source: Source, ds: str, config: ScoreConfig | None = None,
                settings: Settings | None = None) -> dict:
-    """Score the day ``ds`` into the warehouse (replaces that day atomically)."""
+    """Score the day ``ds`` into the warehouse (replaces that day atomically).
+
+    The warehouse URL, the warehouse itself and the model are checked before Spark starts
+    (:func:`srgnn.serving.score.score_day`); a failed run is logged in ``scoring_runs``, or in
+    ``<home>/logs/scoring_runs_failed.jsonl`` when the warehouse cannot be opened.
+    """
     from srgnn.serving.score import score_day
 
     config = config or ScoreConfig()
     return score_day(settings or Settings.from_env(), source.clicks, ds, model_uri=config.model_uri,
-                     top_k=config.top_k, engine=config.engine, fmt=source.format)
+                     top_k=config.top_k, engine=config.engine, fmt=source.format,
+                     encoding=source.encoding)

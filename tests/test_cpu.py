@@ -54,6 +54,8 @@ def test_thread_count_precedence(monkeypatch):
     assert cpu.torch_threads(environ={"OMP_NUM_THREADS": "lots"}) == 3  # not a count: ignored
     assert cpu.torch_threads(environ={"SRGNN_NUM_THREADS": "2", "OMP_NUM_THREADS": "1"}) == 2
     assert cpu.torch_threads(5, environ={"SRGNN_NUM_THREADS": "2"}) == 5  # the setting itself
+    assert cpu.torch_threads(environ={}, default=1) == 1  # a Spark task: one core
+    assert cpu.torch_threads(environ={"SRGNN_NUM_THREADS": "2"}, default=1) == 2
 
 
 def test_threads_follow_the_affinity_of_the_process():

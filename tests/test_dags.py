@@ -153,7 +153,7 @@ def test_training_params_and_their_environment_defaults(bag, airflow_env):
     # every user-facing prepare and training setting of the one settings table, and refit
     table = [opt.name for cls in (config.PrepareConfig, config.TrainConfig)
              for opt in config.options(cls) if opt.cli]
-    assert sorted(params) == sorted(["clicks", "format", *table, "refit"])
+    assert sorted(params) == sorted(["clicks", "format", "encoding", *table, "refit"])
     assert {k: params[k] for k in ("clicks", "format", "min_item_support", "test_days",
                                    "valid_days", "epochs", "refit", "short_fallback", "precision",
                                    "hidden_size", "lr", "max_examples_per_epoch")} == {
@@ -218,7 +218,8 @@ def test_cluster_mode_submits_the_prepare_job(bag, airflow_env):
     run_dir = str(airflow_env.srgnn_home.resolve() / "runs" / "srgnn_training" / "manual__2026-11-29T10_11_12.5_00_00")
     assert _render(dag, "prepare", "application_args", context) == [
         "--clicks", str(airflow_env.srgnn_home.resolve() / "clicks"), "--out", run_dir, "--format", "auto",
-        "--min-item-support", "5", "--test-days", "7", "--valid-days", "7",
+        "--encoding", "utf-8", "--min-item-support", "5", "--test-days", "7", "--valid-days", "7",
+        "--max-prefix-length", "100",
     ]
     # The training task reads the folder the Spark job wrote, from the same template.
     assert list(_render(dag, "train", "op_args", context)) == [run_dir]
@@ -255,7 +256,8 @@ def test_scoring_dag_structure(bag):
     assert set(dag.tags) == {"srgnn", "scoring"}
     assert dag.params.dump() == {
         "clicks": str(Path(os.environ["SRGNN_HOME"]).resolve() / "clicks") + "/ds={{ ds }}/",
-        "format": "auto", "model_uri": "models:/srgnn@champion", "top_k": 20, "engine": "local",
+        "format": "auto", "encoding": "utf-8", "model_uri": "models:/srgnn@champion", "top_k": 20,
+        "engine": "local",
     }
     waits = bag(SRGNN_SCORING_WAIT_MINUTES="30").dags["srgnn_scoring"].get_task("wait_for_clicks")
     assert waits.timeout == 30 * 60
@@ -346,8 +348,9 @@ def test_cluster_mode_submits_the_scoring_job(bag):
     assert score.py_files == "/opt/srgnn/dist/srgnn.zip"
     assert [asset.uri for asset in score.inlets] == ["srgnn://models/srgnn/champion"]
     args = _render(dag, "score", "application_args", {"ds": "2026-11-27", "params": dag.params.dump()})
-    assert args == ["--clicks", "hdfs:///raw/clicks/ds=2026-11-27/", "--format", "auto", "--ds", "2026-11-27",
-                    "--model", "models:/srgnn@champion", "--top-k", "20", "--engine", "spark"]
+    assert args == ["--clicks", "hdfs:///raw/clicks/ds=2026-11-27/", "--format", "auto",
+                    "--encoding", "utf-8", "--ds", "2026-11-27", "--model", "models:/srgnn@champion",
+                    "--top-k", "20", "--engine", "spark"]
 
 
 # -- shared helpers ---------------------------------------------------------------------------

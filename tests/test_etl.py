@@ -107,3 +107,25 @@ def test_prefix_examples_and_graph_columns_of_the_seed_example(spark):
     last = [r for r in etl.add_graph_columns(etl.prefix_examples(longer)).collect() if r["prefix_length"] == 4][0]
     assert (list(last["nodes"]), list(last["alias"]), list(zip(last["edge_src"], last["edge_dst"])), last["target"]) == (
         [1, 2, 3], [0, 1, 2, 1], [(0, 1), (1, 2), (2, 1)], 4)
+
+
+def test_prefixes_keep_the_last_clicks_of_a_window(spark):
+    sessions = spark.createDataFrame([("s", "train", [1, 2, 3, 4, 5, 6]), ("r", "train", [7, 8])],
+                                     "session_id string, split string, items array<int>")
+    got = sorted((r["session_id"], r["prefix_length"], list(r["prefix"]), r["target"])
+                 for r in etl.prefix_examples(sessions, max_prefix_length=3).collect())
+    assert got == [
+        ("r", 1, [7], 8),
+        ("s", 1, [1], 2),
+        ("s", 2, [1, 2], 3),
+        ("s", 3, [1, 2, 3], 4),
+        ("s", 3, [2, 3, 4], 5),  # every target stays an example; its prefix is cut to 3 clicks
+        ("s", 3, [3, 4, 5], 6),
+    ]
+    # a window longer than the session changes nothing
+    full = sorted((r["session_id"], list(r["prefix"])) for r in etl.prefix_examples(sessions).collect())
+    wide = sorted((r["session_id"], list(r["prefix"]))
+                  for r in etl.prefix_examples(sessions, max_prefix_length=100).collect())
+    assert wide == full and len(full) == 6
+    with pytest.raises(ValueError, match="max_prefix_length"):
+        etl.prefix_examples(sessions, max_prefix_length=0)

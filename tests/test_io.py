@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from srgnn.data.inputs import InputError, detect_format, resolve_inputs
-from srgnn.data.readers import read_clicks
+from srgnn.data.inputs import (InputError, check_input, detect_format, excerpt, resolve_inputs,
+                               spark_encoding)
+from srgnn.data.readers import read_clicks, spark_input_errors
 
 from conftest import write_text
 
@@ -179,3 +180,124 @@ def test_missing_input_and_unknown_format(tmp_path):
     write_text(tmp_path / "x.csv", "a,b\n1,2\n")
     with pytest.raises(InputError, match="pass --format"):
         detect_format([str(tmp_path / "x.csv")])
+
+
+# --- bad input: encodings, binary files, gzip, timestamps ---------------------------------------
+
+LATIN1_ROWS = [("s1", 1451606400, "café"), ("s1", 1451606401, "cafè"), ("s1", 1451606402, "tea")]
+
+
+def test_text_in_another_encoding_is_read_with_it_and_quarantined_without(spark, tmp_path):
+    csv_path = tmp_path / "latin1.csv"
+    csv_path.write_bytes(("session_id,timestamp,item_id\n" + "".join(
+        f"{s},{t},{i}\n" for s, t, i in LATIN1_ROWS)).encode("latin-1"))
+    json_path = tmp_path / "latin1.jsonl"
+    json_path.write_bytes("".join(json.dumps({"session_id": s, "timestamp": t, "item_id": i},
+                                             ensure_ascii=False) + "\n"
+                                  for s, t, i in LATIN1_ROWS).encode("latin-1"))
+    for path in (csv_path, json_path):
+        clicks, quarantine = collect(read_clicks(spark, str(path), encoding="latin-1"))
+        assert [c[2] for c in clicks] == ["café", "cafè", "tea"] and quarantine == [], path
+        # read as UTF-8 the two items would both become "caf\ufffd": quarantined, never merged
+        clicks, quarantine = collect(read_clicks(spark, str(path)))
+        assert [c[2] for c in clicks] == ["tea"], path
+        assert [reason for _, reason in quarantine] == ["bad_encoding", "bad_encoding"], path
+        assert all("caf\ufffd" in raw for raw, _ in quarantine)
+
+
+def test_unknown_or_unsupported_encodings_are_one_line_errors(tmp_path):
+    path = write_text(tmp_path / "clicks.csv", "session_id,timestamp,item_id\n1,2,3\n")
+    with pytest.raises(InputError, match="encoding 'klingon' is unknown"):
+        check_input(path, "csv", "klingon")
+    with pytest.raises(InputError, match="encoding 'cp1252' is not supported; use one of utf-8"):
+        check_input(path, "csv", "cp1252")
+    assert check_input(path, "csv", "latin-1") == ([path], "csv")
+    assert spark_encoding("LATIN1") == "iso-8859-1" and spark_encoding("utf8") == "utf-8"
+
+
+def test_a_binary_file_is_reported_with_a_short_printable_excerpt(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    junk = bytes(rng.choice([b for b in range(256) if b not in (10, 13)]) for _ in range(6_000))
+    for name in ("junk.csv", "junk.jsonl", "junk.dat"):
+        (tmp_path / name).write_bytes(junk)
+    messages = []
+    for name, fmt, encoding in [("junk.csv", "auto", "utf-8"), ("junk.csv", "csv", "latin-1"),
+                                ("junk.csv", "diginetica", "latin-1"), ("junk.csv", "auto", "latin-1"),
+                                ("junk.jsonl", "auto", "latin-1"), ("junk.dat", "auto", "utf-8")]:
+        with pytest.raises(InputError) as info:
+            check_input(str(tmp_path / name), fmt, encoding)
+        messages.append(str(info.value))
+    assert "line 1 is not utf-8 text (byte 0x" in messages[0]
+    assert "missing required column(s) session_id, timestamp, item_id (header has: " in messages[1]
+    for message in messages:
+        assert len(message) < len(str(tmp_path)) + 220, message
+        assert message.isprintable(), message  # no control bytes, no newline
+
+
+def test_excerpt_is_short_printable_and_one_line():
+    assert excerpt("plain") == "plain"
+    assert excerpt("a\x00b\nc\x1b") == "a\\x00b\\nc\\x1b"
+    long = excerpt("x" * 10_000)
+    assert long == "x" * 80 + "..."
+    assert excerpt(b"\xff\xfe" * 100, 10) == "ÿþÿþÿþÿþÿþ..."
+
+
+def test_truncated_or_corrupt_gzip_is_found_before_spark(tmp_path):
+    rows = b"".join(b"s%d,1451606400,i%d\n" % (k, k) for k in range(5_000))
+    body = b"session_id,timestamp,item_id\n" + rows
+    data = gzip.compress(body)
+    (tmp_path / "ok.csv.gz").write_bytes(data + gzip.compress(b"s9,1451606400,i9\n"))  # two members
+    (tmp_path / "cut.csv.gz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "bad.csv.gz").write_bytes(data[:40] + bytes(200) + data[240:])
+    (tmp_path / "plain.csv.gz").write_bytes(body)  # not gzip at all
+    assert check_input(str(tmp_path / "ok.csv.gz")) == ([str(tmp_path / "ok.csv.gz")], "csv")
+    for name in ("cut.csv.gz", "bad.csv.gz", "plain.csv.gz"):
+        with pytest.raises(InputError) as info:
+            check_input(str(tmp_path / name))
+        message = str(info.value)
+        assert message.startswith(f"{tmp_path / name}: the gzip stream is truncated or corrupt ("), message
+        assert message.isprintable() and len(message) < len(str(tmp_path)) + 160, message
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        check_input(str(tmp_path))  # a folder holding the files
+
+
+def test_spark_input_errors_name_the_file_spark_cannot_read(spark, tmp_path):
+    data = gzip.compress(b"session_id,timestamp,item_id\n" + b"s1,1451606400,i1\n" * 20_000)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as info:
+        with spark_input_errors("the input"):
+            spark.read.csv(str(cut), header=True).count()
+    assert str(info.value) == (f"{cut}: cannot be read: the compressed stream is truncated or corrupt "
+                               "(java.io.EOFException: Unexpected end of input stream)")
+    with pytest.raises(InputError, match=r"gone\.csv: cannot be read: no such file or folder"):
+        with spark_input_errors():
+            spark.read.csv(str(tmp_path / "gone.csv")).count()
+    # failures that are not about the input keep their type and stack trace
+    from pyspark.errors import AnalysisException
+
+    with pytest.raises(AnalysisException):
+        with spark_input_errors("the input"):
+            spark.sql("select no_such_column").collect()
+    with pytest.raises(ZeroDivisionError):
+        with spark_input_errors("the input"):
+            1 / 0
+
+
+def test_nan_infinite_and_huge_timestamps_are_quarantined_not_fatal(spark, tmp_path):
+    values = {"NaN": "bad_timestamp", "nan": "bad_timestamp", "inf": "bad_timestamp",
+              "-Infinity": "bad_timestamp", "1e400": "bad_timestamp",
+              "9500000000000000": "timestamp_out_of_range", "-9500000000000000": "timestamp_out_of_range",
+              "1e300": "timestamp_out_of_range", "9223372036854775807": "timestamp_out_of_range"}
+    rows = "".join(f"s{k},{value},i{k}\n" for k, value in enumerate(values))
+    path = write_text(tmp_path / "clicks.csv", "session_id,timestamp,item_id\ngood,1451606400,i\n" + rows)
+    clicks, quarantine = collect(read_clicks(spark, path))
+    assert [c[0] for c in clicks] == ["good"]
+    got = {json.loads(raw)["timestamp"]: reason for raw, reason in quarantine}
+    assert got == values
+    digi = write_text(tmp_path / "train-item-views.csv", "session_id;user_id;item_id;timeframe;eventdate\n"
+                      "1;NA;5;9223372036854775807;2016-05-09\n1;NA;6;10;2016-05-09\n")
+    clicks, quarantine = collect(read_clicks(spark, digi))
+    assert [c[2] for c in clicks] == ["6"] and [r for _, r in quarantine] == ["missing_timestamp"]

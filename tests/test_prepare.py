@@ -52,10 +52,16 @@ def test_prepare_small_log_accounts_for_every_click(spark, tmp_path):
                                    "short_after_unseen_items": 0}
     assert s["clicks_kept"] == 15
     assert s["balanced"]
-    assert s["splits"]["train"] == {"sessions": 3, "clicks": 9, "examples": 6, "examples_before_unseen_filter": 6}
-    assert s["splits"]["valid"] == {"sessions": 1, "clicks": 4, "examples": 3, "examples_before_unseen_filter": 3}
-    assert s["splits"]["test"] == {"sessions": 1, "clicks": 2, "examples": 1, "examples_before_unseen_filter": 3}
+    no_cut = {"prefixes_cut": 0, "prefix_clicks_cut": 0}
+    assert s["splits"]["train"] == {"sessions": 3, "clicks": 9, "examples": 6,
+                                    "examples_before_unseen_filter": 6, **no_cut}
+    assert s["splits"]["valid"] == {"sessions": 1, "clicks": 4, "examples": 3,
+                                    "examples_before_unseen_filter": 3, **no_cut}
+    assert s["splits"]["test"] == {"sessions": 1, "clicks": 2, "examples": 1,
+                                   "examples_before_unseen_filter": 3, **no_cut}
     assert s["examples_lost_to_unseen_items"] == 2
+    assert (s["prefixes_cut"], s["prefix_clicks_cut"]) == (0, 0)
+    assert not (out / "_PREPARING").exists()
     assert json.loads((out / "summary.json").read_text()) == s
 
     vocab = pq.read_table(out / "vocab.parquet").to_pylist()
@@ -148,6 +154,46 @@ def test_diginetica_sample_counts_follow_the_reference_rules(spark, shared_data,
     for name in ("train", "valid", "test"):
         assert (s["splits"][name]["sessions"], s["splits"][name]["examples"]) == expected[name], name
     assert s["balanced"]
+    assert s["prefixes_cut"] == 0  # Diginetica's sessions are shorter than the prefix window
+
+
+def test_a_long_session_gives_linear_prefix_clicks(spark, tmp_path):
+    # one 2,000-click (bot) session: every target stays an example, each prefix keeps <= 100 clicks
+    n, window = 2_000, 100
+    rows = [f"bot,{BASE + k},i{k % 50}" for k in range(n)]
+    path = write_text(tmp_path / "clicks.csv", "session_id,timestamp,item_id\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    config = PrepareConfig(min_item_support=1, test_days=0, valid_days=0, max_prefix_length=window)
+    s = run_prepare(spark, path, str(out), config).summary
+    graphs = pq.read_table(out / "graphs" / "train", columns=["prefix", "prefix_length", "target"])
+    lengths = graphs.column("prefix_length").to_pylist()
+    assert len(lengths) == s["examples"] == n - 1
+    assert sum(lengths) == sum(len(p) for p in graphs.column("prefix").to_pylist()) <= n * window
+    assert max(lengths) == window
+    cut = n - 1 - window  # prefixes k = 101 .. 1999
+    assert (s["prefixes_cut"], s["prefix_clicks_cut"]) == (cut, cut * (cut + 1) // 2)
+    assert s["splits"]["train"]["prefixes_cut"] == cut
+    assert sum(lengths) + s["prefix_clicks_cut"] == n * (n - 1) // 2  # what the full prefixes held
+    assert s["balanced"] and s["clicks_kept"] == n
+
+
+def test_latin1_items_stay_distinct_with_their_encoding_and_are_quarantined_without(spark, tmp_path):
+    lines = ["session_id,timestamp,item_id"]
+    for s in range(4):
+        lines += [f"s{s},{BASE + 60 * s + k},{item}"
+                  for k, item in enumerate(["café", "cafè", "tea", "milk"])]
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    config = PrepareConfig(min_item_support=1, test_days=0, valid_days=0)
+    right = run_prepare(spark, str(path), str(tmp_path / "right"), config, encoding="latin-1").summary
+    vocab = {r["item_id"] for r in pq.read_table(tmp_path / "right" / "vocab.parquet").to_pylist()}
+    assert vocab == {"café", "cafè", "tea", "milk"} and right["clicks_quarantined"] == 0
+    wrong = run_prepare(spark, str(path), str(tmp_path / "wrong"), config).summary  # read as UTF-8
+    assert wrong["quarantine_reasons"] == {"bad_encoding": 8}
+    vocab = {r["item_id"] for r in pq.read_table(tmp_path / "wrong" / "vocab.parquet").to_pylist()}
+    assert vocab == {"tea", "milk"} and wrong["balanced"]  # nothing merged, nothing altered
+    quarantine = pq.read_table(tmp_path / "wrong" / "quarantine").to_pylist()
+    assert all(r["reason"] == "bad_encoding" and "\ufffd" in r["raw"] for r in quarantine)
 
 
 def run_cli(*args, env=None):
@@ -169,6 +215,23 @@ def test_cli_reports_user_mistakes_in_one_line(tmp_path):
                     env={"SRGNN_HOME": str(tmp_path / "home")})
     assert refit.returncode == 2 and "--refit" in refit.stderr and "--test-days 1" in refit.stderr
     assert "Traceback" not in refit.stderr and not (tmp_path / "home").exists()
+
+
+def test_cli_reports_a_truncated_gzip_file_in_one_line_before_spark_starts(tmp_path):
+    import gzip
+
+    data = gzip.compress(b"session_id,timestamp,item_id\n" + b"s1,1700000000,i1\n" * 5_000)
+    path = tmp_path / "day.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    env = {"SRGNN_HOME": str(tmp_path / "home")}
+    for args in (("prepare", "--clicks", str(path), "--out", str(tmp_path / "run")),
+                 ("score", "--clicks", str(path), "--ds", "2023-11-14")):
+        result = run_cli(*args, env=env)
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert result.stderr.strip() == (
+            f"error: {path}: the gzip stream is truncated or corrupt "
+            "(Compressed file ended before the end-of-stream marker was reached)")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -115,7 +115,7 @@ def test_bad_day_argument_is_a_user_error(tmp_path, model_dir, day_clicks):
 def test_held_out_evaluation_agrees_with_the_rows_in_the_warehouse(spark, tmp_path, model_dir, day_clicks):
     from srgnn.evaluation import heldout
     from srgnn.evaluation.evaluate import evaluate
-    from srgnn.serving.score import resolve_model
+    from srgnn.serving.models import resolve_model
 
     settings = settings_for(tmp_path)
     score_day(settings, day_clicks, DAY, model_uri=model_dir, top_k=5, spark=spark)
@@ -161,3 +161,53 @@ def test_short_sessions_routed_to_item_knn_are_marked_in_both_engines(spark, tmp
         expected, _ = knn.recommend([7], [0, 1], 3)  # "partly": the neighbours of g
         assert [r[2] for r in rows[engine] if r[0] == "partly"] == [ITEMS[i - 1] for i in expected[0]]
     assert rows["local"] == rows["spark"]
+
+
+def test_what_scoring_reads_and_drops_is_counted_and_logged(spark, tmp_path, model_dir):
+    # 10,000 identical rows are one click read 10,000 times: 9,999 duplicates dropped.
+    same = write_text(tmp_path / "same" / "day.csv",
+                      "session_id,timestamp,item_id\n" + f"bot,{T},a\n" * 10_000)
+    settings = settings_for(tmp_path / "same")
+    result = score_day(settings, same, DAY, model_uri=model_dir, top_k=3, spark=spark)
+    assert {k: result[k] for k in ("clicks_read", "quarantined", "duplicates_dropped",
+                                   "unknown_clicks_skipped", "sessions_in", "rows_written")} == {
+        "clicks_read": 10_000, "quarantined": 0, "duplicates_dropped": 9_999,
+        "unknown_clicks_skipped": 0, "sessions_in": 1, "rows_written": 3}
+
+    # A mix: duplicates in two sessions, unknown items, broken rows.
+    lines = ["session_id,timestamp,item_id",
+             f"s1,{T},a", f"s1,{T},a", f"s1,{T},a", f"s1,{T + 60},b",   # 2 duplicates
+             f"s2,{T},zzz", f"s2,{T},zzz", f"s2,{T + 5},c",              # 1 duplicate, 1 unknown
+             f"s3,{T},yyy",                                               # unknown only
+             "broken line", "s4,not-a-time,a"]                           # 2 quarantined
+    mix = write_text(tmp_path / "mix" / "day.csv", "\n".join(lines) + "\n")
+    expected = {"clicks_read": 10, "quarantined": 2, "duplicates_dropped": 3,
+                "unknown_clicks_skipped": 2, "sessions_in": 3, "fallbacks": 1}
+    for engine in ("local", "spark"):
+        settings = settings_for(tmp_path / engine)
+        result = score_day(settings, mix, DAY, model_uri=model_dir, top_k=3, spark=spark,
+                           engine=engine)
+        assert {k: result[k] for k in expected} == expected, engine
+        with Warehouse.connect(settings.warehouse) as warehouse:
+            [run] = warehouse.run_query("scoring_runs", start_ds=DAY, end_ds=DAY).to_dicts()
+        assert {k: run[k] for k in ("clicks_read", "quarantined", "duplicates_dropped",
+                                    "unknown_clicks", "sessions_in", "fallbacks")} == {
+            "clicks_read": 10, "quarantined": 2, "duplicates_dropped": 3, "unknown_clicks": 2,
+            "sessions_in": 3, "fallbacks": 1}, engine
+
+
+def test_the_score_command_prints_the_counts(spark, tmp_path, model_dir, day_clicks):
+    from click.testing import CliRunner
+
+    from srgnn.cli import cli
+
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), "score", "--clicks",
+                                      day_clicks, "--ds", DAY, "--model", model_dir,
+                                      "--warehouse", f"duckdb:///{tmp_path / 'wh.duckdb'}"],
+                                env={"SRGNN_WAREHOUSE_URL": None})
+    assert result.exit_code == 0, result.output
+    printed = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:9])
+    assert {k: printed[k].strip() for k in ("clicks_read", "quarantined", "duplicates_dropped",
+                                           "unknown_clicks_skipped")} == {
+        "clicks_read": "12", "quarantined": "2", "duplicates_dropped": "0",
+        "unknown_clicks_skipped": "3"}

@@ -17,11 +17,14 @@ import os
 import pickle
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 import tomllib
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import duckdb
@@ -33,6 +36,7 @@ from srgnn.warehouse import (
     RECOMMENDATIONS_SCHEMA,
     DataQualityError,
     Warehouse,
+    WarehouseLoadError,
     WarehouseURL,
     redact_url,
 )
@@ -114,7 +118,8 @@ TABLE_COLUMNS = {
     "scoring_runs": ["run_id", "ds", "status", "model_name", "model_version", "sessions_in",
                      "sessions_scored", "fallbacks", "quarantined", "expected_k",
                      "rows_written", "rows_replaced", "duration_seconds", "started_at",
-                     "finished_at", "message"],
+                     "finished_at", "message", "clicks_read", "duplicates_dropped",
+                     "unknown_clicks"],
 }
 
 BASE = {  # three sessions, K = 3
@@ -289,7 +294,7 @@ LOAD_STATEMENTS = {
     "insert_run": set(TABLE_COLUMNS["scoring_runs"]),
 }
 POSTGRES_LOAD_STATEMENTS = {"copy_staging": set(), "create_staging": set(),
-                            "lock_recommendations": set()}
+                            "lock_recommendations": set(), "lock_holders": set()}
 CHECK_PARAMETERS = {"ds", "expected_k", "expected_rows"}  # what a load gives every check
 
 
@@ -524,7 +529,12 @@ def test_error_after_the_delete_leaves_the_previous_day_whole(warehouse, url, mo
     statuses = [(r["status"], r["model_version"]) for r in runs(warehouse, DAY)]
     assert sorted(statuses) == [("failed", "srgnn:4"), ("succeeded", "srgnn:3")]
     failed = next(r for r in runs(warehouse, DAY) if r["status"] == "failed")
-    assert failed["rows_written"] is None and type(caught.value).__name__ in failed["message"]
+    # The database's own error is logged; what is raised is one line that says so.
+    original = caught.value if failure == "python_error" else caught.value.__cause__
+    assert failed["rows_written"] is None and type(original).__name__ in failed["message"]
+    if failure == "database_error":
+        assert isinstance(caught.value, WarehouseLoadError)
+        assert "rolled back" in str(caught.value) and "\n" not in str(caught.value)
     # The connection is still usable after the rollback
     monkeypatch.undo()
     assert warehouse.replace_day(DAY, replacement, expected_k=3, run=RUN).rows_written == 3
@@ -805,3 +815,193 @@ def test_concurrent_loads_of_a_day_are_serialised_on_postgres(request, monkeypat
         assert outcome["result"].rows_replaced == 9
         assert stored(warehouse, DAY) == [("other", r, f"o{r}", round(1 - r / 10, 1), "srgnn:3")
                                           for r in (1, 2, 3)]
+
+
+# ------------------------------------------------------------------------------------------
+# Upgrades, locks held by other connections, warehouses that cannot be opened
+# ------------------------------------------------------------------------------------------
+OLD_SCORING_RUNS = TABLE_COLUMNS["scoring_runs"][:16]  # the run log before the count columns
+
+
+def test_connect_upgrades_a_run_log_made_before_the_count_columns(url, tmp_path):
+    # A warehouse made by the previous release: its DDL without the files that add columns.
+    old_sql = tmp_path / "old_sql"
+    shutil.copytree(DEFAULT_SQL_DIR, old_sql)
+    for path in (old_sql / "ddl").glob("0[456]_*.sql"):
+        path.unlink()
+    with Warehouse.connect(url, sql_dir=old_sql) as old:
+        old._execute("INSERT INTO scoring_runs (run_id, ds, status, finished_at, sessions_in) "
+                     "VALUES ('old-run', CAST(:ds AS DATE), 'succeeded', "
+                     "CAST('2024-03-01 01:00:00' AS TIMESTAMP), 7)", {"ds": DAY})
+        found = old._execute("SELECT column_name FROM information_schema.columns WHERE "
+                             "table_name = 'scoring_runs' ORDER BY ordinal_position")
+        assert [row[0] for row in found.rows] == OLD_SCORING_RUNS
+    for _ in range(2):  # upgraded once, then left alone
+        with Warehouse.connect(url) as warehouse:
+            found = warehouse._execute("SELECT column_name FROM information_schema.columns "
+                                       "WHERE table_name = 'scoring_runs' "
+                                       "ORDER BY ordinal_position")
+            assert [row[0] for row in found.rows] == TABLE_COLUMNS["scoring_runs"]
+    with Warehouse.connect(url) as warehouse:
+        warehouse.replace_day(DAY, day_table(BASE), expected_k=3,
+                              run={**RUN, "clicks_read": 40, "duplicates_dropped": 3,
+                                   "unknown_clicks": 2, "quarantined": 1})
+        logged = {r["run_id"]: r for r in runs(warehouse, DAY)}
+    old_row = logged.pop("old-run")
+    assert (old_row["sessions_in"], old_row["clicks_read"], old_row["duplicates_dropped"],
+            old_row["unknown_clicks"]) == (7, None, None, None)
+    [new_row] = logged.values()
+    assert {k: new_row[k] for k in ("clicks_read", "quarantined", "duplicates_dropped",
+                                    "unknown_clicks")} == \
+        {"clicks_read": 40, "quarantined": 1, "duplicates_dropped": 3, "unknown_clicks": 2}
+
+
+def test_a_failed_run_the_run_log_cannot_take_goes_to_the_failed_runs_file(tmp_path,
+                                                                           monkeypatch):
+    from srgnn.warehouse.runlog import read_failed_runs
+
+    failed_runs = tmp_path / "logs" / "failed.jsonl"
+    with Warehouse.connect(tmp_path / "w.duckdb", failed_runs=failed_runs) as warehouse:
+        warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+
+        def lost(self, row, **kwargs):
+            raise duckdb.IOException("IO Error: the disk went away")
+
+        monkeypatch.setattr(Warehouse, "_append_run", lost)
+        with pytest.raises(WarehouseLoadError, match="rolled back.*the disk went away"):
+            warehouse.replace_day(DAY, day_table({"n": [("a", 1.0)]}), expected_k=1,
+                                  run={**RUN, "model_version": "srgnn:9", "clicks_read": 5})
+        monkeypatch.undo()
+        assert len(stored(warehouse, DAY)) == 9  # the previous day, whole
+    [record] = read_failed_runs(failed_runs)
+    assert {k: record[k] for k in ("ds", "status", "model_version", "clicks_read")} == \
+        {"ds": "2024-03-01", "status": "failed", "model_version": "srgnn:9", "clicks_read": 5}
+    assert "the disk went away" in record["message"]
+    assert "the disk went away" in record["not_logged_because"]
+    assert record["warehouse"].endswith("w.duckdb") and record["finished_at"]
+
+
+def test_an_unreachable_postgres_server_is_one_line_without_the_password():
+    from srgnn.warehouse import WarehouseUnavailable
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+psycopg://srgnn:s3cret@127.0.0.1:{port}/warehouse"
+    with pytest.raises(WarehouseUnavailable) as caught:
+        Warehouse.connect(url, lock_wait_seconds=0)
+    message = str(caught.value)
+    assert message.startswith(f"cannot open the warehouse postgresql+psycopg://srgnn:***@"
+                              f"127.0.0.1:{port}/warehouse: ")
+    assert "s3cret" not in message and "\n" not in message
+
+
+def test_a_file_that_is_no_duckdb_database_is_one_line(tmp_path):
+    from srgnn.warehouse import WarehouseUnavailable
+
+    not_a_database = tmp_path / "notes.duckdb"
+    not_a_database.write_text("these are my notes, not a database\n" * 100)
+    with pytest.raises(WarehouseUnavailable, match="cannot open the warehouse .*notes.duckdb"):
+        Warehouse.connect(not_a_database)
+    assert not_a_database.read_text().startswith("these are my notes")
+
+
+def test_hide_secrets_hides_the_password_in_any_text():
+    from srgnn.warehouse.urls import hide_secrets
+
+    url = "postgresql://u:p%40ss@h/db?password=q1"
+    assert hide_secrets("auth failed for u with p@ss and q1", url) == \
+        "auth failed for u with *** and ***"
+    assert hide_secrets("nothing to hide", "duckdb:///w.duckdb") == "nothing to hide"
+
+
+@pytest.fixture
+def postgres_url(request):
+    server = request.getfixturevalue("postgres_server")
+    return server.create_database(f"warehouse_test_{next(_database_names)}")
+
+
+@contextmanager
+def postgres_lock(url: str, statement: str):
+    """Another session holding a lock (``statement``) in an open transaction; yields its pid."""
+    import psycopg
+
+    with psycopg.connect(WarehouseURL.parse(url).target, autocommit=True,
+                         application_name="analyst") as other:
+        other.execute("BEGIN")
+        other.execute(statement)
+        try:
+            yield other.info.backend_pid
+        finally:
+            other.execute("ROLLBACK")
+
+
+def test_a_postgres_load_gives_up_on_a_held_table_lock_and_logs_the_run(postgres_url, caplog):
+    from srgnn.warehouse import WarehouseLocked
+
+    with Warehouse.connect(postgres_url) as warehouse:
+        warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+        before = stored(warehouse, DAY)
+    with postgres_lock(postgres_url,
+                       "LOCK TABLE recommendations IN SHARE ROW EXCLUSIVE MODE") as holder, \
+            Warehouse.connect(postgres_url, lock_wait_seconds=1.5) as warehouse:
+        started = time.monotonic()
+        with pytest.raises(WarehouseLocked) as caught:
+            warehouse.replace_day(DAY, day_table({"n": [("a", 1.0)]}), expected_k=1,
+                                  run={**RUN, "model_version": "srgnn:4"})
+        assert 1.4 < time.monotonic() - started < 10
+        message = str(caught.value)
+        assert message.startswith("the table recommendations (another load holds it until it "
+                                  f"commits) is held by PID {holder} (analyst, user ")
+        assert "ShareRowExclusiveLock on recommendations" in message and "\n" not in message
+        waits = [r.getMessage() for r in caplog.records if "waiting for the table" in r.getMessage()]
+        assert waits and all(f"PID {holder}" in line for line in waits)
+        assert stored(warehouse, DAY) == before
+        failed = [r for r in runs(warehouse, DAY) if r["status"] == "failed"]
+        assert [r["model_version"] for r in failed] == ["srgnn:4"]
+        assert "WarehouseLocked" in failed[0]["message"]
+
+
+def test_a_postgres_load_goes_on_when_the_table_lock_is_released(postgres_url, caplog):
+    with Warehouse.connect(postgres_url) as warehouse:
+        warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+    release = threading.Event()
+
+    def hold():
+        with postgres_lock(postgres_url, "LOCK TABLE recommendations IN EXCLUSIVE MODE"):
+            held.set()
+            release.wait(30)
+
+    held = threading.Event()
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        threading.Timer(1.5, release.set).start()
+        with Warehouse.connect(postgres_url, lock_wait_seconds=30) as warehouse:
+            started = time.monotonic()
+            result = warehouse.replace_day(DAY, day_table({"n": [("a", 1.0)]}), expected_k=1,
+                                           run=RUN)
+            assert time.monotonic() - started > 1.0
+            assert (result.rows_written, result.rows_replaced) == (1, 9)
+            assert [r["status"] for r in runs(warehouse, DAY)] == ["succeeded"] * 2
+    finally:
+        release.set()
+        holder.join(30)
+    assert any("waiting for the table recommendations" in r.getMessage() for r in caplog.records)
+
+
+def test_postgres_ddl_waits_for_writers_but_not_for_readers(postgres_url):
+    from srgnn.warehouse import WarehouseLocked
+
+    Warehouse.connect(postgres_url).close()
+    # An analyst's session idle in a transaction that read the run log: connecting (and so
+    # applying the DDL) must not wait for it, as an ALTER TABLE would.
+    with postgres_lock(postgres_url, "SELECT COUNT(*) FROM scoring_runs"):
+        started = time.monotonic()
+        Warehouse.connect(postgres_url, lock_wait_seconds=5).close()
+        assert time.monotonic() - started < 3
+    with postgres_lock(postgres_url, "LOCK TABLE scoring_runs IN ACCESS EXCLUSIVE MODE") as pid:
+        with pytest.raises(WarehouseLocked, match=f"PID {pid} \\(analyst.*AccessExclusiveLock "
+                                                  "on scoring_runs"):
+            Warehouse.connect(postgres_url, lock_wait_seconds=0.5)

@@ -13,8 +13,10 @@ reference SR-GNN preprocessing:
 5. :func:`build_vocab` from the training window (train and valid sessions);
    :func:`index_sessions` maps items to 1..N and removes items unseen there from test sessions
    (then :func:`drop_short_sessions` once more);
-6. :func:`prefix_examples` and :func:`add_graph_columns`: every prefix predicts its next item,
-   with the session graph built by :func:`srgnn.data.graph.build_graphs`.
+6. :func:`prefix_examples` and :func:`add_graph_columns`: every prefix predicts its next item
+   (a prefix keeps at most the last ``max_prefix_length`` clicks before its target, so the
+   examples of a session grow linearly with its length), with the session graph built by
+   :func:`srgnn.data.graph.build_graphs`.
 
 Session frames carry ``session_id`` and ``events``: ``array<struct<ts, item_id>>`` in click
 order (after :func:`index_sessions`: ``items array<int>`` plus ``start_ts``/``end_ts``).
@@ -41,16 +43,26 @@ def sessionize(clicks: DataFrame) -> DataFrame:
     (``_seq``). Two events are duplicates when session, time, item, user and event type are
     all equal; the first one is kept.
     """
+    # Sorted by the event and then input order, a duplicate directly follows the event's first
+    # occurrence: one comparison with the previous element finds it (sorts and a linear pass,
+    # however long the session).
+    key = ("ts", "item_id", "user_id", "event_type")
     grouped = clicks.groupBy("session_id").agg(
-        F.sort_array(F.collect_list(F.struct("ts", "_seq", "item_id", "user_id", "event_type"))).alias("_ev"),
-    )
-    # Drop _seq, then array_distinct keeps the first occurrence of each identical event.
-    distinct = F.array_distinct(F.transform("_ev", lambda e: F.struct(
-        e["ts"].alias("ts"), e["item_id"].alias("item_id"), e["user_id"].alias("user_id"),
-        e["event_type"].alias("event_type"))))
+        F.sort_array(F.collect_list(F.struct(*key, "_seq"))).alias("_ev"))
+
+    def first_of_its_kind(event, i):
+        previous = F.col("_ev")[i - 1]
+        same = F.lit(True)
+        for name in key:
+            same = same & event[name].eqNullSafe(previous[name])
+        return (i == 0) | ~same
+
+    kept = F.filter("_ev", first_of_its_kind)
+    in_time_order = F.sort_array(F.transform(kept, lambda e: F.struct(
+        e["ts"].alias("ts"), e["_seq"].alias("_seq"), e["item_id"].alias("item_id"))))
     return grouped.select(
         "session_id",
-        F.transform(distinct, lambda e: F.struct(e["ts"].alias("ts"), e["item_id"].alias("item_id"))).alias("events"),
+        F.transform(in_time_order, lambda e: F.struct(e["ts"].alias("ts"), e["item_id"].alias("item_id"))).alias("events"),
         F.size("_ev").alias("raw_clicks"),
     )
 
@@ -222,22 +234,34 @@ def index_sessions(sessions: DataFrame, vocab: DataFrame) -> DataFrame:
     return frame.mapInArrow(_lookup_batches(_broadcast_ids(frame, ids), _with_indices), schema)
 
 
-def prefix_examples(sessions: DataFrame) -> DataFrame:
+def prefix_examples(sessions: DataFrame, max_prefix_length: int | None = None) -> DataFrame:
     """SR-GNN data augmentation: a session ``[v1..vn]`` gives ``n - 1`` examples
     ``([v1..vk], v(k+1))`` for ``k = 1..n-1``.
 
-    Input ``session_id, split, items``; output ``session_id, split, prefix, target,
-    prefix_length``.
+    With ``max_prefix_length`` ``N``, a prefix keeps only the last ``N`` clicks before its
+    target, ``[v(k-N+1)..vk]`` when ``k > N``; every target stays an example. Input
+    ``session_id, split, items``; output ``session_id, split, prefix, target, prefix_length``
+    (the length kept).
     """
-    with_k = sessions.where(F.size("items") >= 2).select(
-        "session_id", "split", "items",
-        F.explode(F.sequence(F.lit(1), F.size("items") - 1)).alias("k"))
-    return with_k.select(
-        "session_id", "split",
-        F.slice("items", 1, F.col("k")).alias("prefix"),
-        F.element_at("items", F.col("k") + 1).alias("target"),
-        F.col("k").cast("int").alias("prefix_length"),
-    )
+    if max_prefix_length is not None and max_prefix_length < 1:
+        raise ValueError(f"max_prefix_length must be at least 1, got {max_prefix_length}.")
+
+    def example(k):
+        if max_prefix_length is None:
+            start, length = F.lit(1), k
+        else:
+            start = F.greatest(F.lit(1), k - max_prefix_length + 1)
+            length = F.least(k, F.lit(max_prefix_length))
+        return F.struct(F.slice("items", start, length).alias("prefix"),
+                        F.element_at("items", k + 1).alias("target"),
+                        length.cast("int").alias("prefix_length"))
+
+    # The examples are built inside the session's row and then exploded, so that no example
+    # row carries the whole session (which would copy n clicks for each of its n examples).
+    examples = F.transform(F.sequence(F.lit(1), F.size("items") - 1), example)
+    return (sessions.where(F.size("items") >= 2)
+            .select("session_id", "split", F.explode(examples).alias("e"))
+            .select("session_id", "split", "e.prefix", "e.target", "e.prefix_length"))
 
 
 GRAPH_FIELDS = ("nodes", "alias", "edge_src", "edge_dst")

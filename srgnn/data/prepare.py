@@ -6,18 +6,31 @@ steps. Run it as ``srgnn prepare --clicks PATH --out DIR`` or
 docs/contracts.md; ``summary.json`` accounts for every click read:
 
     clicks_read = clicks_kept + clicks_quarantined + sum(clicks_removed.values())
+
+An example's prefix keeps at most ``PrepareConfig.max_prefix_length`` clicks (the last ones
+before its target); ``summary.json`` counts the prefixes cut and the clicks they lost, per
+split (``prefixes_cut``, ``prefix_clicks_cut``) and in all. Sessions keep every click.
+
+A run folder is complete only when prepare finished: the job first writes the marker
+``_PREPARING`` and removes an earlier ``summary.json``, and at the end writes ``summary.json``
+(to a temporary name, then renamed) and removes the marker; :class:`RunFolder
+<srgnn.data.runfolder.RunFolder>` refuses a folder that still holds the marker. Spark's
+failures to read the input become one-line :class:`InputError` exceptions
+(:func:`srgnn.data.readers.spark_input_errors`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from srgnn.config import PrepareConfig, config_dict
-from srgnn.data.readers import InputError, read_clicks
+from srgnn.data.readers import InputError, read_clicks, spark_input_errors
+from srgnn.data.runfolder import IN_PROGRESS, SUMMARY
 
 logger = logging.getLogger(__name__)
 
@@ -34,17 +47,79 @@ def _out_path(out_dir: str, *parts: str) -> str:
     return "/".join([out_dir.rstrip("/"), *parts])
 
 
+class _Markers:
+    """The completion markers of an output folder, local or remote (Hadoop file systems)."""
+
+    def __init__(self, spark, out_dir: str) -> None:
+        self.spark, self.out_dir = spark, out_dir
+        self.local = "://" not in out_dir
+
+    def _hadoop(self, name: str):
+        jvm = self.spark._jvm
+        path = jvm.org.apache.hadoop.fs.Path(_out_path(self.out_dir, name))
+        return path.getFileSystem(self.spark._jsc.hadoopConfiguration()), path
+
+    def started(self, clicks_path: str) -> None:
+        """Mark the folder as being prepared, then remove an earlier run's summary."""
+        note = json.dumps({"input": clicks_path, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                          time.gmtime())})
+        if self.local:
+            Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+            Path(self.out_dir, IN_PROGRESS).write_text(note + "\n")
+            Path(self.out_dir, SUMMARY).unlink(missing_ok=True)
+            return
+        fs, path = self._hadoop(IN_PROGRESS)
+        stream = fs.create(path, True)
+        stream.write(bytearray(note.encode()))
+        stream.close()
+        fs.delete(self._hadoop(SUMMARY)[1], True)
+
+    def finished(self, summary: dict) -> None:
+        """Write ``summary.json`` whole (write, then rename), then remove the marker."""
+        text = json.dumps(summary, indent=2) + "\n"
+        if self.local:
+            final = Path(self.out_dir, SUMMARY)
+            partial = Path(self.out_dir, f".{SUMMARY}.partial")
+            partial.write_text(text)
+            os.replace(partial, final)
+            Path(self.out_dir, IN_PROGRESS).unlink(missing_ok=True)
+            return
+        # remote output: Spark's writer commits the folder when the job succeeds
+        self.spark.createDataFrame([(text,)], "value string").coalesce(1) \
+            .write.mode("overwrite").text(_out_path(self.out_dir, SUMMARY))
+        fs, path = self._hadoop(IN_PROGRESS)
+        fs.delete(path, False)
+
+
 def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | None = None,
-                fmt: str = "auto") -> PrepareResult:
-    """Run the whole prepare job and return the output folder and its summary."""
+                fmt: str = "auto", encoding: str = "utf-8") -> PrepareResult:
+    """Run the whole prepare job and return the output folder and its summary.
+
+    ``encoding`` is the text encoding of CSV and JSON input (``Source.encoding``).
+
+    Raises:
+        InputError: for the user's mistakes and for input Spark cannot read; the output
+            folder is then left without ``summary.json`` (incomplete) once writing began.
+    """
+    config = config or PrepareConfig()
+    started = time.time()
+    with spark_input_errors(clicks_path):
+        raw = read_clicks(spark, clicks_path, fmt, encoding)
+        markers = _Markers(spark, out_dir)
+        markers.started(clicks_path)
+        summary = _prepare(spark, raw, clicks_path, out_dir, config, started)
+        markers.finished(summary)
+    return PrepareResult(out_dir=out_dir, summary=summary)
+
+
+def _prepare(spark, raw, clicks_path: str, out_dir: str, config: PrepareConfig,
+             started: float) -> dict:
+    """The job's stages on the read clicks; returns the summary."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from srgnn.data import etl
 
-    config = config or PrepareConfig()
-    started = time.time()
-    raw = read_clicks(spark, clicks_path, fmt)
     min_len = config.min_session_length
     persisted = []
     stage_seconds: dict[str, float] = {}
@@ -129,6 +204,8 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
     indexed = keep(etl.index_sessions(split, vocab))
     size = F.size("items")
     ok = size >= min_len
+    # prefixes longer than the window, and the clicks they lose: k - N for k = N+1 .. n-1
+    cut = F.greatest(size.cast("long") - 1 - config.max_prefix_length, F.lit(0).cast("long"))
     per_split = {r["split"]: r for r in indexed.groupBy("split").agg(
         F.sum(F.col("indexed_from") - 1).alias("examples_before"),
         F.sum(F.col("indexed_from") - size).alias("unseen"),
@@ -137,6 +214,8 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
         F.sum(ok.cast("long")).alias("sessions"),
         F.sum(F.when(ok, size).otherwise(0)).alias("clicks"),
         F.sum(F.when(ok, size - 1).otherwise(0)).alias("examples"),
+        F.sum(F.when(ok, cut).otherwise(0)).alias("prefixes_cut"),
+        F.sum(F.when(ok, F.shiftright(cut * (cut + 1), 1)).otherwise(0)).alias("prefix_clicks_cut"),
     ).collect()}
     removed["unseen_items"] = sum(int(r["unseen"]) for r in per_split.values())
     removed["short_after_unseen_items"] = sum(int(r["short_clicks"]) for r in per_split.values())
@@ -144,9 +223,11 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
     splits = {}
     for name in etl.SPLITS:
         r = per_split.get(name)
-        splits[name] = {key: int(r[key]) if r else 0
+        splits[name] = {key: int(r[key] or 0) if r else 0
                         for key in ("sessions", "clicks", "examples")}
-        splits[name]["examples_before_unseen_filter"] = int(r["examples_before"]) if r else 0
+        splits[name]["examples_before_unseen_filter"] = int(r["examples_before"] or 0) if r else 0
+        for key in ("prefixes_cut", "prefix_clicks_cut"):
+            splits[name][key] = int(r[key] or 0) if r else 0
     clicks_kept = sum(s["clicks"] for s in splits.values())
     stage("index_items")
 
@@ -156,7 +237,8 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
         part = indexed.where(F.col("split") == name)
         part.select("session_id", "items", "start_ts", "end_ts").write.mode("overwrite").parquet(
             _out_path(out_dir, "sessions", name))
-        examples = etl.add_graph_columns(etl.prefix_examples(part.select("session_id", "split", "items")))
+        examples = etl.add_graph_columns(etl.prefix_examples(part.select("session_id", "split", "items"),
+                                                             config.max_prefix_length))
         (examples.select("session_id", "prefix", "nodes", "alias", "edge_src", "edge_dst",
                          F.col("target").cast("int").alias("target"), "prefix_length")
          .write.mode("overwrite").parquet(_out_path(out_dir, "graphs", name)))
@@ -184,17 +266,12 @@ def run_prepare(spark, clicks_path: str, out_dir: str, config: PrepareConfig | N
         "examples": sum(s["examples"] for s in splits.values()),
         "examples_lost_to_unseen_items": sum(s["examples_before_unseen_filter"] - s["examples"]
                                              for s in splits.values()),
+        "prefixes_cut": sum(s["prefixes_cut"] for s in splits.values()),
+        "prefix_clicks_cut": sum(s["prefix_clicks_cut"] for s in splits.values()),
         "seconds": round(time.time() - started, 1),
         "stage_seconds": stage_seconds,
         "out_dir": out_dir,
     }
     if not summary["balanced"]:
         raise AssertionError(f"click accounting does not add up: {summary}")
-    summary_path = _out_path(out_dir, "summary.json")
-    if "://" not in out_dir:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
-    else:  # remote output: write through Spark's filesystem layer
-        spark.createDataFrame([(json.dumps(summary, indent=2),)], "value string").coalesce(1) \
-            .write.mode("overwrite").text(summary_path)
-    return PrepareResult(out_dir=out_dir, summary=summary)
+    return summary

@@ -8,6 +8,14 @@ training run's logging (``summary.json``) and the gate (which split is held out)
     run.num_items, run.held_out_split()          # 1234, "test"
     examples = run.examples("test")              # prefixes, targets, prefix lengths
     sessions = run.sessions("train")             # item lists with their end times
+
+A folder is complete when prepare finished it: prepare writes the marker ``_PREPARING`` before
+anything else and removes it after ``summary.json``, which it writes last (write, then
+rename). :meth:`RunFolder.is_complete` tells (``summary.json`` and no marker; folders written
+before the marker existed are complete when they hold ``summary.json``), and every read of a
+folder that still holds the marker (a prepare killed half-way, or still running) raises
+:class:`~srgnn.data.inputs.InputError` naming the folder and asking to prepare it again.
+Folders assembled without prepare (no marker, no ``summary.json``) stay readable.
 """
 
 from __future__ import annotations
@@ -19,13 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
+from srgnn.data.inputs import InputError
 from srgnn.data.ragged import from_arrow
 from srgnn.data.vocab import Vocabulary
 
-__all__ = ["RunFolder", "Examples", "Sessions", "SPLITS", "CHECKPOINT_DIR"]
+__all__ = ["RunFolder", "Examples", "Sessions", "SPLITS", "CHECKPOINT_DIR", "SUMMARY",
+           "IN_PROGRESS"]
 
 SPLITS = ("train", "valid", "test")
 CHECKPOINT_DIR = "model"  # training checkpoints, under the run folder
+SUMMARY = "summary.json"  # prepare's counts, written last
+IN_PROGRESS = "_PREPARING"  # present from the start of prepare until summary.json is written
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,29 @@ class RunFolder:
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
 
+    # -- completeness ----------------------------------------------------------------------------
+    def is_complete(self) -> bool:
+        """Prepare finished this folder: ``summary.json`` is there and no prepare is under way."""
+        return (self.path / SUMMARY).exists() and not (self.path / IN_PROGRESS).exists()
+
+    def require_complete(self) -> "RunFolder":
+        """This folder, when :meth:`is_complete`.
+
+        Raises:
+            InputError: naming the folder and asking to prepare it again.
+        """
+        self._refuse_unfinished()
+        if not (self.path / SUMMARY).exists():
+            raise InputError(f"{self.path}: not a complete prepare run folder (no {SUMMARY}); "
+                             f"prepare it again (srgnn prepare --out {self.path})")
+        return self
+
+    def _refuse_unfinished(self) -> None:
+        if (self.path / IN_PROGRESS).exists():
+            raise InputError(f"{self.path}: incomplete run folder: a prepare began writing it and "
+                             f"did not finish ({IN_PROGRESS} is there); prepare it again "
+                             f"(srgnn prepare --out {self.path})")
+
     # -- files ---------------------------------------------------------------------------------
     def graphs(self, split: str) -> Path:
         """The session-graph Parquet folder of ``split``."""
@@ -74,7 +109,8 @@ class RunFolder:
 
     def summary(self) -> dict:
         """``summary.json`` (``{}`` when absent)."""
-        path = self.path / "summary.json"
+        self._refuse_unfinished()
+        path = self.path / SUMMARY
         return json.loads(path.read_text()) if path.exists() else {}
 
     def write_json(self, name: str, payload: dict) -> Path:
@@ -108,6 +144,7 @@ class RunFolder:
         """Examples in ``graphs/<split>`` (from the Parquet footers; 0 when absent)."""
         import pyarrow.dataset as pads
 
+        self._refuse_unfinished()
         path = self.graphs(split)
         if not path.exists():
             return 0
@@ -158,6 +195,7 @@ class RunFolder:
 
     # -- helpers ---------------------------------------------------------------------------------
     def _existing(self, path: Path) -> Path:
+        self._refuse_unfinished()
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist; is {self.path} a prepare run folder?")
         return path

@@ -57,7 +57,7 @@ def from_run(run: RunFolder | str, split: str | None = None) -> HeldOut:
 
 
 def from_clicks(spark, clicks: str, targets: str, catalogue: Vocabulary,
-                fmt: str = "auto") -> HeldOut:
+                fmt: str = "auto", encoding: str = "utf-8") -> HeldOut:
     """Held-out prefixes given as raw clicks (one session per prefix) and a
     ``session_id,item_id`` CSV of their true next items.
 
@@ -72,7 +72,7 @@ def from_clicks(spark, clicks: str, targets: str, catalogue: Vocabulary,
     from pyspark.sql import functions as F
 
     from srgnn.data import etl
-    from srgnn.data.readers import InputError, read_clicks
+    from srgnn.data.readers import InputError, read_clicks, spark_input_errors
 
     try:
         truth = pacsv.read_csv(targets, convert_options=pacsv.ConvertOptions(
@@ -83,9 +83,10 @@ def from_clicks(spark, clicks: str, targets: str, catalogue: Vocabulary,
     missing = [c for c in ("session_id", "item_id") if c not in truth.column_names]
     if missing:
         raise InputError(f"{targets}: missing required column(s) {', '.join(missing)}")
-    raw = read_clicks(spark, clicks, fmt)
-    sessions = etl.sessionize(raw.clicks).select(
-        "session_id", F.transform("events", lambda e: e["item_id"]).alias("items")).toArrow()
+    with spark_input_errors(clicks):
+        raw = read_clicks(spark, clicks, fmt, encoding)
+        sessions = etl.sessionize(raw.clicks).select(
+            "session_id", F.transform("events", lambda e: e["item_id"]).alias("items")).toArrow()
 
     position = {sid: i for i, sid in enumerate(sessions.column("session_id").to_pylist())}
     rows = np.array([position.get(sid, -1) for sid in truth.column("session_id").to_pylist()],

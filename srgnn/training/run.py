@@ -91,7 +91,7 @@ def run_training(
     from srgnn.training.plots import plot_training_curve
 
     train_config = train_config or TrainConfig()
-    run = RunFolder(run_dir)
+    run = RunFolder(run_dir).require_complete()
     num_items = run.num_items
     checkpoint_dir = run.checkpoint_dir
     if refit and run.held_out_split() != "test":

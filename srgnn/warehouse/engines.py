@@ -5,25 +5,36 @@ in the driver's style, opens a transaction, stages the rows of a load under the 
 ``recommendations_staging`` and takes the lock that serialises loads:
 
 - :class:`DuckDBEngine` (``duckdb``): the staged Arrow table is registered as a view, so the
-  checks and the insert scan it in place; one writer per file, no lock needed.
+  checks and the insert scan it in place. The file itself is the lock: one process at a time
+  opens it for writing, and none while another process holds it open, even read-only. Opening
+  waits for that lock (:func:`~srgnn.warehouse.locks.wait_for_lock`); DuckDB's error names the
+  process holding it.
 - :class:`PostgresEngine` (psycopg 3, autocommit outside explicit transactions): the rows are
   sent with ``COPY ... FROM STDIN`` into a temporary table, and ``LOCK TABLE`` serialises
-  concurrent loads without blocking readers.
+  concurrent loads without blocking readers. Every lock wait is bounded by ``lock_timeout``
+  (the whole lock wait for the session); the load's lock and the DDL are tried again under a
+  short ``lock_timeout`` each time, so that the wait is logged with the holders that
+  ``pg_locks`` shows. The load's lock is taken in a savepoint: a timeout keeps the staged rows.
 
-The statements the engines run themselves come from ``sql/load/`` and ``sql/session/``.
+Each engine tells its lock errors from other errors (:meth:`is_lock_error`) and its driver's
+errors from Python's (:attr:`driver_errors`). The statements the engines run themselves come
+from ``sql/load/`` and ``sql/session/``.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator, Mapping
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import pyarrow as pa
 
+from srgnn.warehouse.locks import wait_for_lock
 from srgnn.warehouse.sqlfiles import SqlFiles, Statement
 from srgnn.warehouse.tables import RECOMMENDATIONS_SCHEMA, STAGING_TABLE
 from srgnn.warehouse.urls import WarehouseURL
@@ -33,6 +44,14 @@ log = logging.getLogger(__name__)
 _COPY_BATCH_ROWS = 65_536
 
 Rows = tuple[tuple[str, ...], list[tuple]]  # (column names, rows); no columns: no result set
+T = TypeVar("T")
+
+# DuckDB's refusal to open a file another process holds, and the holder it names.
+_DUCKDB_LOCKED = re.compile(r"Could not set lock on file")
+_DUCKDB_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+_DUCKDB_ADVICE = ("; a DuckDB file takes one writer, and no other process may hold it open "
+                  "(even read-only) while it writes: close the other connection, keep readers' "
+                  "connections short, or use PostgreSQL for concurrent readers")
 
 
 class DuckDBEngine:
@@ -40,7 +59,7 @@ class DuckDBEngine:
 
     dialect = "duckdb"
 
-    def __init__(self, target: str, read_only: bool, sql: SqlFiles):
+    def __init__(self, target: str, read_only: bool, sql: SqlFiles, lock_wait_seconds: float):
         import duckdb
 
         if target != ":memory:":
@@ -49,8 +68,31 @@ class DuckDBEngine:
                 path.parent.mkdir(parents=True, exist_ok=True)
             target = str(path)
         self.sql = sql
-        self.con = duckdb.connect(target, read_only=read_only)
+        self.lock_wait_seconds = lock_wait_seconds
+        self.driver_errors = (duckdb.Error,)
         self._staged = False
+        self.con = self.waiting(f"the DuckDB file {target}",
+                                lambda _timeout: duckdb.connect(target, read_only=read_only),
+                                advice=_DUCKDB_ADVICE)
+
+    @staticmethod
+    def is_lock_error(error: BaseException) -> bool:
+        import duckdb
+
+        return isinstance(error, duckdb.IOException) and bool(_DUCKDB_LOCKED.search(str(error)))
+
+    @staticmethod
+    def lock_holder(error: BaseException) -> str | None:
+        found = _DUCKDB_HOLDER.search(str(error))
+        return f"{os.path.basename(found.group(1))} (PID {found.group(2)})" if found else None
+
+    def waiting(self, what: str, attempt: Callable[[float], T], advice: str = "") -> T:
+        """``attempt(timeout)``, tried again while another process holds the file."""
+        return wait_for_lock(attempt, seconds=self.lock_wait_seconds, what=what,
+                             is_locked=self.is_lock_error, holder=self.lock_holder, advice=advice)
+
+    def set_lock_timeout(self, seconds: float) -> None:
+        pass  # no lock waits once the file is open: this process is its only writer
 
     def execute(self, statement: Statement, params: Mapping[str, Any]) -> Rows:
         cursor = self.con.execute(statement.sql, statement.bind(params) or None)
@@ -73,7 +115,7 @@ class DuckDBEngine:
         self.con.commit()
 
     def lock_for_load(self) -> None:
-        pass  # one writer per file; concurrent writers of a day conflict at commit
+        pass  # the open file is the lock: no other process writes it
 
     def stage(self, table: pa.Table) -> None:
         # A view over the Arrow memory: checks and the insert scan it, nothing is copied twice.
@@ -97,7 +139,7 @@ class PostgresEngine:
 
     dialect = "postgresql"
 
-    def __init__(self, target: str, read_only: bool, sql: SqlFiles):
+    def __init__(self, target: str, read_only: bool, sql: SqlFiles, lock_wait_seconds: float):
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
 
@@ -105,14 +147,41 @@ class PostgresEngine:
         options.setdefault("connect_timeout", 10)
         options.setdefault("application_name", "srgnn-warehouse")
         self.sql = sql
+        self.lock_wait_seconds = lock_wait_seconds
+        self.driver_errors = (psycopg.Error,)
         # Autocommit outside explicit transactions: queries never leave one open.
         self.con = psycopg.connect(**options, autocommit=True)
-        if read_only:  # for the session, so that autocommit statements are covered too
-            try:
+        try:
+            self.set_lock_timeout(lock_wait_seconds, local=False)  # every wait of the session
+            if read_only:  # for the session, so that autocommit statements are covered too
                 self.run("session", "read_only")
-            except BaseException:
-                self.con.close()
-                raise
+        except BaseException:
+            self.con.close()
+            raise
+
+    @staticmethod
+    def is_lock_error(error: BaseException) -> bool:
+        from psycopg import errors
+
+        return isinstance(error, errors.LockNotAvailable)
+
+    def lock_holder(self, error: BaseException) -> str | None:
+        """Who holds locks on the warehouse's tables now (``pg_locks``), or None."""
+        _, rows = self.run("load", "lock_holders")
+        return ", ".join(f"PID {pid} ({application or 'no application name'}, user {user}, "
+                         f"{mode} on {table})" for pid, application, user, mode, table in rows
+                         ) or None
+
+    def waiting(self, what: str, attempt: Callable[[float], T], advice: str = "") -> T:
+        """``attempt(timeout)``, tried again while it times out waiting for a lock."""
+        return wait_for_lock(attempt, seconds=self.lock_wait_seconds, what=what,
+                             is_locked=self.is_lock_error, holder=self.lock_holder, advice=advice)
+
+    def set_lock_timeout(self, seconds: float, *, local: bool = True) -> None:
+        """``lock_timeout`` for the transaction (``local``) or the session; 0 would mean no
+        limit to PostgreSQL, so the shortest is 1 ms."""
+        milliseconds = max(int(seconds * 1000), 1)
+        self.run("session", "lock_timeout", {"lock_timeout": str(milliseconds), "is_local": local})
 
     def execute(self, statement: Statement, params: Mapping[str, Any]) -> Rows:
         with self.con.cursor() as cursor:
@@ -132,7 +201,14 @@ class PostgresEngine:
             yield
 
     def lock_for_load(self) -> None:
-        self.run("load", "lock_recommendations")
+        def attempt(timeout: float) -> None:
+            with self.con.transaction():  # a savepoint: a timeout keeps the staged rows
+                self.set_lock_timeout(timeout)
+                self.run("load", "lock_recommendations")
+            self.set_lock_timeout(self.lock_wait_seconds)  # the rest of the load: the whole wait
+
+        self.waiting("the table recommendations (another load holds it until it commits)",
+                     attempt)
 
     def stage(self, table: pa.Table) -> None:
         import pyarrow.csv as pacsv
@@ -162,9 +238,25 @@ class PostgresEngine:
 Engine = Union[DuckDBEngine, PostgresEngine]
 
 
-def open_engine(url: WarehouseURL, read_only: bool, sql: SqlFiles) -> Engine:
-    """Connect to the engine ``url`` names; ``sql`` holds the statements it runs itself."""
+def open_engine(url: WarehouseURL, read_only: bool, sql: SqlFiles,
+                lock_wait_seconds: float = 0.0) -> Engine:
+    """Connect to the engine ``url`` names; ``sql`` holds the statements it runs itself.
+
+    A DuckDB file that another process holds is waited for up to ``lock_wait_seconds``, which
+    also bounds every lock wait of a PostgreSQL session.
+    """
     if sql.dialect != url.dialect:
         raise ValueError(f"SQL files for {sql.dialect}, but the URL names {url.dialect}")
     engine_cls = DuckDBEngine if url.dialect == "duckdb" else PostgresEngine
-    return engine_cls(url.target, read_only, sql)
+    return engine_cls(url.target, read_only, sql, lock_wait_seconds)
+
+
+def driver_errors(dialect: str) -> tuple[type[BaseException], ...]:
+    """The base classes of the errors of ``dialect``'s driver (imports the driver)."""
+    if dialect == "duckdb":
+        import duckdb
+
+        return (duckdb.Error,)
+    import psycopg
+
+    return (psycopg.Error,)

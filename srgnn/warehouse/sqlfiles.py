@@ -7,8 +7,10 @@ The files live in ``sql/`` next to this module, so they ship inside the package 
 - ``checks/``: the data-quality checks run on every load, each returning the violating rows;
 - ``queries/``: for downstream users, run by name with ``Warehouse.run_query``;
 - ``load/``: the statements of a load and of the run log (count, delete and insert a day,
-  append a run, stage and lock on PostgreSQL, the wrappers that count a check's violations);
-- ``session/``: statements run when a connection opens.
+  append a run, stage and lock on PostgreSQL and name who holds a lock, the wrappers that
+  count a check's violations);
+- ``session/``: settings of a connection, run when it opens (PostgreSQL's ``lock_timeout``
+  also for each try at a lock).
 
 Each file holds exactly one statement, explained by the comments at its top. A file
 ``NAME.duckdb.sql`` or ``NAME.postgresql.sql`` overrides ``NAME.sql`` for that engine; a

@@ -1,10 +1,17 @@
 """The warehouse: the ``recommendations`` table, the ``scoring_runs`` log and their queries.
 
 One API over two engines, chosen by the URL (see :mod:`srgnn.warehouse.urls`): a DuckDB file
-(the embedded default) or PostgreSQL. This module holds the :class:`Warehouse` itself, its
-errors and its results; the engines are in :mod:`srgnn.warehouse.engines`, the SQL files and
-their compilation in :mod:`srgnn.warehouse.sqlfiles`, the table definitions and input checks
-in :mod:`srgnn.warehouse.tables`.
+(the embedded default) or PostgreSQL. This module holds the :class:`Warehouse` itself and its
+results; the errors are in :mod:`srgnn.warehouse.errors`, the engines in
+:mod:`srgnn.warehouse.engines`, the bounded lock wait in :mod:`srgnn.warehouse.locks`, the SQL
+files and their compilation in :mod:`srgnn.warehouse.sqlfiles`, the table definitions and
+input checks in :mod:`srgnn.warehouse.tables`, the fallback file of failed runs in
+:mod:`srgnn.warehouse.runlog`.
+
+Opening waits for a lock another process holds (a DuckDB file is opened by one writer at a
+time; see :mod:`srgnn.warehouse.locks`) for at most ``lock_wait_seconds``, then raises
+:class:`WarehouseLocked`; a warehouse that cannot be opened at all raises
+:class:`WarehouseUnavailable`. Both are one line naming the URL with its password hidden.
 
 All SQL lives in ``sql/`` (``ddl/``, ``checks/``, ``queries/``, ``load/``, ``session/``), one
 statement per file, with ``:name`` parameters whose values are always bound.
@@ -13,7 +20,8 @@ A day is written by :meth:`Warehouse.replace_day` in one transaction: stage the 
 (DuckDB scans it in place; PostgreSQL receives it with ``COPY ... FROM STDIN`` into a
 temporary table), run every check on the staged rows, delete the day, insert the staged rows,
 append to the run log, commit. Any error rolls everything back, so a rerun never duplicates a
-day and a crash never leaves half of one. Example::
+day and a crash never leaves half of one; the failed attempt is then logged in
+``scoring_runs``, or in the ``failed_runs`` file when the table cannot be written. Example::
 
     from srgnn.warehouse import Warehouse
 
@@ -31,7 +39,7 @@ import numbers
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,58 +47,23 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from srgnn.warehouse.engines import Engine, open_engine
+from srgnn.config import Settings
+from srgnn.warehouse.engines import Engine, driver_errors, open_engine
+from srgnn.warehouse.errors import (DataQualityError, WarehouseError, WarehouseLoadError,
+                                    WarehouseLocked, WarehouseUnavailable, first_line)
+from srgnn.warehouse.runlog import record_failed_run
 from srgnn.warehouse.sqlfiles import (DEFAULT_SQL_DIR, NAME, SqlFiles, compile_sql,
                                       fill_placeholders, quote_identifier)
 from srgnn.warehouse.tables import (CHECK_TABLES, RECOMMENDATIONS_SCHEMA, RECOMMENDATIONS_TABLE,
                                     RUNS_TABLE, STAGING_TABLE, as_date, canonical_table,
-                                    utcnow, validate_run)
-from srgnn.warehouse.urls import WarehouseURL, redact_url
+                                    run_row, utcnow, validate_run)
+from srgnn.warehouse.urls import WarehouseURL, hide_secrets, redact_url
 
 log = logging.getLogger(__name__)
 
 _SHOWN_VIOLATIONS = 5
-
-
-class WarehouseError(RuntimeError):
-    """Base class of the errors raised by this module."""
-
-
-class DataQualityError(WarehouseError):
-    """A data-quality check found violations; the load was rolled back.
-
-    ``check`` names the check (its file in ``sql/checks/``), ``ds`` the day, ``columns`` and
-    ``rows`` the first offending rows, ``total`` how many there were.
-    """
-
-    def __init__(self, check: str, ds: dt.date, columns: Sequence[str], rows: Sequence[tuple],
-                 total: int, during_load: bool = True):
-        self.check = check
-        self.ds = ds
-        self.columns = tuple(columns)
-        self.rows = list(rows)
-        self.total = total
-        self.during_load = during_load
-        shown = "; ".join(
-            "(" + ", ".join(f"{c}={_short_repr(v)}" for c, v in zip(self.columns, row)) + ")"
-            for row in self.rows
-        )
-        more = f" (first {len(self.rows)} shown)" if total > len(self.rows) else ""
-        outcome = (" The load was rolled back; the stored day is unchanged." if during_load
-                   else "")
-        super().__init__(
-            f"data-quality check {check!r} failed for ds={ds.isoformat()}: {total} offending "
-            f"row(s){more}: {shown}.{outcome}"
-        )
-
-    def __reduce__(self):  # keeps the fields when the error crosses a process boundary
-        return (type(self), (self.check, self.ds, self.columns, self.rows, self.total,
-                             self.during_load))
-
-
-def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + "...'"
+# How long opening (and loading) waits for a lock another process holds, unless told otherwise.
+DEFAULT_LOCK_WAIT_SECONDS = Settings().warehouse_lock_wait_seconds
 
 
 @dataclass(frozen=True)
@@ -120,32 +93,55 @@ class QueryResult:
 class Warehouse:
     """A connection to the warehouse. Use :meth:`connect`, preferably as a context manager."""
 
-    def __init__(self, engine: Engine, url: str, sql_dir: Path):
+    def __init__(self, engine: Engine, url: str, sql_dir: Path,
+                 failed_runs: Path | None = None):
         self._engine = engine
         self.url = redact_url(url)
         self.sql_dir = sql_dir
+        self.failed_runs = failed_runs  # JSON Lines file for failed runs scoring_runs missed
+        self.failure_logged = False  # the last failed load was recorded (table or file)
         self._sql = SqlFiles(sql_dir, engine.dialect)  # ddl/, checks/, queries/
         self._own_sql = SqlFiles(DEFAULT_SQL_DIR, engine.dialect)  # load/: always the package's
 
     @classmethod
     def connect(cls, url: str | os.PathLike, *, read_only: bool = False,
-                sql_dir: str | os.PathLike | None = None) -> "Warehouse":
+                sql_dir: str | os.PathLike | None = None,
+                lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS,
+                failed_runs: str | os.PathLike | None = None) -> "Warehouse":
         """Open the warehouse at ``url`` and, unless ``read_only``, apply the DDL.
 
         ``sql_dir`` replaces the package's ``ddl/``, ``checks/`` and ``queries/`` folders
         with those of another folder; the statements of a load stay the package's.
+        A lock held by another process is waited for up to ``lock_wait_seconds`` (then
+        :class:`WarehouseLocked`); a warehouse that cannot be opened raises
+        :class:`WarehouseUnavailable`; a URL the warehouse cannot serve, ValueError. A failed
+        load whose row cannot be written to ``scoring_runs`` is appended to the JSON Lines
+        file ``failed_runs`` when one is given (:mod:`srgnn.warehouse.runlog`).
         """
         parsed = WarehouseURL.parse(url)
         sql_path = Path(sql_dir) if sql_dir is not None else DEFAULT_SQL_DIR
         if not (sql_path / "ddl").is_dir():
             raise FileNotFoundError(f"no ddl/ folder under {sql_path} (pass sql_dir=)")
-        engine = open_engine(parsed, read_only, SqlFiles(DEFAULT_SQL_DIR, parsed.dialect))
-        warehouse = cls(engine, os.fspath(url), sql_path)
+        shown = redact_url(url)
+        try:
+            engine = open_engine(parsed, read_only, SqlFiles(DEFAULT_SQL_DIR, parsed.dialect),
+                                 lock_wait_seconds)
+        except WarehouseError:
+            raise
+        except (OSError, *driver_errors(parsed.dialect)) as exc:
+            raise WarehouseUnavailable(f"cannot open the warehouse {shown}: "
+                                       f"{hide_secrets(first_line(exc), url)}") from exc
+        warehouse = cls(engine, os.fspath(url), sql_path,
+                        Path(failed_runs) if failed_runs is not None else None)
         try:
             if not read_only:
                 warehouse.ensure_schema()
-        except BaseException:
+        except BaseException as exc:
             warehouse.close()
+            if isinstance(exc, engine.driver_errors):
+                raise WarehouseUnavailable(
+                    f"cannot apply the schema (sql/ddl) to the warehouse {shown}: "
+                    f"{hide_secrets(first_line(exc), url)}") from exc
             raise
         return warehouse
 
@@ -183,9 +179,14 @@ class Warehouse:
         files = self._sql.files("ddl")
         if not files:
             raise FileNotFoundError(f"no DDL files in {self.sql_dir / 'ddl'}")
-        with self._engine.transaction():
-            for path in files.values():
-                self._execute(path.read_text())
+
+        def apply(timeout: float) -> None:
+            with self._engine.transaction():
+                self._engine.set_lock_timeout(timeout)  # PostgreSQL: per try, then again
+                for path in files.values():
+                    self._execute(path.read_text())
+
+        self._engine.waiting(f"the tables of the warehouse {self.url} (to apply sql/ddl)", apply)
 
     # -- queries ---------------------------------------------------------------------------
     def list_queries(self) -> list[str]:
@@ -252,10 +253,14 @@ class Warehouse:
         ``fallbacks``, ``quarantined``, ``started_at`` (also the rows' default
         ``generated_at``). ``expected_rows`` defaults to ``sessions_scored * expected_k``.
 
+        ``run`` may also give ``clicks_read``, ``duplicates_dropped`` and ``unknown_clicks``.
+
         In one transaction: stage, run ``sql/checks``, delete the day, insert, log the run.
-        A failed check raises :class:`DataQualityError`; on any error the transaction is rolled
-        back (the previous version of the day stays whole) and a 'failed' row is appended to
-        ``scoring_runs`` afterwards.
+        A failed check raises :class:`DataQualityError`, the table lock of another load held
+        past the lock wait :class:`WarehouseLocked`, an error of the database
+        :class:`WarehouseLoadError`; on any error the transaction is rolled back (the previous
+        version of the day stays whole) and a 'failed' row is appended to ``scoring_runs``
+        afterwards (or to the ``failed_runs`` file when that fails).
         """
         day = as_date(ds)
         if (isinstance(expected_k, bool) or not isinstance(expected_k, numbers.Integral)
@@ -271,13 +276,7 @@ class Warehouse:
             expected_rows = sessions_scored * expected_k
 
         run_id = uuid.uuid4().hex
-        log_row = {
-            "run_id": run_id, "ds": day, "model_name": run["model_name"],
-            "model_version": run["model_version"], "sessions_in": run.get("sessions_in"),
-            "sessions_scored": sessions_scored, "fallbacks": run.get("fallbacks"),
-            "quarantined": run.get("quarantined"), "expected_k": expected_k,
-            "started_at": run.get("started_at"),
-        }
+        log_row = {**run_row(run_id, day, run, expected_k), "sessions_scored": sessions_scored}
         clock = time.monotonic()
         try:
             with self._engine.transaction():
@@ -291,6 +290,10 @@ class Warehouse:
                                  rows_replaced=rows_replaced, clock=clock)
         except BaseException as error:
             self._log_failure(log_row, error, clock)
+            if isinstance(error, self._engine.driver_errors):
+                raise WarehouseLoadError(
+                    f"loading ds={day.isoformat()} into the warehouse {self.url} failed and was "
+                    f"rolled back (the stored day is unchanged): {first_line(error)}") from error
             raise
         finally:
             self._engine.unstage()
@@ -326,13 +329,31 @@ class Warehouse:
         self._load_sql("insert_run", values)
 
     def _log_failure(self, row: Mapping[str, Any], error: BaseException, clock: float) -> None:
+        """Record a failed load in scoring_runs, else in the ``failed_runs`` file; never raises
+        (the load's own error is what the caller must see)."""
         message = f"{type(error).__name__}: {error}"[:4000]
+        self.failure_logged = False
         try:
             with self._engine.transaction():
                 self._append_run(row, status="failed", rows_written=None, rows_replaced=None,
                                  clock=clock, message=message)
-        except Exception:  # the connection may be what failed; the original error matters
-            log.warning("could not record the failed run in %s", RUNS_TABLE, exc_info=True)
+            self.failure_logged = True
+            return
+        except Exception as failure:  # the connection may be what failed; keep the first error
+            reason = first_line(failure)
+        if self.failed_runs is None:
+            log.warning("could not record the failed run in %s: %s", RUNS_TABLE, reason)
+            return
+        try:
+            path = record_failed_run(self.failed_runs, row, message=message, warehouse=self.url,
+                                     not_logged_because=reason)
+        except OSError:
+            log.warning("could not record the failed run in %s (%s) nor in %s", RUNS_TABLE,
+                        reason, self.failed_runs, exc_info=True)
+            return
+        self.failure_logged = True
+        log.warning("could not record the failed run in %s (%s); recorded in %s instead",
+                    RUNS_TABLE, reason, path)
 
     def log_run(self, ds: dt.date | str, run: Mapping[str, Any], *, status: str,
                 rows_written: int | None = None, message: str | None = None) -> str:
@@ -341,13 +362,7 @@ class Warehouse:
         if not NAME.match(status):
             raise ValueError(f"status must be a short lowercase word, got {status!r}")
         run = validate_run(run, need_model=False)
-        row = {
-            "run_id": uuid.uuid4().hex, "ds": as_date(ds), "model_name": run["model_name"],
-            "model_version": run["model_version"], "sessions_in": run.get("sessions_in"),
-            "sessions_scored": run.get("sessions_scored"), "fallbacks": run.get("fallbacks"),
-            "quarantined": run.get("quarantined"), "expected_k": None,
-            "started_at": run.get("started_at"),
-        }
+        row = run_row(uuid.uuid4().hex, as_date(ds), run, expected_k=None)
         with self._engine.transaction():
             self._append_run(row, status=status, rows_written=rows_written, rows_replaced=None,
                              clock=time.monotonic(), message=message)
@@ -355,6 +370,7 @@ class Warehouse:
 
 
 __all__ = [
-    "DataQualityError", "LoadResult", "QueryResult", "RECOMMENDATIONS_SCHEMA", "Warehouse",
-    "WarehouseError", "WarehouseURL", "redact_url",
+    "DEFAULT_LOCK_WAIT_SECONDS", "DataQualityError", "LoadResult", "QueryResult",
+    "RECOMMENDATIONS_SCHEMA", "Warehouse", "WarehouseError", "WarehouseLoadError",
+    "WarehouseLocked", "WarehouseURL", "WarehouseUnavailable", "redact_url",
 ]

@@ -35,8 +35,10 @@ RECOMMENDATIONS_SCHEMA = pa.schema([
     ("generated_at", pa.timestamp("us")),  # naive, UTC
 ])
 REQUIRED_COLUMNS = ("session_id", "rank", "item_id", "score")
-RUN_KEYS = frozenset({"model_name", "model_version", "sessions_in", "sessions_scored",
-                      "fallbacks", "quarantined", "started_at"})
+# The counts a run reports (columns of scoring_runs): non-negative ints or None.
+RUN_COUNTS = ("sessions_in", "sessions_scored", "fallbacks", "quarantined", "clicks_read",
+              "duplicates_dropped", "unknown_clicks")
+RUN_KEYS = frozenset({"model_name", "model_version", "started_at", *RUN_COUNTS})
 
 
 def as_date(value: dt.date | str) -> dt.date:
@@ -73,7 +75,7 @@ def validate_run(run: Mapping[str, Any], *, need_model: bool = True) -> dict[str
         raise ValueError("run['model_version'] is required (e.g. 'srgnn:7')")
     out.setdefault("model_name", "srgnn")
     out.setdefault("model_version", None)
-    for key in ("sessions_in", "sessions_scored", "fallbacks", "quarantined"):
+    for key in RUN_COUNTS:
         value = out.get(key)
         if value is None:
             continue
@@ -85,6 +87,15 @@ def validate_run(run: Mapping[str, Any], *, need_model: bool = True) -> dict[str
             raise TypeError("run['started_at'] must be a datetime")
         out["started_at"] = utc_naive(out["started_at"])
     return out
+
+
+def run_row(run_id: str, day: dt.date, run: Mapping[str, Any],
+            expected_k: int | None) -> dict[str, Any]:
+    """The columns of a ``scoring_runs`` row known before the load: the run id, the day, the
+    validated ``run``'s model and counts (missing ones None), ``expected_k``, ``started_at``."""
+    return {"run_id": run_id, "ds": day, "model_name": run.get("model_name"),
+            "model_version": run.get("model_version"), "expected_k": expected_k,
+            "started_at": run.get("started_at"), **{key: run.get(key) for key in RUN_COUNTS}}
 
 
 def canonical_table(table: pa.Table, day: dt.date, run: Mapping[str, Any]) -> pa.Table:

@@ -13,7 +13,7 @@ this module decides which ones the warehouse serves and what each driver receive
   ``?sslmode=require`` or ``?options=-csearch_path%3Danalytics`` to use another schema.
 
 :func:`redact_url` hides the password (and a ``password`` query parameter) for logs and error
-messages.
+messages; :func:`hide_secrets` hides it in other text (a driver's error message).
 """
 
 from __future__ import annotations
@@ -71,18 +71,41 @@ def redact_url(url: str | os.PathLike) -> str:
     comes back as its scheme only, since where its password is cannot be known.
     """
     text = os.fspath(url)
-    if "://" not in text:
-        return text
     try:
-        parsed = _parse(text)
+        parsed = _parsed(text)
     except ValueError:
         return text.partition("://")[0] + "://<unparseable URL>"
-    secret_keys = [key for key in parsed.query if key.lower() == "password"]
-    if parsed.password is None and not secret_keys:
+    secret_keys = [] if parsed is None else _password_keys(parsed)
+    if parsed is None or (parsed.password is None and not secret_keys):
         return text
     if secret_keys:
         parsed = parsed.update_query_dict({key: _HIDDEN for key in secret_keys})
     return parsed.render_as_string(hide_password=True)
+
+
+def hide_secrets(text: str, url: str | os.PathLike) -> str:
+    """``text`` (e.g. a driver's error message) with the password of ``url`` replaced by
+    ``***`` wherever it appears, as given or percent-decoded."""
+    try:
+        parsed = _parsed(os.fspath(url))
+    except ValueError:
+        return text
+    secrets = [] if parsed is None or not parsed.password else [parsed.password]
+    for key in [] if parsed is None else _password_keys(parsed):
+        value = parsed.query[key]
+        secrets.extend([value] if isinstance(value, str) else list(value))
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, _HIDDEN)
+    return text
+
+
+def _parsed(text: str) -> URL | None:
+    """The parsed URL, ``None`` for a plain path; ValueError when it cannot be parsed."""
+    return _parse(text) if "://" in text else None
+
+
+def _password_keys(parsed: URL) -> list[str]:
+    return [key for key in parsed.query if key.lower() == "password"]
 
 
 def _parse(url: str) -> URL:
