@@ -55,10 +55,10 @@ def _module(*names):
 
 
 def worker(kind: str, data: Path, items: int, examples: int) -> dict:
+    import srgnn  # first, as every entry point of the product imports it before torch
+
     import numpy as np
     import torch
-
-    import srgnn
 
     config_module = _module("srgnn.config")
     if kind == "training":
