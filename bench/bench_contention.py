@@ -15,7 +15,8 @@ pass"``) running on the same cores; each figure is the best of ``--repeats`` run
 with one competitor at least 40% of the alone rate, with two at least 25%.
 
 Each run's environment carries no ``OMP_WAIT_POLICY``, ``OMP_NUM_THREADS`` or
-``SRGNN_NUM_THREADS``: what the code does by itself is measured.
+``SRGNN_NUM_THREADS``: what the code does by itself is measured. ``--spinning`` adds a row for
+this checkout with ``OMP_WAIT_POLICY=ACTIVE``, the setting for a machine that runs nothing else.
 
     .venv/bin/python bench/bench_contention.py
     git worktree add /tmp/before <commit> && \\
@@ -100,8 +101,10 @@ def write_data(folder: Path, items: int, sessions: int, prefixes: int) -> None:
     np.savez(folder / "prefixes.npz", values=values[: offsets[count]], offsets=offsets[: count + 1])
 
 
-def measure(code: Path | None, kind: str, data: Path, args, competitors: int) -> dict:
+def measure(code: Path | None, kind: str, data: Path, args, competitors: int,
+            extra_env: dict | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    env.update(extra_env or {})
     if code is not None:
         env["PYTHONPATH"] = str(code)
     others = [subprocess.Popen([sys.executable, "-c", COMPETITOR]) for _ in range(competitors)]
@@ -130,6 +133,9 @@ def main(argv=None) -> None:
     parser.add_argument("--competitors", default="0,1,2", help="numbers of competing processes")
     parser.add_argument("--repeats", type=int, default=2, help="runs per figure (best is kept)")
     parser.add_argument("--workloads", default="training,scoring")
+    parser.add_argument("--spinning", action="store_true",
+                        help="also measure this checkout with OMP_WAIT_POLICY=ACTIVE (the opt-out "
+                             "for a machine that runs nothing else)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -138,17 +144,21 @@ def main(argv=None) -> None:
         return
 
     competitors = [int(n) for n in args.competitors.split(",")]
-    codes = ([("before", args.before)] if args.before else []) + [("this checkout", None)]
+    codes = (([("before", args.before, None)] if args.before else [])
+             + [("this checkout", None, None)]
+             + ([("this checkout, ACTIVE", None, {"OMP_WAIT_POLICY": "ACTIVE"})]
+                if args.spinning else []))
     print(machine())
     rows = []
     with tempfile.TemporaryDirectory(prefix="srgnn-contention-") as tmp:
         data = Path(tmp)
         write_data(data, args.items, sessions=max(2_000, args.examples // 3), prefixes=args.prefixes)
         for kind in args.workloads.split(","):
-            for label, code in codes:
+            for label, code, extra_env in codes:
                 rates, threads = {}, None
                 for n in competitors:
-                    runs = [measure(code, kind, data, args, n) for _ in range(args.repeats)]
+                    runs = [measure(code, kind, data, args, n, extra_env)
+                            for _ in range(args.repeats)]
                     rates[n] = max(r["rate"] for r in runs)
                     threads = runs[0]["threads"]
                 alone = rates.get(0)
