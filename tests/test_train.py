@@ -220,6 +220,24 @@ def test_training_without_validation_keeps_the_last_epoch(splits, tmp_path):
         train(empty, None, NUM_ITEMS, config)
 
 
+def test_each_epoch_logs_loss_validation_speed_and_learning_rate(splits, caplog):
+    train_dir, valid_dir = splits
+    config = replace(SMALL, epochs=2, max_examples_per_epoch=100, lr_decay_step=1)
+    with caplog.at_level("INFO", logger="srgnn.training.loop"):
+        result = train(train_dir, valid_dir, NUM_ITEMS, config)
+        train(train_dir, None, NUM_ITEMS, replace(config, epochs=1))
+    lines = [r.getMessage() for r in caplog.records if r.name == "srgnn.training.loop"
+             and r.getMessage().startswith("epoch ")]
+    assert len(lines) == 3, lines
+    second = result.history[1]
+    assert lines[1].startswith(f"epoch 2/2: loss {second.train_loss:.4f}, "
+                               f"valid HR@20 {100 * second.valid_hit_rate:.2f}%, "
+                               f"MRR@20 {100 * second.valid_mrr:.2f}%, ")
+    assert ", lr 0.0001, " in lines[1]  # decayed after epoch 1
+    assert lines[2].startswith("epoch 1/1: loss ") and "no validation split" in lines[2]
+    assert "nan" not in lines[2]
+
+
 @pytest.mark.slow
 def test_refit_trains_on_every_source_for_the_chosen_epochs(splits, tmp_path):
     train_dir, valid_dir = splits

@@ -308,12 +308,13 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end) -> 
                 save_best(out, state, config, shape)
         elif epoch - state.best_epoch >= config.patience and epoch < config.epochs:
             state.stopped_early = True
+        validation = ("no validation split" if valid_reader is None else
+                      f"valid HR@{config.top_k} {100 * hit_rate:.2f}%, "
+                      f"MRR@{config.top_k} {100 * mrr:.2f}%")
         logger.info(
-            "epoch %d/%d: loss %.4f, valid HR@%d %.2f%%, MRR@%d %.2f%%, %.0f examples/s, "
-            "lr %.2g, %.0f s%s",
-            epoch, config.epochs, loss, config.top_k, 100 * hit_rate, config.top_k, 100 * mrr,
-            stats.examples_per_second, learning_rate, stats.seconds,
-            " (early stop)" if state.stopped_early else "",
+            "epoch %d/%d: loss %.4f, %s, %.0f examples/s, lr %.2g, %.0f s%s",
+            epoch, config.epochs, loss, validation, stats.examples_per_second, learning_rate,
+            stats.seconds, " (early stop)" if state.stopped_early else "",
         )
         if out is not None:
             save_checkpoint(out, state, config, shape, model, optimizer, scheduler)
