@@ -332,6 +332,11 @@ def step_matmul_floor(batches: list[GraphBatch], num_items: int, hidden: int = 1
 
 
 # ------------------------------------------------------------------------------------------
+def _ratio(value: float) -> str:
+    """``"3.2x"``, or ``"-"`` where the row it is relative to was not timed."""
+    return "-" if value != value else f"{value:.1f}x"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=100, help="timed batches per row (Diginetica)")
@@ -440,8 +445,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, layout, figures, (vs_loop, vs_batching, vs_code, vs_fused) in rows:
         print(f"{name:<22} {layout:<36} {figures['examples_per_second']:>11,.0f} "
               f"{figures['best_round']:>11,.0f} {figures['batching_ms']:>9.2f} "
-              f"{figures['step_ms']:>8.2f} {vs_loop:>7.1f}x {vs_batching:>8.1f}x {vs_code:>10.1f}x "
-              f"{vs_fused:>12.1f}x")
+              f"{figures['step_ms']:>8.2f} {_ratio(vs_loop):>8} {_ratio(vs_batching):>9} "
+              f"{_ratio(vs_code):>11} {_ratio(vs_fused):>13}")
     print("examples/s: over all timed batches (batch building included); best round: the fastest\n"
           "of the rounds; batch ms / step ms: medians of building one batch / of one training step;\n"
           "vs loop / vs ref b. / vs ref code / vs ref, fused: examples/s over the per-session loop\n"
