@@ -201,7 +201,17 @@ class Settings:
              "fail at once.")
     spark_master: str = option("local[*]", help="Spark master URL (spark://host:7077, yarn, k8s://...).",
                                cli=False)
-    spark_driver_memory: str = option("2g", help="Memory of the Spark driver in local mode.", cli=False)
+    spark_driver_memory: str = option(
+        "2g", cli=False,
+        help="Memory of the Spark driver JVM that srgnn starts (every master; under "
+             "spark-submit its --driver-memory decides).")
+    spark_executor_memory: str | None = option(
+        None, cli=False, help="Memory of each Spark executor on a cluster (default: Spark's, 1g).")
+    spark_python: str | None = option(
+        None, cli=False,
+        help="Python that Spark's Python workers run, on every master (default: this "
+             "interpreter, right where the executors share this machine's files; on a cluster, "
+             "the Python of the environment shipped to the executors).")
 
     def __post_init__(self) -> None:
         if not isinstance(self.home, Path):

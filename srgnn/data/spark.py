@@ -100,11 +100,19 @@ def get_spark(settings: Settings | None = None, app_name: str = "srgnn", shuffle
     }
     if not submitted:
         options["spark.master"] = master
+        # The driver JVM is started here (below), so its memory can still be set, on every
+        # master; under spark-submit its own --driver-memory has decided already.
+        options["spark.driver.memory"] = settings.spark_driver_memory
+        # Python workers run this environment's interpreter (its srgnn, pyarrow, numpy, torch)
+        # on every master, unless the user names another one; without it, executors on a
+        # cluster start plain `python3` and fail on `import srgnn`.
+        python = settings.spark_python or os.environ.get("PYSPARK_PYTHON") or sys.executable
+        os.environ["PYSPARK_PYTHON"] = python
+        options["spark.pyspark.python"] = python
+    if settings.spark_executor_memory:
+        options["spark.executor.memory"] = settings.spark_executor_memory
     if local:
-        # Python workers run this interpreter (and so this environment's pyarrow and numpy).
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         options.update({
-            "spark.driver.memory": settings.spark_driver_memory,
             "spark.driver.extraJavaOptions": (
                 f"{_LOCAL_JAVA_OPTIONS} {_archive_options()} {java_options} "
                 f"-Dlog4j2.configurationFile=file:{_LOG_CONFIG}"),
