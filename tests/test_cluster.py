@@ -106,3 +106,6 @@ def test_prepare_runs_on_a_standalone_cluster_with_the_project_python(standalone
     apps = _master_state(ui_port)["completedapps"]
     assert len(apps) == 1 and apps[0]["name"].startswith("srgnn"), apps
     assert apps[0]["memoryperexecutor"] == 600 or apps[0].get("memoryperslave") == 600, apps[0]
+    # A small split is one file on a cluster too (the shuffle has 200 partitions there).
+    for sub in ("sessions/train", "graphs/train"):
+        assert len(list((out / sub).glob("part-*.parquet"))) == 1, sub

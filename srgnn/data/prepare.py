@@ -33,6 +33,9 @@ from srgnn.data.readers import InputError, read_clicks, spark_input_errors
 from srgnn.data.runfolder import IN_PROGRESS, SUMMARY
 
 logger = logging.getLogger(__name__)
+# On a cluster the split frames keep the shuffle's partitions (dozens for a small day); each
+# split is written in ceil(examples / this) files instead. Local mode keeps its layout.
+CLUSTER_EXAMPLES_PER_FILE = 1_000_000
 
 __all__ = ["PrepareResult", "run_prepare"]
 
@@ -233,8 +236,11 @@ def _prepare(spark, raw, clicks_path: str, out_dir: str, config: PrepareConfig,
 
     # 5. load: sessions and session graphs per split.
     indexed = etl.drop_short_sessions(indexed, min_len, column="items")
+    cluster = not spark.sparkContext.master.startswith("local")
     for name in etl.SPLITS:
         part = indexed.where(F.col("split") == name)
+        if cluster:  # a split in as many files as its size needs, not one per shuffle partition
+            part = part.coalesce(-(-max(splits[name]["examples"], 1) // CLUSTER_EXAMPLES_PER_FILE))
         part.select("session_id", "items", "start_ts", "end_ts").write.mode("overwrite").parquet(
             _out_path(out_dir, "sessions", name))
         examples = etl.add_graph_columns(etl.prefix_examples(part.select("session_id", "split", "items"),
