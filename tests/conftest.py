@@ -23,6 +23,22 @@ def spark(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def standalone_cluster(tmp_path_factory):
+    """A running Spark standalone cluster (tests/cluster.py): a master and two 1-core workers,
+    shared by the tests of this session."""
+    from cluster import start_cluster
+
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("cluster-logs"))
+    except FileNotFoundError as missing:
+        pytest.skip(f"the installed PySpark has no launcher {missing}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA}")
