@@ -262,7 +262,7 @@ def evaluate(settings: Settings, run_dir, clicks, targets, model_uri, split, bas
         from srgnn.serving.models import resolve_model
 
         check_input(clicks, format, encoding)
-        recommender, model = resolve_model(settings, model_uri)
+        recommender, model = resolve_model(settings, model_uri, topk_index="exact")
         held_out = heldout.from_clicks(get_spark(settings, app_name="srgnn-evaluate"), clicks,
                                        targets, recommender.vocabulary, format, encoding)
         result = evaluate_model(recommender, held_out, top_k)

@@ -41,6 +41,9 @@ FORMATS = ("auto", "csv", "json", "parquet", "yoochoose", "diginetica", "otto")
 # multiplies it natively, float32 elsewhere (srgnn.cpu.resolve_precision).
 PRECISIONS = ("auto", "float32", "bfloat16")
 ENGINES = ("local", "spark")
+# How scoring finds the top K (srgnn.serving.predict.Scorer): every item, an approximate index,
+# or the index above a catalogue size.
+TOPK_INDEXES = ("auto", "exact", "ivf")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -212,10 +215,31 @@ class Settings:
         help="Python that Spark's Python workers run, on every master (default: this "
              "interpreter, right where the executors share this machine's files; on a cluster, "
              "the Python of the environment shipped to the executors).")
+    topk_index: str = option(
+        "auto", cli=False, choices=TOPK_INDEXES,
+        help="How scoring finds each session's top K: exact (every item), ivf (an approximate "
+             "faiss index of the item embeddings, its recall against exact measured and "
+             "reported), auto (ivf above SRGNN_APPROXIMATE_ABOVE items). Evaluation is exact.")
+    approximate_above: int = option(
+        100_000, minimum=0, cli=False,
+        help="Catalogue size above which topk_index auto uses the approximate index.")
+    approximate_nprobe: int | None = option(
+        None, minimum=1, cli=False,
+        help="Inverted lists the approximate index probes per session (unset: the fewest "
+             "reaching SRGNN_APPROXIMATE_RECALL on the first sessions scored).")
+    approximate_recall: float = option(
+        0.95, minimum=0.01, cli=False,
+        help="Top-K recall against exact that the chosen nprobe reaches on the sample sessions.")
+    recall_sample: int = option(
+        1000, minimum=1, cli=False,
+        help="Sessions scored exactly too by the approximate index: the first ones choose "
+             "nprobe, the next ones measure the recall reported by the run.")
 
     def __post_init__(self) -> None:
         if not isinstance(self.home, Path):
             object.__setattr__(self, "home", Path(self.home))
+        if not 0 < self.approximate_recall <= 1:
+            raise ValueError(f"approximate_recall must be in (0, 1], got {self.approximate_recall}.")
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -464,7 +488,7 @@ def json_safe(value):
 
 __all__ = ["K", "FORMATS", "PRECISIONS", "ENGINES", "Option", "SettingError", "Settings", "Source",
            "PrepareConfig", "TrainConfig", "ScoreConfig", "Deployment", "Runtime", "TABLES",
-           "markdown_table", "options", "env_value", "from_env",
+           "markdown_table", "options", "env_value", "from_env", "TOPK_INDEXES",
            "from_values", "parse", "check", "config_dict", "json_safe"]
 
 

@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 
 from srgnn.config import Settings
 
-__all__ = ["DEFAULT_MODEL_URI", "ModelRef", "ModelUnavailable", "locate_model", "resolve_model"]
+__all__ = ["DEFAULT_MODEL_URI", "ModelRef", "ModelUnavailable", "locate_model", "resolve_model",
+           "topk_options"]
 
 DEFAULT_MODEL_URI = "models:/srgnn@champion"
 # models:/NAME@ALIAS or models:/NAME/VERSION: what the registry can be asked about cheaply.
@@ -42,17 +43,30 @@ class ModelRef:
         return f"{self.name}:{self.version}"
 
 
-def resolve_model(settings: Settings, model_uri: str | None):
-    """Load the recommender and pin the model version. Returns ``(recommender, ModelRef)``."""
+def topk_options(settings: Settings, topk_index: str | None = None) -> dict:
+    """The :class:`~srgnn.serving.predict.Scorer` options of ``settings`` that say how top-K is
+    found (``topk_index`` overrides the setting: evaluation passes ``"exact"``)."""
+    return {"topk_index": topk_index or settings.topk_index,
+            "approximate_above": settings.approximate_above,
+            "nprobe": settings.approximate_nprobe, "recall_target": settings.approximate_recall,
+            "recall_sample": settings.recall_sample}
+
+
+def resolve_model(settings: Settings, model_uri: str | None, *, topk_index: str | None = None):
+    """Load the recommender and pin the model version. Returns ``(recommender, ModelRef)``.
+
+    Its top-K is found as ``settings`` say (:func:`topk_options`; ``topk_index`` overrides)."""
     from srgnn.serving.recommender import Recommender
 
+    options = topk_options(settings, topk_index)
     model_uri = model_uri or DEFAULT_MODEL_URI
     if os.path.isdir(model_uri):
-        return Recommender.load(model_uri), ModelRef(uri=os.path.abspath(model_uri), name="srgnn", version="local")
+        return (Recommender.load(model_uri, **options),
+                ModelRef(uri=os.path.abspath(model_uri), name="srgnn", version="local"))
     from srgnn.serving import registry
 
     try:
-        recommender, info = registry.load_recommender(model_uri, settings=settings)
+        recommender, info = registry.load_recommender(model_uri, settings=settings, **options)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds for a missing model
         from srgnn.data.inputs import InputError
 

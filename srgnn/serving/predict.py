@@ -34,6 +34,19 @@ candidates in bfloat16 and keeps float32 answers:
 A prefix without the certificate is scored again in float32 over every item, so the answer is
 always the float32 top-K (up to the order of scores equal within float32 rounding); only the
 time changes (:attr:`Scorer.rescored` counts the second passes).
+
+Memory: items are scored in blocks with a running top-K, never as a (prefixes x items) matrix;
+the block is chosen from a budget (``score_memory``, 64 MiB of scores by default), so that
+scoring a million items takes the memory of a hundred thousand.
+
+Over a large catalogue the exact top-K is most of the night's work (about 10 ms a session over
+a million items on one core), so the scorer can answer from an approximate index instead
+(``topk_index="ivf"``, or ``"auto"`` above ``approximate_above`` items): a faiss inverted-file
+index of the item embeddings (:mod:`srgnn.serving.ann`), built once per scorer when it first
+scores. Its ``nprobe`` is the one given, or the smallest whose top-K recall against the exact
+top-K on the first ``recall_sample`` session vectors reaches ``recall_target``; those sessions
+get their exact answers. The next ``recall_sample`` session vectors are scored both ways and
+their recall is what :meth:`Scorer.topk_report` reports (and the log says) for the run.
 """
 
 from __future__ import annotations
@@ -44,14 +57,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srgnn.config import PRECISIONS
+from srgnn.config import PRECISIONS, TOPK_INDEXES
 from srgnn.cpu import native_bfloat16
 from srgnn.data.graph import build_graphs
 from srgnn.data.ragged import check_lists, gather_lists
 from srgnn.model.batching import collate
 from srgnn.model.network import SRGNN, ModelConfig
 
-__all__ = ["TopK", "Scorer", "unique_lists"]
+__all__ = ["TopK", "Scorer", "unique_lists", "SCORE_MEMORY"]
+
+SCORE_MEMORY = 64 * 2**20  # bytes of one block of scores (prefixes x items)
+_MIN_ITEM_CHUNK = 1024  # items per block at least (large batches: fewer, wider blocks)
 
 # The certificate's error terms (see the module docstring): twice the bounds.
 _PRODUCT_ERROR = 2.0**-6  # times ||s|| max ||e_j||: bfloat16 inputs, float32 sums
@@ -80,13 +96,22 @@ class Scorer:
     Args:
         model: a trained :class:`SRGNN` (put in eval mode here).
         batch_size: prefixes per forward pass.
-        item_chunk_size: items scored at once; with ``batch_size`` it bounds memory at about
-            ``4 * batch_size * item_chunk_size`` bytes of scores.
+        item_chunk_size: items scored at once; default: as many as ``score_memory`` bytes of
+            float32 scores hold for a batch (at least 1024).
+        score_memory: bytes of one block of scores, when ``item_chunk_size`` is not given.
         device: where the model runs.
         precision: ``"float32"`` scores every item in float32; ``"bfloat16"`` finds
             candidates in bfloat16 and certifies float32 answers (module docstring);
             ``"auto"`` (default) is ``"bfloat16"`` on a CPU with native bfloat16 arithmetic.
         candidates: ``m``, items re-scored in float32 per prefix (at least ``2k``).
+        topk_index: ``"exact"`` (default) scores every item; ``"ivf"`` answers from an
+            approximate index (module docstring); ``"auto"`` is ``"ivf"`` for catalogues of
+            more than ``approximate_above`` items.
+        nprobe: inverted lists probed per prefix; ``None``: chosen for ``recall_target``.
+        recall_target: top-K recall against exact that the chosen ``nprobe`` reaches on the
+            first ``recall_sample`` prefixes.
+        recall_sample: prefixes scored exactly too, to choose ``nprobe`` and then to measure
+            the recall (0: neither; ``nprobe`` must then be given).
 
     Attributes:
         certified, rescored: prefixes answered from bfloat16 candidates, and prefixes whose
@@ -98,20 +123,36 @@ class Scorer:
         model: SRGNN,
         *,
         batch_size: int = 1000,
-        item_chunk_size: int = 65_536,
+        item_chunk_size: int | None = None,
+        score_memory: int = SCORE_MEMORY,
         device: str | torch.device = "cpu",
         precision: str = "auto",
         candidates: int = 64,
+        topk_index: str = "exact",
+        approximate_above: int = 100_000,
+        nprobe: int | None = None,
+        recall_target: float = 0.95,
+        recall_sample: int = 1000,
     ) -> None:
-        if batch_size < 1 or item_chunk_size < 1 or candidates < 1:
+        if batch_size < 1 or (item_chunk_size is not None and item_chunk_size < 1) or candidates < 1:
             raise ValueError("batch_size, item_chunk_size and candidates must be positive integers.")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+        if topk_index not in TOPK_INDEXES:
+            raise ValueError(f"topk_index must be one of {', '.join(TOPK_INDEXES)}, got {topk_index!r}.")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config: ModelConfig = model.config
         self.batch_size = batch_size
-        self.item_chunk_size = item_chunk_size
+        self.item_chunk_size = item_chunk_size or max(
+            _MIN_ITEM_CHUNK, score_memory // (4 * batch_size))
+        self._approximate = None  # srgnn.serving.ann.ApproximateTopK, when top-K is approximate
+        if topk_index == "ivf" or (topk_index == "auto" and self.num_items > approximate_above):
+            from srgnn.serving.ann import ApproximateTopK
+
+            self._approximate = ApproximateTopK(self.model.embedding, nprobe=nprobe,
+                                                recall_target=recall_target,
+                                                recall_sample=recall_sample)
         if precision == "auto":
             precision = "bfloat16" if self.device.type == "cpu" and native_bfloat16() else "float32"
         self.precision = precision
@@ -142,6 +183,11 @@ class Scorer:
     @property
     def num_items(self) -> int:
         return self.config.num_items
+
+    @property
+    def approximate(self) -> bool:
+        """Whether top-K comes from the approximate index."""
+        return self._approximate is not None
 
     def top_k(self, values, offsets, k: int = 20) -> TopK:
         """The ``k`` best items (``min(k, N)`` columns) for each of ``S`` prefixes.
@@ -190,6 +236,12 @@ class Scorer:
     @torch.inference_mode()
     def _top_k_batch(self, batch, k: int) -> tuple[np.ndarray, np.ndarray]:
         session = self.model.session_embedding(batch)  # (B, d)
+        if self._approximate is not None:
+            return self._approximate.top_k(session, k, self._exact_top_k)
+        return self._exact_top_k(session, k)
+
+    def _exact_top_k(self, session, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, items) of the exact top-``k``, each (B, k), as numpy."""
         m = max(self.candidates, 2 * k)
         if self.precision == "bfloat16" and m < self.num_items:
             scores, columns, certified = self._certified_top_k(session, k, m)
@@ -220,6 +272,13 @@ class Scorer:
                 best_scores, order = torch.topk(merged_scores, keep, dim=1)
                 best_columns = merged_columns.gather(1, order)
         return best_scores, best_columns
+
+    def topk_report(self) -> dict:
+        """How top-K was found: ``{"topk_index": "exact", "items": N}``, or the approximate
+        index's :meth:`~srgnn.serving.ann.ApproximateTopK.report` (its recall against exact)."""
+        if self._approximate is None:
+            return {"topk_index": "exact", "items": self.num_items}
+        return self._approximate.report()
 
     def _certified_top_k(self, session, k: int, m: int):
         """``(scores, columns, certified)``: float32 top-``k`` among ``m`` bfloat16 candidates,

@@ -235,6 +235,12 @@ class Recommender:
                    Vocabulary.read(path / "vocab.parquet"), short_fallback)
 
     # --- recommending ------------------------------------------------------------------------
+    def topk_report(self) -> dict:
+        """How the ranker found top-K so far: exact, or the approximate index with its recall
+        against exact (:meth:`srgnn.serving.predict.Scorer.topk_report`); ``{}`` for a baseline."""
+        report = getattr(self.ranker, "topk_report", None)
+        return report() if report is not None else {}
+
     def index_items(self, raw_ids) -> np.ndarray:
         """Raw ids -> item indices (1..N), 0 where the id is not in the vocabulary."""
         return self.vocabulary.indices(raw_ids)

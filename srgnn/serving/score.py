@@ -385,4 +385,5 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
         "rows_written": result.rows_written, "rows_replaced": result.rows_replaced, "top_k": k_eff,
         "warehouse": warehouse.url, "quarantine": str(quarantine_dir), "run_id": result.run_id,
         "seconds": round(time.time() - clock, 1), "stage_seconds": stages,
+        "topk": recommender.topk_report(),  # exact, or the approximate index and its recall
     }
