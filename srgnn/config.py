@@ -41,6 +41,9 @@ FORMATS = ("auto", "csv", "json", "parquet", "yoochoose", "diginetica", "otto")
 # multiplies it natively, float32 elsewhere (srgnn.cpu.resolve_precision).
 PRECISIONS = ("auto", "float32", "bfloat16")
 ENGINES = ("local", "spark")
+# Training loss over the catalogue (TrainConfig.softmax): "auto" is the full cross-entropy up to
+# TrainConfig.sampled_softmax_above items and sampled softmax above (resolve_softmax).
+SOFTMAX = ("auto", "full", "sampled")
 # How scoring finds the top K (srgnn.serving.predict.Scorer): every item, an approximate index,
 # or the index above a catalogue size.
 TOPK_INDEXES = ("auto", "exact", "ivf")
@@ -347,6 +350,18 @@ class TrainConfig:
                             help="Operands of the loss's catalogue products; auto = bfloat16 where "
                                  "the CPU multiplies it natively (float32 accumulation, softmax "
                                  "and weights).")
+    softmax: str = option("auto", choices=SOFTMAX,
+                          help="Training loss: full = cross-entropy over every item; sampled = "
+                               "the target against shared negatives drawn from training-target "
+                               "frequency^0.75, log-Q corrected, with lazy (sparse) embedding "
+                               "updates; auto = sampled above sampled_softmax_above items. "
+                               "Validation always ranks every item.")
+    sampled_softmax_above: int = option(100_000, minimum=1,
+                                        help="softmax=auto trains with sampled softmax when the "
+                                             "catalogue has more items than this.")
+    negatives: int = option(2048, minimum=1,
+                            help="Sampled softmax: negatives drawn per step, shared by the "
+                                 "batch's examples.")
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "steps", "batch_size", "lr_decay_step", "epochs", "patience",
@@ -372,6 +387,23 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or None, got {value}.")
+        if self.softmax not in SOFTMAX:
+            raise ValueError(f"softmax must be one of {', '.join(SOFTMAX)}, got {self.softmax!r}.")
+        for name in ("sampled_softmax_above", "negatives"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
+
+    def softmax_for(self, num_items: int) -> str:
+        """``"full"`` or ``"sampled"``: the loss this config trains with on ``num_items`` items."""
+        return resolve_softmax(self.softmax, num_items, self.sampled_softmax_above)
+
+
+def resolve_softmax(softmax: str, num_items: int, above: int) -> str:
+    """The training loss of ``softmax`` (:data:`SOFTMAX`) on ``num_items`` items: ``"full"`` or
+    ``"sampled"`` (``"auto"``: sampled when ``num_items > above``)."""
+    if softmax == "auto":
+        return "sampled" if num_items > above else "full"
+    return softmax
 
 
 @dataclass(frozen=True)
@@ -489,7 +521,8 @@ def json_safe(value):
 __all__ = ["K", "FORMATS", "PRECISIONS", "ENGINES", "Option", "SettingError", "Settings", "Source",
            "PrepareConfig", "TrainConfig", "ScoreConfig", "Deployment", "Runtime", "TABLES",
            "markdown_table", "options", "env_value", "from_env", "TOPK_INDEXES",
-           "from_values", "parse", "check", "config_dict", "json_safe"]
+           "from_values", "parse", "check", "config_dict", "json_safe", "SOFTMAX",
+           "resolve_softmax"]
 
 
 if __name__ == "__main__":

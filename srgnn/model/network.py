@@ -281,8 +281,8 @@ class SRGNN(nn.Module):
 
     ``model(batch)`` returns ``(B, N)`` scores over items ``1..N`` (column ``k`` is item
     ``k + 1``) for ``torch.topk``; ``model.loss(batch)`` is the training loss, the mean
-    cross-entropy of ``batch.targets`` over all items. See the module docstring for the
-    equations.
+    cross-entropy of ``batch.targets`` over all items (:func:`srgnn.model.sampled.sampled_loss`
+    samples the catalogue instead). See the module docstring for the equations.
 
     Args:
         config: the model's :class:`ModelConfig`.
@@ -300,8 +300,12 @@ class SRGNN(nn.Module):
         """Every parameter uniform in ``[-1/sqrt(d), 1/sqrt(d)]``, as the reference code does."""
         _uniform_(self, self.config.hidden_size)
 
-    def session_embedding(self, batch: GraphBatch | PaddedGraphBatch, _shared: dict | None = None) -> torch.Tensor:
+    def session_embedding(self, batch: GraphBatch | PaddedGraphBatch, _shared: dict | None = None,
+                          _lookup=None) -> torch.Tensor:
         """The session representation ``s_h`` of every session in ``batch``: (B, d).
+
+        ``_lookup``: a function from the node items to their embeddings that replaces the table
+        lookup (the sampled loss of :mod:`srgnn.model.sampled` reads the rows it uses once).
 
         Raises:
             ValueError: if the batch holds an item index outside ``0..N`` or is not a batch.
@@ -320,7 +324,9 @@ class SRGNN(nn.Module):
                 f"model knows items 1..{self.config.num_items}; map ids through the model's "
                 "vocabulary first."
             )
-        if _shared is None:
+        if _lookup is not None:
+            hidden = _lookup(items)
+        elif _shared is None:
             hidden = self.embedding(items)  # (T, d) or (B, n, d)
         else:  # training loss: the lookup's gradient joins the loss's (see _ItemLookup)
             hidden = _ItemLookup.apply(self.embedding.weight, items, _shared)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from srgnn.config import resolve_softmax
+
 __all__ = ["EpochStats", "RunState", "save_checkpoint", "save_best", "load_checkpoint",
            "CHECKPOINT_NAME", "BEST_MODEL_NAME", "RESUMABLE_CHANGES"]
 
@@ -124,14 +126,27 @@ def save_best(out, state, config, model_config) -> None:
     )
 
 
+# The loss settings are compared by the loss they choose for the catalogue (softmax="auto" and
+# "full" agree below the threshold; the negatives matter only to sampled softmax).
+_LOSS_SETTINGS = ("softmax", "sampled_softmax_above", "negatives")
+
+
+def _loss(values: dict, num_items: int) -> tuple:
+    softmax = resolve_softmax(values.get("softmax", "full"), num_items,  # older: full only
+                              values.get("sampled_softmax_above", 0))
+    return (softmax, values.get("negatives")) if softmax == "sampled" else (softmax,)
+
+
 def load_checkpoint(out, config, model_config, model, optimizer, scheduler) -> RunState:
     checkpoint = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
     saved = {"precision": "float32", **checkpoint["config"]}  # older checkpoints: float32 only
     current = asdict(config)
     changed = sorted(
         name for name in current
-        if name not in RESUMABLE_CHANGES and saved.get(name) != current[name]
+        if name not in RESUMABLE_CHANGES | set(_LOSS_SETTINGS) and saved.get(name) != current[name]
     )
+    if _loss(saved, model_config.num_items) != _loss(current, model_config.num_items):
+        changed.append("softmax")
     if changed or checkpoint["model_config"] != asdict(model_config):
         differing = ", ".join(changed) or "num_items"
         raise ValueError(

@@ -22,6 +22,14 @@ two); the model is selected on a validation split, never on the test set; with
 catalogue products take bfloat16 operands with float32 accumulation (mixed precision; the
 softmax, the graph network, the weights and the optimizer stay float32).
 
+Large catalogues: with ``softmax="sampled"`` (or ``"auto"`` above ``sampled_softmax_above``
+items, :meth:`TrainConfig.softmax_for`) each step scores the targets against ``negatives``
+shared items drawn from the training targets' frequencies, log-Q corrected
+(:mod:`srgnn.model.sampled`; always float32), and :class:`~srgnn.training.lazy_adam.LazyAdam`
+updates only the embedding rows the step used, L2 decay included (decay applied to the rows
+used in a step, as lazy Adam does). The draws are seeded by ``(seed, epoch)``, so resuming
+stays exact. Validation ranks every item as with the full loss.
+
 Refit: :func:`refit` trains again from the same initial weights on several splits together
 (e.g. train + valid) for the number of epochs that validation chose, so that the model also
 learns from the most recent days that selection had to hold out.
@@ -55,8 +63,10 @@ from srgnn.evaluation.metrics import ranks_from_scores
 from srgnn.model.batching import GraphBatch
 from srgnn.model.network import SRGNN, ModelConfig
 from srgnn.model.reader import GraphParquetReader, parquet_files
+from srgnn.model.sampled import NegativeSampler, sampled_loss, target_counts
 from srgnn.training.checkpoints import (CHECKPOINT_NAME, EpochStats, RunState, load_checkpoint,
                                         save_best, save_checkpoint)
+from srgnn.training.lazy_adam import LazyAdam
 from srgnn.training.memory import retain_freed_memory
 
 __all__ = [
@@ -107,14 +117,20 @@ class TrainResult:
 
 
 def training_step(
-    model: SRGNN, optimizer: torch.optim.Optimizer, batch: GraphBatch, precision: str = "float32"
+    model: SRGNN, optimizer: torch.optim.Optimizer, batch: GraphBatch, precision: str = "float32",
+    sampler: NegativeSampler | None = None,
 ) -> float:
     """One optimizer step on ``batch``; returns the batch's mean cross-entropy.
 
-    ``precision`` is the operand type of the catalogue products (:meth:`SRGNN.loss`).
+    ``precision`` is the operand type of the catalogue products (:meth:`SRGNN.loss`). With a
+    ``sampler`` the loss is the sampled softmax (:func:`srgnn.model.sampled.sampled_loss`),
+    whose table gradient is sparse (use the optimizer of :func:`_make_optimizer` for it).
     """
     optimizer.zero_grad(set_to_none=True)
-    loss = model.loss(batch, precision)  # cross-entropy over all N items
+    if sampler is None:
+        loss = model.loss(batch, precision)  # cross-entropy over all N items
+    else:
+        loss = sampled_loss(model, batch, sampler)  # the target against K shared negatives
     loss.backward()
     optimizer.step()
     return float(loss.detach())
@@ -269,7 +285,14 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end) -> 
 
     torch.manual_seed(config.seed)  # the initial weights
     model = SRGNN(shape)
-    optimizer = _make_optimizer(model, config)
+    softmax = config.softmax_for(shape.num_items)
+    sampler = None
+    if softmax == "sampled":
+        sampler = NegativeSampler.from_counts(target_counts(train_data, shape.num_items),
+                                              config.negatives)
+        logger.info("sampled softmax: %d negatives a step over %d items, lazy Adam on the "
+                    "item table", config.negatives, shape.num_items)
+    optimizer = _make_optimizer(model, config, softmax)
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=config.lr_decay_step, gamma=config.lr_decay_rate
     )
@@ -282,7 +305,8 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end) -> 
         epoch = state.epoch + 1
         started = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
-        loss, examples, train_seconds = _train_epoch(model, optimizer, train_reader, epoch, config)
+        loss, examples, train_seconds = _train_epoch(model, optimizer, train_reader, epoch, config,
+                                                     sampler)
         if valid_reader is None:
             hit_rate = mrr = math.nan
         else:
@@ -336,13 +360,16 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end) -> 
     )
 
 
-def _make_optimizer(model: SRGNN, config: TrainConfig) -> torch.optim.Adam:
+def _make_optimizer(model: SRGNN, config: TrainConfig, softmax: str = "full") -> torch.optim.Optimizer:
+    if softmax == "sampled":  # sparse table gradient: only the rows a step used move (and decay)
+        return LazyAdam(model.parameters(), lr=config.lr, weight_decay=config.l2)
     # The fused kernel updates the (N + 1, d) embedding table in one pass instead of several
     # (bench/bench_train_speed.py times both).
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2, fused=True)
 
 
-def _train_epoch(model, optimizer, reader: GraphParquetReader, epoch: int, config: TrainConfig):
+def _train_epoch(model, optimizer, reader: GraphParquetReader, epoch: int, config: TrainConfig,
+                 sampler: NegativeSampler | None = None):
     from tqdm.auto import tqdm
 
     model.train()
@@ -355,8 +382,10 @@ def _train_epoch(model, optimizer, reader: GraphParquetReader, epoch: int, confi
     ) as bar:
         # Epochs count from 1; the shuffle order of epoch e is seeded by (seed, e - 1).
         precision = resolve_precision(config.precision)
+        if sampler is not None:
+            sampler.reseed(config.seed, epoch)  # the epoch's draws: a resume repeats them
         for step, batch in enumerate(reader.batches(epoch - 1)):
-            loss = training_step(model, optimizer, batch, precision)
+            loss = training_step(model, optimizer, batch, precision, sampler)
             total_loss += loss * batch.batch_size
             examples += batch.batch_size
             bar.update(1)
