@@ -1,5 +1,5 @@
 # Entry points. `make demo` and `make test` install .venv first when needed.
-.PHONY: install demo test test-fast lock bench clean
+.PHONY: install demo test test-fast lock bench clean spark-env
 
 install:
 	scripts/install.sh
@@ -22,3 +22,8 @@ lock: install
 
 clean:
 	rm -rf var/ .pytest_cache
+
+# The executors' Python environment for cluster mode, shipped with spark-submit --archives
+# (set SRGNN_SPARK_ARCHIVE to it); see the README's cluster section.
+spark-env: install
+	scripts/spark_env.sh

@@ -70,6 +70,42 @@ def jobs_dir() -> str:
     return deployment().jobs_dir or str(Path(__file__).resolve().parents[1] / "jobs")
 
 
+def spark_submit_options(name: str) -> dict:
+    """Keyword arguments of a cluster-mode ``SparkSubmitOperator`` (besides the application and
+    its arguments), the same for both DAGs.
+
+    The master comes from the Airflow connection ``SRGNN_SPARK_CONN_ID``. Executors run the
+    environment archive ``SRGNN_SPARK_ARCHIVE`` (unpacked as ``./environment``), or else the
+    Python ``SRGNN_SPARK_PYTHON`` / this interpreter, which must then exist on every node; the
+    driver runs this interpreter (client mode). Driver and executor memory are the settings'.
+    """
+    import shutil
+    import sys
+
+    deploy, settings = deployment(), config.Settings.from_env()
+    conf = {"spark.pyspark.driver.python": sys.executable}
+    archives = None
+    if deploy.spark_archive:
+        archives = f"{deploy.spark_archive}#environment"
+        conf["spark.pyspark.python"] = "./environment/bin/python"
+    else:
+        conf["spark.pyspark.python"] = settings.spark_python or sys.executable
+    binary = deploy.spark_submit
+    if binary is None and shutil.which("spark-submit") is None:
+        beside = Path(sys.executable).parent / "spark-submit"  # PySpark's, in this environment
+        binary = str(beside) if beside.exists() else None
+    return {
+        "conn_id": deploy.spark_conn_id,
+        "name": name,
+        "py_files": deploy.spark_py_files,
+        "archives": archives,
+        "conf": conf,
+        "driver_memory": settings.spark_driver_memory,
+        "executor_memory": settings.spark_executor_memory,
+        "spark_binary": binary,
+    }
+
+
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", Path: "string"}
 
 

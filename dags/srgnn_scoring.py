@@ -140,10 +140,8 @@ def srgnn_scoring():
 
         scored = SparkSubmitOperator(
             task_id="score",
-            conn_id=deployment.spark_conn_id,
             application=f"{_common.jobs_dir()}/score.py",
-            py_files=deployment.spark_py_files,
-            name="srgnn-score-{{ ds }}",
+            **_common.spark_submit_options("srgnn-score-{{ ds }}"),
             application_args=[
                 "--clicks", CLICKS_FOR_DAY,
                 "--format", "{{ params.format }}",

@@ -110,10 +110,8 @@ def srgnn_training():
 
         prepared = SparkSubmitOperator(
             task_id="prepare",
-            conn_id=_common.deployment().spark_conn_id,
             application=f"{_common.jobs_dir()}/prepare.py",
-            py_files=_common.deployment().spark_py_files,
-            name="srgnn-prepare-{{ run_id | path_safe }}",
+            **_common.spark_submit_options("srgnn-prepare-{{ run_id | path_safe }}"),
             application_args=[
                 "--clicks", "{{ params.clicks }}",
                 "--out", RUN_DIR,

@@ -431,6 +431,17 @@ class Deployment:
                                                         "(default: jobs/ beside dags/).")
     spark_py_files: str | None = option(None, cli=False, help="Zip of the package for cluster "
                                                               "nodes that do not have it installed.")
+    spark_archive: str | None = option(
+        None, cli=False,
+        help="The executors' Python environment for cluster mode: an archive built by `make "
+             "spark-env` (a path or URL spark-submit can read), shipped with --archives and "
+             "unpacked as ./environment on each executor (default: executors run "
+             "SRGNN_SPARK_PYTHON, else this interpreter's path).")
+    spark_submit: str | None = option(
+        None, cli=False,
+        help="Path of the spark-submit command of cluster-mode tasks (default: the Airflow "
+             "connection's spark-binary extra, a name looked up on PATH; when no spark-submit "
+             "is on PATH, the one installed with PySpark beside this Python).")
     training_schedule: str = option("@weekly", cli=False,
                                     help="Cron expression or preset of the training DAG; none "
                                          "for triggered runs only.")

@@ -353,6 +353,28 @@ def test_cluster_mode_submits_the_scoring_job(bag):
                     "--top-k", "20", "--engine", "spark"]
 
 
+def test_cluster_jobs_ship_the_environment_archive_and_the_memory_settings(bag):
+    dag = bag(SRGNN_EXECUTION_MODE="cluster", SRGNN_SPARK_ARCHIVE="hdfs:///envs/srgnn.tar.gz",
+              SRGNN_SPARK_DRIVER_MEMORY="3g", SRGNN_SPARK_EXECUTOR_MEMORY="5g",
+              SRGNN_SPARK_SUBMIT="/opt/spark/bin/spark-submit")
+    for dag_id, task_id in (("srgnn_training", "prepare"), ("srgnn_scoring", "score")):
+        task = dag.dags[dag_id].get_task(task_id)
+        assert task._archives == "hdfs:///envs/srgnn.tar.gz#environment"
+        assert task.conf["spark.pyspark.python"] == "./environment/bin/python"
+        assert task.conf["spark.pyspark.driver.python"] == sys.executable
+        assert (task._driver_memory, task._executor_memory) == ("3g", "5g")
+        assert task._spark_binary == "/opt/spark/bin/spark-submit"
+
+
+def test_cluster_jobs_without_an_archive_name_the_executors_python(bag):
+    task = bag(SRGNN_EXECUTION_MODE="cluster", SRGNN_SPARK_PYTHON="/opt/py/bin/python").dags[
+        "srgnn_scoring"].get_task("score")
+    assert task._archives is None
+    assert task.conf["spark.pyspark.python"] == "/opt/py/bin/python"
+    assert task._executor_memory is None  # Spark's default
+    assert task._driver_memory == "2g"
+
+
 # -- shared helpers ---------------------------------------------------------------------------
 
 def test_champion_gate_emits_only_promotions(airflow_env):
