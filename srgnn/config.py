@@ -335,6 +335,12 @@ class TrainConfig:
     num_threads: int = option(0, minimum=0, env=None,
                               help="torch CPU threads of this training; 0 = SRGNN_NUM_THREADS, "
                                    "or the cores this process may use.")
+    processes: int = option(1, minimum=1, env="SRGNN_TRAIN_PROCESSES",
+                            help="Training processes: 1 trains in this process; N > 1 trains "
+                                 "with PyTorch DDP (gloo, CPU) in N processes that "
+                                 "TorchDistributor starts on the Spark master (one task slot "
+                                 "each on a cluster), each on its share of every batch; rank 0 "
+                                 "logs and registers.")
     max_examples_per_epoch: int | None = option(None, minimum=1, help="Cap on training examples "
                                                                       "per epoch (quick runs).")
     max_valid_examples: int | None = option(None, minimum=1, cli=False,
@@ -365,7 +371,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "steps", "batch_size", "lr_decay_step", "epochs", "patience",
-                    "top_k", "eval_batch_size", "shuffle_buffer")
+                    "top_k", "eval_batch_size", "shuffle_buffer", "processes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")

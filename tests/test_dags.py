@@ -156,20 +156,22 @@ def test_training_params_and_their_environment_defaults(bag, airflow_env):
     assert sorted(params) == sorted(["clicks", "format", "encoding", *table, "refit"])
     assert {k: params[k] for k in ("clicks", "format", "min_item_support", "test_days",
                                    "valid_days", "epochs", "refit", "short_fallback", "precision",
-                                   "hidden_size", "lr", "max_examples_per_epoch")} == {
+                                   "hidden_size", "lr", "max_examples_per_epoch", "processes")} == {
         "clicks": str(airflow_env.srgnn_home.resolve() / "clicks"), "format": "auto",
         "min_item_support": 5, "test_days": 7, "valid_days": 7, "epochs": 30, "refit": False,
         "short_fallback": True, "precision": "auto", "hidden_size": 100, "lr": 0.001,
-        "max_examples_per_epoch": None,
+        "max_examples_per_epoch": None, "processes": 1,
     }
     params = bag(SRGNN_TRAINING_CLICKS="/data/clicks/*.csv.gz", SRGNN_TRAINING_FORMAT="yoochoose",
                  SRGNN_MIN_ITEM_SUPPORT="3", SRGNN_TEST_DAYS="1", SRGNN_VALID_DAYS="0",
                  SRGNN_TRAINING_SCHEDULE="0 3 * * 1", SRGNN_TASK_RETRIES="4", SRGNN_EPOCHS="4",
-                 SRGNN_PRECISION="float32").dags["srgnn_training"].params.dump()
+                 SRGNN_PRECISION="float32", SRGNN_TRAIN_PROCESSES="2",
+                 ).dags["srgnn_training"].params.dump()
     assert {k: params[k] for k in ("clicks", "format", "min_item_support", "test_days",
-                                   "valid_days", "epochs", "precision")} == {
+                                   "valid_days", "epochs", "precision", "processes")} == {
         "clicks": "/data/clicks/*.csv.gz", "format": "yoochoose",
         "min_item_support": 3, "test_days": 1, "valid_days": 0, "epochs": 4, "precision": "float32",
+        "processes": 2,
     }
 
 
@@ -181,7 +183,8 @@ def test_training_params_are_validated(bag):
     params["format"] = "diginetica"
     params["refit"] = True
     for name, bad in [("format", "xml"), ("min_item_support", 0), ("epochs", 0), ("test_days", -1),
-                      ("refit", "yes"), ("short_fallback", "no"), ("precision", "half")]:
+                      ("refit", "yes"), ("short_fallback", "no"), ("precision", "half"),
+                      ("processes", 0)]:
         with pytest.raises(ParamValidationError):
             params[name] = bad
 

@@ -164,6 +164,25 @@ class GraphParquetReader:
 
     def batches(self, epoch: int = 0) -> Iterator[GraphBatch]:
         """The batches of one epoch, in the order fixed by ``(seed, epoch)``."""
+        for batch, _, _ in self._batches(epoch, None):
+            yield batch
+
+    def shard(self, epoch: int, rank: int, world_size: int) -> Iterator[tuple[GraphBatch, int, int]]:
+        """Process ``rank``'s part of every batch of :meth:`batches` (``epoch``), when
+        ``world_size`` processes read the same epoch (data-parallel training).
+
+        A batch of ``n`` rows is cut into ``world_size`` consecutive parts whose sizes differ
+        by at most one, in rank order, so the parts of all ranks together are that batch.
+        Yields ``(batch, rows, batch_rows)``: this rank's rows, how many they are, and the
+        rows of the whole batch. A rank whose part is empty (``n < world_size``) gets the
+        batch's first row with ``rows = 0``, so that every rank takes every step; it must
+        weigh that row by zero.
+        """
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}.")
+        return self._batches(epoch, (rank, world_size))
+
+    def _batches(self, epoch: int, part: tuple[int, int] | None):
         import pyarrow as pa
 
         rng = np.random.default_rng([self.seed, epoch])
@@ -186,9 +205,16 @@ class GraphParquetReader:
                 if end - start < self.batch_size and self.drop_last:
                     budget = 0  # a short batch only ever ends an epoch
                     return
-                batch = collate(rows.graphs.slice(start, end), rows.target[start:end])
+                low, high = start, end
+                if part is not None:  # this rank's consecutive share of the batch
+                    rank, world_size = part
+                    low = start + rank * (end - start) // world_size
+                    high = start + (rank + 1) * (end - start) // world_size
+                own = high - low
+                high = max(high, low + 1)  # an empty share serves one row, weighed 0
+                batch = collate(rows.graphs.slice(low, high), rows.target[low:high])
                 budget -= end - start
-                yield batch
+                yield batch, own, end - start
                 if budget <= 0:
                     return
             # Keep the incomplete remainder to mix it with the next rows read.

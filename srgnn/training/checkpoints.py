@@ -30,7 +30,7 @@ BEST_MODEL_NAME = "best_model.pt"
 # Fields that may differ between a checkpoint and the run that resumes it: they change how
 # long or how visibly the run goes, or what follows the training, not what any epoch computes.
 RESUMABLE_CHANGES = {"epochs", "patience", "progress", "num_threads", "eval_batch_size",
-                      "short_fallback"}
+                      "short_fallback", "processes"}
 
 
 @dataclass

@@ -41,6 +41,10 @@ Example::
     result = train("runs/r1/graphs/train", "runs/r1/graphs/valid", num_items=43097,
                    config=TrainConfig(epochs=10), output_dir="runs/r1/model")
     print(result.best_epoch, result.history[-1])
+
+Why this module is long: it is the whole training procedure (steps, epochs, validation, early
+stopping, refit) with the hooks through which data-parallel training runs the same code
+(:class:`Replicas`); split, one training would be read across several files.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ __all__ = [
     "training_step",
     "target_ranks",
     "validate",
+    "Replicas",
     "model_config",
     "torch_threads",
 ]
@@ -163,6 +168,33 @@ def _validation(model: SRGNN, reader: GraphParquetReader, k: int) -> dict:
     return metric_table(ranks, lengths, k)
 
 
+class Replicas:
+    """How the processes of one training share it; this default is one process doing it all.
+
+    :class:`srgnn.training.distributed.DataParallel` is the one for several processes (PyTorch
+    DDP): each steps on its part of every batch and the gradients are averaged. These methods
+    are the places where the loop lets it in.
+    """
+
+    writes = True  # this process writes the checkpoints (the others only read them to resume)
+
+    def wrap(self, model: SRGNN):
+        """What :func:`training_step` steps (its ``loss``): the model itself here."""
+        return model
+
+    def shard(self, reader: GraphParquetReader):
+        """The reader of this process's examples (``batches(epoch)`` and ``len``)."""
+        return reader
+
+    def epoch_totals(self, loss: float, examples: int) -> tuple[float, int]:
+        """An epoch's mean training loss and examples over all processes, from this one's."""
+        return loss, examples
+
+    def validation(self, model: SRGNN, reader: GraphParquetReader, k: int) -> dict:
+        """The validation figures of ``model`` over the whole split."""
+        return _validation(model, reader, k)
+
+
 def validate(model: SRGNN, source, *, k: int = 20, batch_size: int = 500,
              max_examples: int | None = None) -> dict:
     """The validation figures (:func:`srgnn.evaluation.evaluate.metric_table`) of ``model`` on
@@ -180,6 +212,7 @@ def train(
     output_dir: str | Path | None = None,
     resume: bool = False,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
+    replicas: Replicas | None = None,
 ) -> TrainResult:
     """Train SR-GNN and return the best epoch's weights with the whole history.
 
@@ -199,6 +232,8 @@ def train(
             ``epochs``, ``patience``, ``progress``, ``num_threads`` and ``eval_batch_size``.
         on_epoch_end: called with each epoch's :class:`EpochStats` after its checkpoint is
             written (e.g. to log metrics as they come).
+        replicas: how the processes of a data-parallel training share it (:class:`Replicas`;
+            :class:`srgnn.training.distributed.DataParallel`); ``None``: this process alone.
 
     Returns:
         A :class:`TrainResult`.
@@ -217,7 +252,7 @@ def train(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(torch_threads(config))
     try:
-        return _train(train_data, valid_data, config, shape, out, resume, on_epoch_end)
+        return _train(train_data, valid_data, config, shape, out, resume, on_epoch_end, replicas)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -231,6 +266,7 @@ def refit(
     output_dir: str | Path | None = None,
     resume: bool = False,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
+    replicas: Replicas | None = None,
 ) -> TrainResult:
     """Train from the initial weights on all ``sources`` together for exactly ``epochs`` epochs.
 
@@ -247,7 +283,7 @@ def refit(
         config: training settings (``epochs`` and ``patience`` are ignored).
         output_dir: checkpoint folder (use another one than the selection run's).
         resume: continue an interrupted refit from ``output_dir``.
-        on_epoch_end: as for :func:`train`.
+        on_epoch_end, replicas: as for :func:`train`.
 
     Raises:
         ValueError: for ``epochs < 1`` or sources without any example.
@@ -259,10 +295,12 @@ def refit(
     if not files:
         raise ValueError(f"no Parquet file in {', '.join(map(str, sources))}.")
     return train(files, None, num_items, config, output_dir=output_dir, resume=resume,
-                 on_epoch_end=on_epoch_end)
+                 on_epoch_end=on_epoch_end, replicas=replicas)
 
 
-def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end) -> TrainResult:
+def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end,
+           replicas=None) -> TrainResult:
+    replicas = replicas or Replicas()
     train_reader = GraphParquetReader(
         train_data,
         config.batch_size,
@@ -300,17 +338,19 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end) -> 
     if resume and out is not None and (out / CHECKPOINT_NAME).exists():
         state = load_checkpoint(out, config, shape, model, optimizer, scheduler)
         logger.info("resuming after epoch %d from %s", state.epoch, out / CHECKPOINT_NAME)
+    trained, shard = replicas.wrap(model), replicas.shard(train_reader)
 
     while state.epoch < config.epochs and not state.stopped_early:
         epoch = state.epoch + 1
         started = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
-        loss, examples, train_seconds = _train_epoch(model, optimizer, train_reader, epoch, config,
+        loss, examples, train_seconds = _train_epoch(trained, optimizer, shard, epoch, config,
                                                      sampler)
+        loss, examples = replicas.epoch_totals(loss, examples)
         if valid_reader is None:
             hit_rate = mrr = math.nan
         else:
-            figures = _validation(model, valid_reader, config.top_k)
+            figures = replicas.validation(model, valid_reader, config.top_k)
             hit_rate, mrr = figures[f"HR@{config.top_k}"], figures[f"MRR@{config.top_k}"]
         scheduler.step()
         stats = EpochStats(
@@ -328,7 +368,7 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end) -> 
         if valid_reader is None or state.best_epoch == 0 or hit_rate > state.best_hit_rate:
             state.best_epoch, state.best_hit_rate, state.best_mrr = epoch, hit_rate, mrr
             state.best_state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if out is not None:
+            if out is not None and replicas.writes:
                 save_best(out, state, config, shape)
         elif epoch - state.best_epoch >= config.patience and epoch < config.epochs:
             state.stopped_early = True
@@ -340,7 +380,7 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end) -> 
             epoch, config.epochs, loss, validation, stats.examples_per_second, learning_rate,
             stats.seconds, " (early stop)" if state.stopped_early else "",
         )
-        if out is not None:
+        if out is not None and replicas.writes:
             save_checkpoint(out, state, config, shape, model, optimizer, scheduler)
         if on_epoch_end is not None:
             on_epoch_end(stats)

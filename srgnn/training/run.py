@@ -7,6 +7,10 @@ champion gate are the next steps (:mod:`srgnn.pipeline`, the training DAG's ``ev
 is logged is described in :mod:`srgnn.training.tracking`; the short-session fallback in
 :mod:`srgnn.training.fallback`.
 
+With ``TrainConfig.processes`` above 1 the training runs in that many processes with PyTorch
+DDP, started on the Spark master (:mod:`srgnn.training.distributed`); rank 0 does everything
+described here and the other ranks only train.
+
 With ``refit=True`` a second training follows the selection: from the same initial weights on
 train + valid together, for the epoch count validation chose (:func:`srgnn.training.loop.refit`);
 that model is the one registered (metrics ``refit_train_loss`` per epoch, tag ``refit``). It
@@ -37,7 +41,7 @@ import time
 from srgnn.config import K, Settings, TrainConfig, json_safe
 from srgnn.data.runfolder import RunFolder
 
-__all__ = ["REFIT_DIR", "run_training"]
+__all__ = ["REFIT_DIR", "run_training", "check_refit"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,7 @@ def run_training(
     experiment_name: str = "srgnn",
     refit: bool = False,
     k: int = K,
+    replicas=None,
 ) -> dict:
     """Train, log and register one SR-GNN model on a prepare run folder.
 
@@ -69,6 +74,10 @@ def run_training(
             that many epochs and register that model (checkpoints in
             ``<run_dir>/model/refit``).
         k: the default ``k`` of the registered model's signature.
+        replicas: set on rank 0 of a distributed training
+            (:class:`srgnn.training.distributed.DataParallel`); with ``None`` and
+            ``train_config.processes > 1`` the training is started in that many processes
+            (:func:`srgnn.training.distributed.launch`).
 
     Returns:
         A JSON-able dict: ``run_id``, ``experiment_id``, ``model_name``, ``version`` (int),
@@ -91,14 +100,15 @@ def run_training(
     from srgnn.training.plots import plot_training_curve
 
     train_config = train_config or TrainConfig()
+    if train_config.processes > 1 and replicas is None:
+        from srgnn.training.distributed import launch
+
+        return launch(settings, run_dir, train_config, model_name=model_name, resume=resume,
+                      experiment_name=experiment_name, refit=refit, k=k)
     run = RunFolder(run_dir).require_complete()
     num_items = run.num_items
     checkpoint_dir = run.checkpoint_dir
-    if refit and run.held_out_split() != "test":
-        raise ValueError(
-            f"refit trains on the validation days too, so the figures and the gate need test "
-            f"examples, and {run.path} has none: prepare it with --test-days > 0."
-        )
+    check_refit(run, refit)
     experiment_id = registry.configure(settings, experiment_name)
     if resume:
         done = _registered(run, model_name, experiment_id)
@@ -122,7 +132,8 @@ def run_training(
             logged_epochs.add(stats.epoch)
 
         result = train(run.graphs("train"), run.graphs("valid"), num_items, train_config,
-                       output_dir=checkpoint_dir, resume=resume, on_epoch_end=log_epoch)
+                       output_dir=checkpoint_dir, resume=resume, on_epoch_end=log_epoch,
+                       replicas=replicas)  # other ranks: srgnn.training.distributed._follow
         if not continued:  # a new MLflow run: add the epochs restored from a checkpoint
             for stats in result.history:
                 if stats.epoch not in logged_epochs:
@@ -137,7 +148,7 @@ def run_training(
             final = refit_model(
                 [run.graphs("train"), run.graphs("valid")], num_items, result.best_epoch,
                 train_config, output_dir=checkpoint_dir / REFIT_DIR, resume=resume,
-                on_epoch_end=log_refit_epoch,
+                on_epoch_end=log_refit_epoch, replicas=replicas,
             )
             mlflow.set_tags({"refit": "true", "refit_epochs": str(result.best_epoch)})
         recommender = Recommender.from_training(final.best_state_dict, final.model_config,
@@ -179,6 +190,15 @@ def run_training(
     })
     run.write_json("training.json", out)
     return out
+
+
+def check_refit(run: RunFolder, refit: bool) -> None:
+    """Raise ValueError for ``refit`` on a run folder without test examples."""
+    if refit and run.held_out_split() != "test":
+        raise ValueError(
+            f"refit trains on the validation days too, so the figures and the gate need test "
+            f"examples, and {run.path} has none: prepare it with --test-days > 0."
+        )
 
 
 def _registered(run: RunFolder, model_name: str, experiment_id: str) -> dict | None:
