@@ -36,3 +36,26 @@ def test_prepare_runs_on_a_standalone_cluster_with_the_project_python(standalone
     # A small split is one file on a cluster too (the shuffle has 200 partitions there).
     for sub in ("sessions/train", "graphs/train"):
         assert len(list((out / sub).glob("part-*.parquet"))) == 1, sub
+
+
+def test_executors_on_a_cluster_see_the_drivers_srgnn_settings(standalone_cluster, tmp_path):
+    """Python workers on a cluster do not inherit the driver's environment; the settings that
+    code running there reads (Settings.from_env()) are forwarded, credentials are not."""
+    code = (
+        "import json, os\n"
+        "from srgnn.data.spark import get_spark\n"
+        "spark = get_spark(app_name='srgnn-env-test')\n"
+        "names = ['SRGNN_TOPK_INDEX', 'SRGNN_HOME', 'SRGNN_WAREHOUSE_URL']\n"
+        "seen = spark.sparkContext.parallelize([0], 1).map("
+        "lambda _: {n: os.environ.get(n) for n in names}).collect()[0]\n"
+        "print('SEEN ' + json.dumps(seen))\n"
+    )
+    env = standalone_cluster.env(SRGNN_HOME="relative-home", SRGNN_TOPK_INDEX="exact",
+                                 SRGNN_WAREHOUSE_URL="postgresql://u:secret@db/w",
+                                 SRGNN_SPARK_DRIVER_MEMORY="1g", SRGNN_SPARK_EXECUTOR_MEMORY="600m")
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.split("SEEN ", 1)[1])
+    assert seen == {"SRGNN_TOPK_INDEX": "exact", "SRGNN_HOME": str(tmp_path / "relative-home"),
+                    "SRGNN_WAREHOUSE_URL": None}

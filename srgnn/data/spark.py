@@ -68,6 +68,22 @@ def class_archive_path() -> Path | None:
     return Path(sys.prefix) / "share" / "srgnn" / f"spark-classes-{digest}.jsa"
 
 
+def executor_environment(settings: Settings, environ=None) -> dict[str, str]:
+    """``spark.executorEnv.*`` options that give the executors this process's srgnn settings.
+
+    Python workers on a cluster do not inherit the driver's environment; code that runs there
+    (the Spark scoring engine's model, its top-K index settings, torch threads) reads its
+    settings with ``Settings.from_env()``. Every ``SRGNN_*`` variable set here goes along,
+    except those that may hold credentials (names with URL or PASSWORD: the executors never
+    open the warehouse), and ``SRGNN_HOME`` as an absolute path.
+    """
+    environ = os.environ if environ is None else environ
+    forwarded = {name: value for name, value in environ.items()
+                 if name.startswith("SRGNN_") and "URL" not in name and "PASSWORD" not in name}
+    forwarded["SRGNN_HOME"] = str(Path(settings.home).resolve())
+    return {f"spark.executorEnv.{name}": value for name, value in sorted(forwarded.items())}
+
+
 def get_spark(settings: Settings | None = None, app_name: str = "srgnn", shuffle_partitions: int | None = None,
               *, java_options: str = ""):
     """Return the active SparkSession or build one configured for this project.
@@ -111,6 +127,7 @@ def get_spark(settings: Settings | None = None, app_name: str = "srgnn", shuffle
         options["spark.pyspark.python"] = python
     if settings.spark_executor_memory:
         options["spark.executor.memory"] = settings.spark_executor_memory
+    options.update(executor_environment(settings))
     if local:
         options.update({
             "spark.driver.extraJavaOptions": (
