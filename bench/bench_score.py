@@ -89,7 +89,8 @@ def main() -> None:
     # The scoring stage alone, in this process: model + top-K over the whole catalogue.
     os.environ["SRGNN_HOME"] = str(home)
     from srgnn.config import Settings
-    from srgnn.serving.score import recommend_table, resolve_model
+    from srgnn.serving.models import resolve_model
+    from srgnn.serving.rows import recommend_table
 
     import pyarrow as pa
 

@@ -211,3 +211,35 @@ def test_the_score_command_prints_the_counts(spark, tmp_path, model_dir, day_cli
                                            "unknown_clicks_skipped")} == {
         "clicks_read": "12", "quarantined": "2", "duplicates_dropped": "0",
         "unknown_clicks_skipped": "3"}
+
+
+def test_the_local_engine_scores_a_day_batch_by_batch_with_the_same_rows(spark, tmp_path, model_dir,
+                                                                          day_clicks, monkeypatch):
+    import srgnn.serving.rows as rows_module
+
+    whole = settings_for(tmp_path / "whole")
+    expected = score_day(whole, day_clicks, DAY, model_uri=model_dir, top_k=4, spark=spark)
+    batches = []
+    recommend_table = rows_module.recommend_table
+
+    def recording(recommender, sessions, k, label):
+        batches.append(sessions.num_rows)
+        return recommend_table(recommender, sessions, k, label)
+
+    monkeypatch.setattr(rows_module, "recommend_table", recording)
+    batched = settings_for(tmp_path / "batched")
+    result = score_day(batched, day_clicks, DAY, model_uri=model_dir, top_k=4, spark=spark,
+                       batch_sessions=2)
+    # five sessions, never more than two in memory at a time
+    assert sum(batches) == 5 and max(batches) <= 2 and len(batches) >= 3, batches
+    counts = ("clicks_read", "quarantined", "duplicates_dropped", "unknown_clicks_skipped",
+              "sessions_in", "fallbacks", "rows_written")
+    assert {k: result[k] for k in counts} == {k: expected[k] for k in counts}
+    assert stored(batched.warehouse) == stored(whole.warehouse) and len(stored(whole.warehouse)) == 20
+    # the day's sessions and rows were staged under the home and are gone with the run
+    assert not (batched.home / "scoring" / "_staging").exists()
+
+    from srgnn.data.readers import InputError
+
+    with pytest.raises(InputError, match="batch_sessions must be at least 1"):
+        score_day(batched, day_clicks, DAY, model_uri=model_dir, batch_sessions=0, spark=spark)

@@ -292,9 +292,16 @@ LOAD_STATEMENTS = {
     "delete_day": {"ds"},
     "insert_day": {"ds"},
     "insert_run": set(TABLE_COLUMNS["scoring_runs"]),
+    "count_staged_sessions": set(),
 }
 POSTGRES_LOAD_STATEMENTS = {"copy_staging": set(), "create_staging": set(),
                             "lock_recommendations": set(), "lock_holders": set()}
+DUCKDB_LOAD_STATEMENTS = {
+    "stage_parquet": {"files", "ds", "model_name", "model_version", "generated_at",
+                      "generated_at_aware", "has_ds", "has_model_name", "has_model_version",
+                      "has_generated_at"},
+    "staged_faults": {"ds"},
+}
 CHECK_PARAMETERS = {"ds", "expected_k", "expected_rows"}  # what a load gives every check
 
 
@@ -314,11 +321,11 @@ def _compiled_parameters(sql: str, dialect: str) -> set[str]:
 def test_every_load_statement_compiles_for_both_dialects_with_its_parameters(dialect):
     files = sorted((DEFAULT_SQL_DIR / "load").glob("*.sql"))
     names = {path.name.split(".")[0] for path in files}
-    assert names == set(LOAD_STATEMENTS) | set(POSTGRES_LOAD_STATEMENTS)
+    assert names == set(LOAD_STATEMENTS) | set(POSTGRES_LOAD_STATEMENTS) | set(DUCKDB_LOAD_STATEMENTS)
     checks = SqlFiles(DEFAULT_SQL_DIR, dialect).files("checks")
     for path in files:
         name, text = path.name.split(".")[0], path.read_text()
-        expected = {**LOAD_STATEMENTS, **POSTGRES_LOAD_STATEMENTS}[name]
+        expected = {**LOAD_STATEMENTS, **POSTGRES_LOAD_STATEMENTS, **DUCKDB_LOAD_STATEMENTS}[name]
         assert text.lstrip().startswith("--"), f"{path.name} explains itself in a comment"
         if "{check}" not in text:
             assert _compiled_parameters(text, dialect) == expected, path.name
@@ -332,7 +339,7 @@ def test_every_load_statement_compiles_for_both_dialects_with_its_parameters(dia
     # Which statements each engine sees: PostgreSQL's own files exist for it alone.
     seen = SqlFiles(DEFAULT_SQL_DIR, dialect).names("load")
     assert set(seen) == set(LOAD_STATEMENTS) | (
-        set(POSTGRES_LOAD_STATEMENTS) if dialect == "postgresql" else set())
+        set(POSTGRES_LOAD_STATEMENTS) if dialect == "postgresql" else set(DUCKDB_LOAD_STATEMENTS))
     copy_text = (DEFAULT_SQL_DIR / "load" / "copy_staging.postgresql.sql").read_text()
     copy_columns = re.search(r"\(([^()]*)\)\s*FROM STDIN", copy_text).group(1)
     assert [c.strip() for c in copy_columns.split(",")] == RECOMMENDATIONS_SCHEMA.names
@@ -782,6 +789,124 @@ def test_input_types_are_normalised(tmp_path):
         found = warehouse.run_query("session_recommendations", ds=DAY, session_id="7")
         assert [(r[1], r[2], r[5]) for r in found.rows] == [
             ("a", 0.5, dt.datetime(2024, 3, 1, 12)), ("b", 0.25, dt.datetime(2024, 3, 1, 12))]
+
+
+# ------------------------------------------------------------------------------------------
+# Loading a day from Parquet files (what the scoring job writes), on both engines
+# ------------------------------------------------------------------------------------------
+def write_parquet(folder: Path, table: pa.Table, parts: int = 2) -> list[Path]:
+    """``table`` split into ``parts`` Parquet files in ``folder`` (row groups of 2 rows), with
+    a ``_SUCCESS`` marker and a hidden checksum file beside them, as Spark leaves them."""
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "_SUCCESS").write_text("")
+    (folder / ".part-00000.parquet.crc").write_text("not parquet")
+    step = -(-table.num_rows // parts) if table.num_rows else 0
+    files = []
+    for index in range(parts):
+        path = folder / f"part-{index:05d}.parquet"
+        pq.write_table(table.slice(index * step, step), path, row_group_size=2)
+        files.append(path)
+    return files
+
+
+def test_a_day_loads_from_parquet_files_as_from_the_table(warehouse, tmp_path, monkeypatch):
+    monkeypatch.setattr("srgnn.warehouse.engines._COPY_BATCH_ROWS", 2)  # PostgreSQL: 5 batches
+    started = dt.datetime(2024, 3, 2, 3, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    run = {**RUN, "started_at": started}
+    warehouse.replace_day(NEXT_DAY, day_table(BASE), expected_k=3, run=run)
+    expected = warehouse.run_query("day_recommendations", ds=NEXT_DAY).rows
+
+    # the scoring job's per-session counts ride along and are not loaded
+    table = day_table(BASE, raw_clicks=[4] * 9, unknown_clicks=[0] * 9)
+    files = write_parquet(tmp_path / "rows", table, parts=3)
+    first = warehouse.replace_day(DAY, tmp_path / "rows", expected_k=3, run=run,
+                                  ignore_columns=("raw_clicks", "unknown_clicks", "absent"))
+    assert (first.rows_written, first.rows_replaced, first.sessions_scored) == (9, 0, 3)
+    found = warehouse.run_query("day_recommendations", ds=DAY).rows
+    assert [row[1:] for row in found] == [row[1:] for row in expected]
+    assert {row[-1] for row in found} == {dt.datetime(2024, 3, 2, 1, 0)}  # started_at in UTC
+
+    # a list of files; the columns the files hold win over the run's values
+    per_row = day_table(BASE, model_version=["fallback:pop"] * 3 + ["srgnn:3"] * 6,
+                        ds=[DAY] * 9, model_name=["other"] * 9,
+                        generated_at=pa.array([dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone.utc)] * 9,
+                                              pa.timestamp("ns", tz="Europe/Paris")))
+    files = write_parquet(tmp_path / "per_row", per_row.cast(per_row.schema), parts=2)
+    second = warehouse.replace_day(DAY, files, expected_k=3, run=RUN)
+    assert (second.rows_written, second.rows_replaced) == (9, 9)
+    rows = warehouse.run_query("day_recommendations", ds=DAY).to_dicts()
+    assert [r["model_version"] for r in sorted(rows, key=lambda r: (r["session_id"], r["rank"]))] \
+        == ["fallback:pop"] * 3 + ["srgnn:3"] * 6
+    assert {(r["model_name"], r["generated_at"]) for r in rows} == {
+        ("other", dt.datetime(2024, 3, 1, 12))}
+    assert [r["status"] for r in runs(warehouse, DAY)] == ["succeeded"] * 2
+
+
+def test_a_failed_check_on_parquet_files_rolls_the_load_back(warehouse, tmp_path, monkeypatch):
+    monkeypatch.setattr("srgnn.warehouse.engines._COPY_BATCH_ROWS", 2)
+    warehouse.replace_day(DAY, day_table(BASE), expected_k=3, run=RUN)
+    before = stored(warehouse, DAY)
+    broken = _break(day_table(BASE), "score", 5, 0.95)  # s2's third score goes up
+    write_parquet(tmp_path / "rows", broken, parts=3)
+    with pytest.raises(DataQualityError, match="scores_non_increasing"):
+        warehouse.replace_day(DAY, tmp_path / "rows", expected_k=3,
+                              run={**RUN, "model_version": "srgnn:bad"})
+    assert stored(warehouse, DAY) == before
+    [failed] = [r for r in runs(warehouse, DAY) if r["status"] == "failed"]
+    assert failed["model_version"] == "srgnn:bad" and failed["sessions_scored"] == 3
+    # and a row count that the files do not have
+    write_parquet(tmp_path / "short", day_table(BASE).slice(0, 6), parts=2)
+    with pytest.raises(DataQualityError, match="row_count"):
+        warehouse.replace_day(DAY, tmp_path / "short", expected_k=3,
+                              run={**RUN, "sessions_scored": 3})
+    assert stored(warehouse, DAY) == before
+
+
+@pytest.mark.parametrize("table, match", [
+    (day_table({"s1": [("i", 1.0)], "s\x00": [("i", 1.0)]}), "'session_id' holds a NUL"),
+    (day_table({"a": [("i", 1.0)], "b": [("j", 1.0)]}, ds=[DAY, NEXT_DAY]),
+     "1 row\\(s\\) have a ds other than 2024-03-01"),
+])
+def test_values_the_table_cannot_take_in_parquet_files_roll_the_load_back(warehouse, tmp_path,
+                                                                          table, match):
+    warehouse.replace_day(DAY, day_table({"kept": [("i", 1.0)]}), expected_k=1, run=RUN)
+    write_parquet(tmp_path / "rows", table, parts=2)  # the bad row is in the last file
+    with pytest.raises(ValueError, match=match):
+        warehouse.replace_day(DAY, tmp_path / "rows", expected_k=1, run=RUN)
+    assert stored(warehouse, DAY) == [("kept", 1, "i", 1.0, "srgnn:3")]
+    assert sorted(r["status"] for r in runs(warehouse, DAY)) == ["failed", "succeeded"]
+
+
+@pytest.mark.parametrize("files, match", [
+    (lambda d: write_parquet(d, day_table(BASE).drop_columns(["score"])), "missing \\['score'\\]"),
+    (lambda d: write_parquet(d, day_table(BASE).append_column("extra", pa.array([1] * 9))),
+     "unknown \\['extra'\\]"),
+    (lambda d: write_parquet(d, day_table(BASE, rank_list=[[1]] * 9).drop_columns(["rank"])
+                             .rename_columns(["session_id", "item_id", "score", "rank"])),
+     "column 'rank' of type list<element: int64> cannot be stored as int32"),
+    (lambda d: write_parquet(d, day_table(BASE))[:1] + write_parquet(
+        d / "more", day_table(BASE).drop_columns(["rank"]).append_column("other", pa.array([1] * 9)))[:1],
+     "Parquet files with different columns"),
+    (lambda d: d, "no Parquet file \\(\\*.parquet\\) in"),
+    (lambda d: [], "an empty list of Parquet files"),
+    (lambda d: [d / "missing.parquet"], "no Parquet file at"),
+    (lambda d: d / "nowhere", "no folder of Parquet files at"),
+    (lambda d: [write_text_file(d / "x.parquet", "not parquet")], "is not a readable Parquet file"),
+])
+def test_bad_parquet_files_are_rejected_before_anything_is_written(tmp_path, files, match):
+    folder = tmp_path / "rows"
+    folder.mkdir()
+    with Warehouse.connect(f"duckdb:///{tmp_path / 'w.duckdb'}") as warehouse:
+        with pytest.raises(ValueError, match=match):
+            warehouse.replace_day(DAY, files(folder), expected_k=3, run=RUN)
+        assert stored(warehouse, DAY) == [] and runs(warehouse, DAY) == []
+
+
+def write_text_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 def test_concurrent_loads_of_a_day_are_serialised_on_postgres(request, monkeypatch):

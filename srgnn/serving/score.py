@@ -24,15 +24,20 @@ before the load), or, when the warehouse cannot be opened, appended to
 ``<home>/logs/scoring_runs_failed.jsonl`` (:mod:`srgnn.warehouse.runlog`), which the error
 names.
 
-Two engines give the same rows:
+Two engines give the same rows, written as Parquet files into the run's staging folder
+``<home>/scoring/_staging/ds=DAY-<id>/`` (removed when the run ends, committed or not) and
+loaded from there by the warehouse (:mod:`srgnn.serving.rows`); no process holds the day:
 
 ``local``
-    the sessions are collected to the driver as Arrow and scored in batches by torch in
-    this process (all cores).
+    Spark writes the sessions there as Parquet; this process scores them ``batch_sessions``
+    at a time with torch (all cores) and appends each batch's rows to Parquet files.
 ``spark``
-    ``mapInArrow`` over the sessions; each Python worker loads the model once and keeps it,
-    for days larger than one machine. The rows come back to the driver as Arrow for the
-    warehouse's bulk load.
+    ``mapInArrow`` over the sessions, written by the executors (``.write.parquet``); each
+    Python worker loads the model once and keeps it, for days larger than one machine. The
+    driver collects no row (``spark.driver.maxResultSize`` does not bound the day).
+
+The run's counts are added up from the files' rank-1 rows, batch by batch
+(:func:`srgnn.serving.rows.count_rows`).
 
 The model is an MLflow model URI (default ``models:/srgnn@champion``, resolved to a fixed
 version before Spark starts) or a folder written by ``Recommender.save``.
@@ -52,35 +57,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from srgnn.config import ENGINES, K, Settings
 from srgnn.cpu import set_torch_threads
 from srgnn.serving.models import locate_model, resolve_model
-from srgnn.serving.recommender import SOURCE_MODEL, recommend_batches
+from srgnn.serving.recommender import SESSION_BATCH
+from srgnn.serving.rows import (COUNT_COLUMNS, count_rows, rows_schema, score_files,
+                                spark_scorer)
 
 logger = logging.getLogger(__name__)
 
 FAILED_RUNS = Path("logs") / "scoring_runs_failed.jsonl"  # under the home: runs no table took
-# Columns of the scored rows that only feed the run's counts (one value per session).
-_COUNT_COLUMNS = ("unknown_clicks", "raw_clicks", "duplicate_clicks")
-
-_ROWS_SCHEMA = None
-
-
-def rows_schema():
-    import pyarrow as pa
-
-    global _ROWS_SCHEMA
-    if _ROWS_SCHEMA is None:
-        _ROWS_SCHEMA = pa.schema([
-            ("session_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
-            ("score", pa.float64()), ("model_version", pa.string()),
-            *[(name, pa.int32()) for name in _COUNT_COLUMNS],
-        ])
-    return _ROWS_SCHEMA
-
-
 def check_warehouse_url(settings: Settings) -> str:
     """The warehouse URL, or a SettingError naming it (password hidden) when it cannot serve."""
     from srgnn.config import SettingError
@@ -109,63 +95,6 @@ def check_warehouse(settings: Settings, url: str) -> None:
         logger.warning("the warehouse %s is locked now%s; the load will wait up to %g s for it",
                        redact_url(url), f" (held by {exc.holder})" if exc.holder else "",
                        settings.warehouse_lock_wait_seconds)
-
-
-def recommend_table(recommender, sessions, k: int, model_label: str):
-    """Arrow table ``session_id, items[, raw_clicks]`` -> recommendation rows (one per session
-    and rank), with the session's counts: unknown clicks, clicks before de-duplication
-    (``raw_clicks``, default: its items) and duplicates dropped."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    parts = []
-    session_ids = sessions.column("session_id")
-    items = sessions.column("items").combine_chunks()
-    kept = pc.list_value_length(items).to_numpy(zero_copy_only=False).astype(np.int32)
-    raw = (sessions.column("raw_clicks").to_numpy().astype(np.int32)
-           if "raw_clicks" in sessions.column_names else kept)
-    for start, out in recommend_batches(recommender, items, k):
-        n, kk = out.item_ids.shape
-        version = np.where(out.source == SOURCE_MODEL, model_label, out.source).astype(object)
-        part_ids = session_ids.slice(start, n).to_numpy(zero_copy_only=False)
-        part_raw, part_kept = raw[start:start + n], kept[start:start + n]
-        parts.append(pa.table({
-            "session_id": pa.array(np.repeat(part_ids, kk), pa.string()),
-            "rank": pa.array(np.tile(np.arange(1, kk + 1, dtype=np.int32), n)),
-            "item_id": pa.array(out.item_ids.reshape(-1).astype(str), pa.string()),
-            "score": pa.array(out.scores.reshape(-1), pa.float64()),
-            "model_version": pa.array(np.repeat(version, kk), pa.string()),
-            "unknown_clicks": pa.array(np.repeat(out.unknown_clicks, kk).astype(np.int32)),
-            "raw_clicks": pa.array(np.repeat(part_raw, kk)),
-            "duplicate_clicks": pa.array(np.repeat(part_raw - part_kept, kk)),
-        }, schema=rows_schema()))
-    if not parts:
-        return rows_schema().empty_table()
-    return pa.concat_tables(parts)
-
-
-# One recommender per Python worker process for the Spark engine, keyed by model URI.
-_WORKER_MODELS: dict = {}
-
-
-def _spark_scorer(model_uri: str, tracking_uri: str | None, k: int, model_label: str):
-    def score_batches(batches):
-        import pyarrow as pa
-
-        recommender = _WORKER_MODELS.get(model_uri)
-        if recommender is None:
-            # Spark runs one task per core at once (spark.task.cpus = 1): one torch thread
-            # each, unless the user said otherwise (SRGNN_NUM_THREADS, OMP_NUM_THREADS).
-            set_torch_threads(default=1)
-            if tracking_uri:
-                os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri)
-            settings = Settings.from_env()
-            recommender, _ = resolve_model(settings, model_uri)
-            _WORKER_MODELS[model_uri] = recommender
-        for batch in batches:
-            table = recommend_table(recommender, pa.Table.from_batches([batch]), k, model_label)
-            yield from table.to_batches()
-    return score_batches
 
 
 def _parquet_rows(folder) -> int:
@@ -247,14 +176,16 @@ class _Attempt:
 
 
 def score_day(settings: Settings, clicks: str, ds: str, *, model_uri: str | None = None, top_k: int = K,
-              engine: str = "local", fmt: str = "auto", spark=None, encoding: str = "utf-8") -> dict:
+              engine: str = "local", fmt: str = "auto", spark=None, encoding: str = "utf-8",
+              batch_sessions: int = SESSION_BATCH) -> dict:
     """Score one day and replace it in the warehouse. Returns the run's counts.
 
     Raises, before Spark starts: InputError (bad arguments or input files, no such model),
     SettingError (a warehouse URL that cannot serve), WarehouseUnavailable,
     :class:`ModelUnavailable`; later InputError (no valid click), WarehouseLocked (the lock
     wait ran out), DataQualityError and WarehouseLoadError (the load was rolled back). ``spark``
-    is an existing session (default: started here, after the checks).
+    is an existing session (default: started here, after the checks). ``batch_sessions``:
+    sessions the local engine scores at a time (its memory bound).
     """
     from srgnn.data.readers import InputError, check_input
 
@@ -266,34 +197,41 @@ def score_day(settings: Settings, clicks: str, ds: str, *, model_uri: str | None
         raise InputError(f"--ds must be a date YYYY-MM-DD, got {ds!r}") from None
     if top_k < 1:
         raise InputError(f"--top-k must be at least 1, got {top_k}")
+    if batch_sessions < 1:
+        raise InputError(f"batch_sessions must be at least 1, got {batch_sessions}")
     check_input(clicks, fmt, encoding)
     url = check_warehouse_url(settings)
     started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     attempt = _Attempt(settings, url, day, {"started_at": started_at})
-    staging = settings.home / "quarantine" / "scoring" / "_staging" / f"ds={day}-{uuid.uuid4().hex[:12]}"
+    name = f"ds={day}-{uuid.uuid4().hex[:12]}"
+    staging = settings.home / "quarantine" / "scoring" / "_staging" / name
+    rows_staging = settings.home / "scoring" / "_staging" / name  # the day's sessions and rows
     try:
-        return _score(settings, clicks, day, attempt, staging, model_uri=model_uri, top_k=top_k,
-                      engine=engine, fmt=fmt, spark=spark, encoding=encoding)
+        return _score(settings, clicks, day, attempt, staging, rows_staging, model_uri=model_uri,
+                      top_k=top_k, engine=engine, fmt=fmt, spark=spark, encoding=encoding,
+                      batch_sessions=batch_sessions)
     except Exception as error:
         attempt.record_failure(error)
         raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # a failed run's quarantine, never published
-        try:
-            staging.parent.rmdir()  # when no other run is staging
-        except OSError:
-            pass
+        for folder in (staging, rows_staging):  # a failed run's quarantine is never published
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                folder.parent.rmdir()  # when no other run is staging
+            except OSError:
+                pass
 
 
-def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, staging: Path, *,
-           model_uri, top_k, engine, fmt, spark, encoding) -> dict:
-    import pyarrow.compute as pc
+def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, staging: Path,
+           rows_staging: Path, *, model_uri, top_k, engine, fmt, spark, encoding,
+           batch_sessions) -> dict:
     from pyspark.sql import functions as F
 
     from srgnn.data import etl
     from srgnn.data.readers import InputError, read_clicks, spark_input_errors
     from srgnn.data.spark import get_spark
     from srgnn.warehouse import Warehouse
+    from srgnn.warehouse.tables import parquet_files
 
     ds = day.isoformat()
     clock = time.time()
@@ -329,35 +267,32 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
                 sessions = etl.sessionize(raw.clicks).select(
                     "session_id", F.transform("events", lambda e: e["item_id"]).alias("items"),
                     "raw_clicks")
+                rows_dir = rows_staging / "rows"
                 if engine == "local":
-                    table = sessions.toArrow()
+                    sessions.write.parquet(str(rows_staging / "sessions"))
                     stage("sessionize")
                     (recommender, model), stages["load_model"] = loading.result()
                     stage("wait_for_model")
                     set_torch_threads()  # the cores this process may use (srgnn.cpu)
-                    rows = recommend_table(recommender, table, top_k, model.label)
+                    score_files(recommender, parquet_files(rows_staging / "sessions", allow_empty=True),
+                                rows_dir, top_k, model.label, batch_sessions)
                 else:
                     from pyspark.sql.pandas.types import from_arrow_schema
 
                     (recommender, model), stages["load_model"] = loading.result()
                     stage("wait_for_model")
                     schema = from_arrow_schema(rows_schema())  # the rows recommend_table builds
-                    scorer = _spark_scorer(model.uri, settings.tracking_uri if model.version != "local" else None,
-                                           top_k, model.label)
-                    rows = sessions.mapInArrow(scorer, schema).toArrow()
+                    scorer = spark_scorer(model.uri, settings.tracking_uri if model.version != "local" else None,
+                                          top_k, model.label)
+                    sessions.mapInArrow(scorer, schema).write.parquet(str(rows_dir))
             finally:
                 raw.release()
     stage("score")
-    first_rank = pc.equal(rows.column("rank"), 1)
-    per_session = rows.filter(first_rank)
-    sessions_in = per_session.num_rows
-
-    def total(column: str) -> int:
-        return int(pc.sum(per_session.column(column)).as_py() or 0)
-
-    counts = {"clicks_read": total("raw_clicks") + int(quarantined), "quarantined": int(quarantined),
-              "duplicates_dropped": total("duplicate_clicks"), "unknown_clicks": total("unknown_clicks")}
-    fallbacks = int(pc.sum(pc.not_equal(per_session.column("model_version"), model.label)).as_py() or 0)
+    rows = parquet_files(rows_dir, allow_empty=True)
+    totals = count_rows(rows, model.label)
+    sessions_in, fallbacks = totals["sessions"], totals["fallbacks"]
+    counts = {"clicks_read": totals["raw_clicks"] + int(quarantined), "quarantined": int(quarantined),
+              "duplicates_dropped": totals["duplicate_clicks"], "unknown_clicks": totals["unknown_clicks"]}
     run = {"model_name": model.name, "model_version": model.label, "sessions_in": sessions_in,
            "sessions_scored": sessions_in, "fallbacks": fallbacks, **counts, "started_at": attempt.run["started_at"]}
     attempt.run.update(run)
@@ -365,12 +300,12 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
         raise InputError(f"{clicks}: no valid click to score for {ds} ({quarantined} rows quarantined)")
 
     k_eff = min(top_k, recommender.num_items)
-    load_rows = rows.drop_columns(list(_COUNT_COLUMNS))
     failed_runs = settings.home / FAILED_RUNS
     with Warehouse.connect(attempt.url, lock_wait_seconds=settings.warehouse_lock_wait_seconds,
                            failed_runs=failed_runs) as warehouse:
         try:
-            result = warehouse.replace_day(day, load_rows, expected_k=k_eff, run=run)
+            result = warehouse.replace_day(day, rows, expected_k=k_eff, run=run,
+                                           ignore_columns=COUNT_COLUMNS)
         except Exception:
             attempt.logged = warehouse.failure_logged  # replace_day logs the failures of a load
             raise

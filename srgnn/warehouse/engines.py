@@ -5,14 +5,17 @@ in the driver's style, opens a transaction, stages the rows of a load under the 
 ``recommendations_staging`` and takes the lock that serialises loads:
 
 - :class:`DuckDBEngine` (``duckdb``): the staged Arrow table is registered as a view, so the
-  checks and the insert scan it in place. The file itself is the lock: one process at a time
-  opens it for writing, and none while another process holds it open, even read-only. Opening
-  waits for that lock (:func:`~srgnn.warehouse.locks.wait_for_lock`); DuckDB's error names the
-  process holding it.
+  checks and the insert scan it in place; staged Parquet files are a view over
+  ``read_parquet`` (``sql/load/stage_parquet.duckdb.sql``), which DuckDB reads itself. The
+  file itself is the lock: one process at a time opens it for writing, and none while
+  another process holds it open, even read-only. Opening waits for that lock
+  (:func:`~srgnn.warehouse.locks.wait_for_lock`); DuckDB's error names the process holding
+  it.
 - :class:`PostgresEngine` (psycopg 3, autocommit outside explicit transactions): the rows are
-  sent with ``COPY ... FROM STDIN`` into a temporary table, and ``LOCK TABLE`` serialises
-  concurrent loads without blocking readers. Every lock wait is bounded by ``lock_timeout``
-  (the whole lock wait for the session); the load's lock and the DDL are tried again under a
+  sent with ``COPY ... FROM STDIN`` into a temporary table (Parquet files batch by batch, so
+  that no more than one batch is in memory), and ``LOCK TABLE`` serialises concurrent loads
+  without blocking readers. Every lock wait is bounded by ``lock_timeout`` (the whole lock
+  wait for the session); the load's lock and the DDL are tried again under a
   short ``lock_timeout`` each time, so that the wait is logged with the holders that
   ``pg_locks`` shows. The load's lock is taken in a savepoint: a timeout keeps the staged rows.
 
@@ -23,11 +26,12 @@ from ``sql/load/`` and ``sql/session/``.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, Union
@@ -36,7 +40,8 @@ import pyarrow as pa
 
 from srgnn.warehouse.locks import wait_for_lock
 from srgnn.warehouse.sqlfiles import SqlFiles, Statement
-from srgnn.warehouse.tables import RECOMMENDATIONS_SCHEMA, STAGING_TABLE
+from srgnn.warehouse.tables import (OPTIONAL_COLUMNS, RECOMMENDATIONS_SCHEMA, STAGING_TABLE,
+                                    canonical_table, nul_message, other_days_message)
 from srgnn.warehouse.urls import WarehouseURL
 
 log = logging.getLogger(__name__)
@@ -121,6 +126,30 @@ class DuckDBEngine:
         # A view over the Arrow memory: checks and the insert scan it, nothing is copied twice.
         self.con.register(STAGING_TABLE, table)
         self._staged = True
+
+    def stage_files(self, files: list[Path], present: Mapping[str, pa.DataType], day: dt.date,
+                    run: Mapping[str, Any], generated_at: dt.datetime,
+                    ignore_columns: Iterable[str]) -> None:
+        """A temporary view over the Parquet ``files`` (holding the table's columns
+        ``present``) that casts and completes their columns in SQL, as canonical_table does;
+        then what canonical_table refuses (``staged_faults``) raises ValueError."""
+        values = {"files": [str(path) for path in files], "ds": day,
+                  "model_name": run["model_name"], "model_version": run["model_version"],
+                  "generated_at": generated_at,
+                  "generated_at_aware": getattr(present.get("generated_at"), "tz", None)
+                  is not None,
+                  **{f"has_{name}": name in present for name in OPTIONAL_COLUMNS}}
+        statement = self.sql.statement("load", "stage_parquet")
+        relation = self.con.sql(statement.sql, params=statement.bind(values))
+        self.con.register(STAGING_TABLE, relation)  # a TEMP view, dropped by unstage()
+        self._staged = True
+        columns, [counts] = self.execute(self.sql.statement("load", "staged_faults"), values)
+        faults = dict(zip(columns, counts))
+        if faults.pop("other_days"):
+            raise ValueError(other_days_message(counts[0], day))
+        for name, count in faults.items():
+            if count:
+                raise ValueError(nul_message(name))
 
     def unstage(self) -> None:
         if self._staged:
@@ -211,11 +240,29 @@ class PostgresEngine:
                      attempt)
 
     def stage(self, table: pa.Table) -> None:
+        self._copy(table.to_batches(max_chunksize=_COPY_BATCH_ROWS))
+
+    def stage_files(self, files: list[Path], present: Mapping[str, pa.DataType], day: dt.date,
+                    run: Mapping[str, Any], generated_at: dt.datetime,
+                    ignore_columns: Iterable[str]) -> None:
+        """COPY the Parquet ``files`` (their columns ``present``), file by file and batch by
+        batch, each batch made canonical (canonical_table) first."""
+        import pyarrow.parquet as pq
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for path in files:
+                with pq.ParquetFile(path) as parquet:
+                    for batch in parquet.iter_batches(batch_size=_COPY_BATCH_ROWS,
+                                                      columns=sorted(present)):
+                        yield from canonical_table(batch, day, run, generated_at=generated_at,
+                                                   ignore_columns=ignore_columns).to_batches()
+
+        self._copy(batches())
+
+    def _copy(self, batches: Iterable[pa.RecordBatch]) -> None:
+        """Create the staging table and COPY ``batches`` (canonical columns) into it."""
         import pyarrow.csv as pacsv
 
-        if table.column_names != RECOMMENDATIONS_SCHEMA.names:  # the COPY's column list
-            raise ValueError(f"staged columns {table.column_names} are not "
-                             f"{RECOMMENDATIONS_SCHEMA.names}")
         copy = self.sql.statement("load", "copy_staging")
         options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
         self.run("load", "create_staging")
@@ -223,7 +270,10 @@ class PostgresEngine:
             # CSV from Arrow's C++ writer: strings always quoted (so "" is an empty string and
             # an unquoted empty field is NULL), doubles in shortest round-trip form.
             with cursor.copy(copy.sql, copy.bind({})) as out:
-                for batch in table.to_batches(max_chunksize=_COPY_BATCH_ROWS):
+                for batch in batches:
+                    if batch.schema.names != RECOMMENDATIONS_SCHEMA.names:  # the COPY's columns
+                        raise ValueError(f"staged columns {batch.schema.names} are not "
+                                         f"{RECOMMENDATIONS_SCHEMA.names}")
                     buffer = io.BytesIO()
                     pacsv.write_csv(batch, buffer, write_options=options)
                     out.write(buffer.getbuffer())

@@ -17,8 +17,9 @@ All SQL lives in ``sql/`` (``ddl/``, ``checks/``, ``queries/``, ``load/``, ``ses
 statement per file, with ``:name`` parameters whose values are always bound.
 
 A day is written by :meth:`Warehouse.replace_day` in one transaction: stage the Arrow table
-(DuckDB scans it in place; PostgreSQL receives it with ``COPY ... FROM STDIN`` into a
-temporary table), run every check on the staged rows, delete the day, insert the staged rows,
+or the Parquet files (DuckDB scans the table in place and reads the files itself; PostgreSQL
+receives the rows with ``COPY ... FROM STDIN`` into a temporary table, file by file and batch
+by batch), run every check on the staged rows, delete the day, insert the staged rows,
 append to the run log, commit. Any error rolls everything back, so a rerun never duplicates a
 day and a crash never leaves half of one; the failed attempt is then logged in
 ``scoring_runs``, or in the ``failed_runs`` file when the table cannot be written. Example::
@@ -39,7 +40,7 @@ import numbers
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ from srgnn.warehouse.sqlfiles import (DEFAULT_SQL_DIR, NAME, SqlFiles, compile_s
                                       fill_placeholders, quote_identifier)
 from srgnn.warehouse.tables import (CHECK_TABLES, RECOMMENDATIONS_SCHEMA, RECOMMENDATIONS_TABLE,
                                     RUNS_TABLE, STAGING_TABLE, as_date, canonical_table,
-                                    run_row, utcnow, validate_run)
+                                    parquet_columns, parquet_files, run_row, utcnow,
+                                    validate_run)
 from srgnn.warehouse.urls import WarehouseURL, hide_secrets, redact_url
 
 log = logging.getLogger(__name__)
@@ -240,13 +242,18 @@ class Warehouse:
         return self._run_checks(RECOMMENDATIONS_TABLE, day, expected_k, expected_rows)
 
     # -- loading a day ---------------------------------------------------------------------
-    def replace_day(self, ds: dt.date | str, table: pa.Table, expected_k: int,
-                    run: Mapping[str, Any], *, expected_rows: int | None = None) -> LoadResult:
+    def replace_day(self, ds: dt.date | str, table: pa.Table | str | os.PathLike | Iterable,
+                    expected_k: int, run: Mapping[str, Any], *, expected_rows: int | None = None,
+                    ignore_columns: Iterable[str] = ()) -> LoadResult:
         """Replace the recommendations of day ``ds`` with ``table``, atomically.
 
-        ``table`` has the columns ``session_id, rank, item_id, score`` and may add ``ds`` (must
+        ``table`` is an Arrow table, or Parquet files: a folder (its ``*.parquet`` files, as
+        Spark writes them) or a list of files, which are never read into memory whole (DuckDB
+        reads them itself; PostgreSQL receives them batch by batch). It has the columns
+        ``session_id, rank, item_id, score`` and may add ``ds`` (must
         equal ``ds``), ``model_name``, ``model_version`` (per row, e.g. 'fallback:pop') and
-        ``generated_at``; missing ones come from ``run``. ``expected_k`` is the number of rows
+        ``generated_at``; missing ones come from ``run``; ``ignore_columns`` are other
+        columns it may hold, which are not loaded. ``expected_k`` is the number of rows
         every session must have: min(top_k, catalogue size). ``run`` describes the scoring
         run for the log: ``model_version`` (required), ``model_name`` (default 'srgnn'),
         ``sessions_in``, ``sessions_scored`` (default: distinct sessions in ``table``),
@@ -260,7 +267,8 @@ class Warehouse:
         past the lock wait :class:`WarehouseLocked`, an error of the database
         :class:`WarehouseLoadError`; on any error the transaction is rolled back (the previous
         version of the day stays whole) and a 'failed' row is appended to ``scoring_runs``
-        afterwards (or to the ``failed_runs`` file when that fails).
+        afterwards (or to the ``failed_runs`` file when that fails). Bad arguments (columns,
+        types, values the table cannot hold) raise ValueError.
         """
         day = as_date(ds)
         if (isinstance(expected_k, bool) or not isinstance(expected_k, numbers.Integral)
@@ -268,21 +276,36 @@ class Warehouse:
             raise ValueError(f"expected_k must be a non-negative int, got {expected_k!r}")
         expected_k = int(expected_k)
         run = validate_run(run)
-        rows = canonical_table(table, day, run)
+        ignore_columns = tuple(ignore_columns)
+        generated_at = run.get("started_at") or utcnow()  # one value for every batch
+        if isinstance(table, (pa.Table, pa.RecordBatch, pa.RecordBatchReader)):
+            files = None
+            rows = canonical_table(table, day, run, generated_at=generated_at,
+                                   ignore_columns=ignore_columns)
+        else:
+            files = parquet_files(table)
+            present = parquet_columns(files, ignore_columns)
         sessions_scored = run.get("sessions_scored")
-        if sessions_scored is None:
+        if sessions_scored is None and files is None:
             sessions_scored = pc.count_distinct(rows["session_id"]).as_py()
-        if expected_rows is None:
-            expected_rows = sessions_scored * expected_k
 
         run_id = uuid.uuid4().hex
         log_row = {**run_row(run_id, day, run, expected_k), "sessions_scored": sessions_scored}
         clock = time.monotonic()
         try:
             with self._engine.transaction():
-                self._engine.stage(rows)
+                if files is None:
+                    self._engine.stage(rows)
+                else:
+                    self._engine.stage_files(files, present, day, run, generated_at,
+                                             ignore_columns)
+                    if sessions_scored is None:
+                        sessions_scored = self._load_sql("count_staged_sessions").rows[0][0]
+                        log_row["sessions_scored"] = sessions_scored
                 self._engine.lock_for_load()
-                checks = self._run_checks(STAGING_TABLE, day, expected_k, expected_rows)
+                checks = self._run_checks(STAGING_TABLE, day, expected_k,
+                                          sessions_scored * expected_k
+                                          if expected_rows is None else expected_rows)
                 rows_replaced = self._delete_day(day)
                 self._insert_day(day)
                 rows_written = self._count_day(day)

@@ -1,0 +1,149 @@
+"""A scored day as Parquet files: the rows of every session, written batch by batch, and the
+run's counts read back from the files.
+
+Both engines of the nightly scoring (:mod:`srgnn.serving.score`) write the day's rows as
+Parquet files into the run's staging folder, never holding the whole day in one process:
+
+- ``spark``: :func:`spark_scorer` runs in ``mapInArrow`` on the executors, and Spark writes
+  what it yields (``.write.parquet``); the driver only gets the tasks' commit messages.
+- ``local``: Spark writes the sessions as Parquet; :func:`score_files` reads them back
+  ``batch_sessions`` at a time and appends each batch's rows to one output file per input
+  file, so that this process holds one batch of sessions and their rows at a time.
+
+Each row carries, besides the warehouse's columns, the counts of its session
+(:data:`COUNT_COLUMNS`, the same value on all its ranks); :func:`count_rows` adds them up over
+the rank-1 rows, streaming over the files. The warehouse loads the files themselves
+(``Warehouse.replace_day`` with ``ignore_columns=COUNT_COLUMNS``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from srgnn.config import Settings
+from srgnn.cpu import set_torch_threads
+from srgnn.serving.models import resolve_model
+from srgnn.serving.recommender import SOURCE_MODEL, recommend_batches
+
+# Columns of the scored rows that only feed the run's counts (one value per session).
+COUNT_COLUMNS = ("unknown_clicks", "raw_clicks", "duplicate_clicks")
+SESSION_COLUMNS = ("session_id", "items", "raw_clicks")  # what the engines score
+
+_ROWS_SCHEMA = None
+
+
+def rows_schema():
+    import pyarrow as pa
+
+    global _ROWS_SCHEMA
+    if _ROWS_SCHEMA is None:
+        _ROWS_SCHEMA = pa.schema([
+            ("session_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
+            ("score", pa.float64()), ("model_version", pa.string()),
+            *[(name, pa.int32()) for name in COUNT_COLUMNS],
+        ])
+    return _ROWS_SCHEMA
+
+
+def recommend_table(recommender, sessions, k: int, model_label: str):
+    """Arrow table ``session_id, items[, raw_clicks]`` -> recommendation rows (one per session
+    and rank), with the session's counts: unknown clicks, clicks before de-duplication
+    (``raw_clicks``, default: its items) and duplicates dropped."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
+    session_ids = sessions.column("session_id")
+    items = sessions.column("items").combine_chunks()
+    kept = pc.list_value_length(items).to_numpy(zero_copy_only=False).astype(np.int32)
+    raw = (sessions.column("raw_clicks").to_numpy().astype(np.int32)
+           if "raw_clicks" in sessions.column_names else kept)
+    for start, out in recommend_batches(recommender, items, k):
+        n, kk = out.item_ids.shape
+        version = np.where(out.source == SOURCE_MODEL, model_label, out.source).astype(object)
+        part_ids = session_ids.slice(start, n).to_numpy(zero_copy_only=False)
+        part_raw, part_kept = raw[start:start + n], kept[start:start + n]
+        parts.append(pa.table({
+            "session_id": pa.array(np.repeat(part_ids, kk), pa.string()),
+            "rank": pa.array(np.tile(np.arange(1, kk + 1, dtype=np.int32), n)),
+            "item_id": pa.array(out.item_ids.reshape(-1).astype(str), pa.string()),
+            "score": pa.array(out.scores.reshape(-1), pa.float64()),
+            "model_version": pa.array(np.repeat(version, kk), pa.string()),
+            "unknown_clicks": pa.array(np.repeat(out.unknown_clicks, kk).astype(np.int32)),
+            "raw_clicks": pa.array(np.repeat(part_raw, kk)),
+            "duplicate_clicks": pa.array(np.repeat(part_raw - part_kept, kk)),
+        }, schema=rows_schema()))
+    if not parts:
+        return rows_schema().empty_table()
+    return pa.concat_tables(parts)
+
+
+# One recommender per Python worker process for the Spark engine, keyed by model URI.
+_WORKER_MODELS: dict = {}
+
+
+def spark_scorer(model_uri: str, tracking_uri: str | None, k: int, model_label: str):
+    """The function ``mapInArrow`` runs on the executors: session batches in, rows out."""
+    def score_batches(batches):
+        import pyarrow as pa
+
+        recommender = _WORKER_MODELS.get(model_uri)
+        if recommender is None:
+            # Spark runs one task per core at once (spark.task.cpus = 1): one torch thread
+            # each, unless the user said otherwise (SRGNN_NUM_THREADS, OMP_NUM_THREADS).
+            set_torch_threads(default=1)
+            if tracking_uri:
+                os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri)
+            settings = Settings.from_env()
+            recommender, _ = resolve_model(settings, model_uri)
+            _WORKER_MODELS[model_uri] = recommender
+        for batch in batches:
+            table = recommend_table(recommender, pa.Table.from_batches([batch]), k, model_label)
+            yield from table.to_batches()
+    return score_batches
+
+
+def score_files(recommender, sessions: Iterable[Path], out: Path, k: int, model_label: str,
+                batch_sessions: int) -> list[Path]:
+    """Score the sessions of the Parquet files ``sessions``, ``batch_sessions`` at a time, into
+    ``out/part-NNNNN.parquet`` (one file per input file, a row group per batch). Returns the
+    files written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, path in enumerate(sessions):
+        target = out / f"part-{index:05d}.parquet"
+        with pq.ParquetFile(path) as parquet, pq.ParquetWriter(target, rows_schema()) as writer:
+            for batch in parquet.iter_batches(batch_size=batch_sessions, columns=list(SESSION_COLUMNS)):
+                writer.write_table(recommend_table(recommender, pa.Table.from_batches([batch]), k,
+                                                   model_label))
+        written.append(target)
+    return written
+
+
+def count_rows(files: list[Path], model_label: str) -> dict[str, int]:
+    """The run's counts over the rank-1 rows of the scored ``files``, batch by batch:
+    ``sessions``, ``fallbacks`` (sessions not answered by ``model_label``), and the sums of
+    :data:`COUNT_COLUMNS`."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    counts = dict.fromkeys(("sessions", "fallbacks", *COUNT_COLUMNS), 0)
+    if not files:
+        return counts
+    dataset = pads.dataset([str(path) for path in files], format="parquet", schema=rows_schema())
+    scanner = dataset.scanner(columns=["model_version", *COUNT_COLUMNS],
+                              filter=pads.field("rank") == 1)
+    for batch in scanner.to_batches():
+        counts["sessions"] += batch.num_rows
+        counts["fallbacks"] += int(pc.sum(pc.not_equal(batch.column("model_version"),
+                                                       model_label)).as_py() or 0)
+        for name in COUNT_COLUMNS:
+            counts[name] += int(pc.sum(batch.column(name)).as_py() or 0)
+    return counts
