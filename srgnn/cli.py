@@ -9,6 +9,7 @@ bad setting) print one line starting with ``error:`` and exit with code 1.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -296,6 +297,8 @@ def score(ctx, ds, warehouse_url, **values) -> None:
     click.echo(f"  warehouse                {result['warehouse']}")
     click.echo(f"  quarantine               {result['quarantine']}")
     click.echo(f"  stage seconds            {result['stage_seconds']}")
+    if result.get("topk"):  # exact, or the approximate index and its recall against exact
+        click.echo(f"  top-k                    {json.dumps(result['topk'])}")
 
 
 @cli.command()

@@ -41,12 +41,12 @@ FORMATS = ("auto", "csv", "json", "parquet", "yoochoose", "diginetica", "otto")
 # multiplies it natively, float32 elsewhere (srgnn.cpu.resolve_precision).
 PRECISIONS = ("auto", "float32", "bfloat16")
 ENGINES = ("local", "spark")
-# Training loss over the catalogue (TrainConfig.softmax): "auto" is the full cross-entropy up to
-# TrainConfig.sampled_softmax_above items and sampled softmax above (resolve_softmax).
-SOFTMAX = ("auto", "full", "sampled")
 # How scoring finds the top K (srgnn.serving.predict.Scorer): every item, an approximate index,
 # or the index above a catalogue size.
 TOPK_INDEXES = ("auto", "exact", "ivf")
+# Training loss over the catalogue (TrainConfig.softmax): "auto" is the full cross-entropy up to
+# TrainConfig.sampled_softmax_above items and sampled softmax above (resolve_softmax).
+SOFTMAX = ("auto", "full", "sampled")
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
