@@ -359,7 +359,7 @@ class TrainConfig:
     softmax: str = option("auto", choices=SOFTMAX,
                           help="Training loss: full = cross-entropy over every item; sampled = "
                                "the target against shared negatives drawn from training-target "
-                               "frequency^0.75, log-Q corrected, with lazy (sparse) embedding "
+                               "frequency^0.5, log-Q corrected, with lazy (sparse) embedding "
                                "updates; auto = sampled above sampled_softmax_above items. "
                                "Validation always ranks every item.")
     sampled_softmax_above: int = option(100_000, minimum=1,
