@@ -109,3 +109,26 @@ def test_markers_of_an_output_folder_given_as_a_uri(spark, tmp_path):
     run_prepare(spark, clicks, out.as_uri(), PrepareConfig(min_item_support=1, test_days=0, valid_days=0))
     assert not (out / IN_PROGRESS).exists() and (out / SUMMARY).is_dir()  # Spark's text output
     assert RunFolder(out).is_complete()
+
+
+def test_raw_examples_of_a_large_split_come_back_as_one_list_array(tmp_path):
+    """Millions of prefix clicks: pyarrow converts a numpy string array that large in several
+    chunks, which a list array cannot take as its values."""
+    import numpy as np
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pq.write_table(pa.table({"item_id": ["item-0001", "item-0002"], "item_index": pa.array([1, 2], pa.int32()),
+                             "train_clicks": pa.array([3, 1], pa.int64())}), run / "vocab.parquet")
+    examples, length = 1_000_000, 3  # 3,000,000 prefix clicks in raw ids
+    prefix = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, examples * length + 1, length, dtype=np.int32)),
+        pa.array(np.tile(np.array([1, 2, 1], dtype=np.int32), examples)))
+    (run / "graphs" / "test").mkdir(parents=True)
+    pq.write_table(pa.table({"prefix": prefix, "target": pa.array(np.full(examples, 2, np.int32)),
+                             "prefix_length": pa.array(np.full(examples, length, np.int32))}),
+                   run / "graphs" / "test" / "part-0.parquet")
+    prefixes, targets, lengths = RunFolder(run).raw_examples("test")
+    assert len(prefixes) == examples and prefixes.offsets[-1].as_py() == examples * length
+    assert prefixes[0].as_py() == prefixes[examples - 1].as_py() == ["item-0001", "item-0002", "item-0001"]
+    assert set(targets) == {"item-0002"} and set(lengths) == {length}

@@ -187,10 +187,11 @@ class RunFolder:
 
         examples = self.examples(split)
         vocabulary = self.vocabulary
+        values = pa.array(vocabulary.ids(examples.prefix_values).astype(str), pa.string())
+        if isinstance(values, pa.ChunkedArray):  # pyarrow splits a large numpy string array
+            values = values.combine_chunks()
         prefixes = pa.ListArray.from_arrays(
-            pa.array(examples.prefix_offsets, pa.int64()).cast(pa.int32()),
-            pa.array(vocabulary.ids(examples.prefix_values).astype(str), pa.string()),
-        )
+            pa.array(examples.prefix_offsets, pa.int64()).cast(pa.int32()), values)
         return prefixes, vocabulary.ids(examples.targets), examples.prefix_lengths
 
     # -- helpers ---------------------------------------------------------------------------------
