@@ -15,6 +15,12 @@ cd "$(dirname "$0")/.."
 
 OUT=${1:-var/srgnn-spark-env.tar.gz}
 BUILD=var/spark-env
+case "$OUT" in
+  *.tar.gz|*.tgz) ;;
+  # Spark unpacks a plain .tar or a .zip in Java, which refuses the environment's links to its
+  # base Python ("would create entry outside of ..."); a gzipped tar it unpacks with tar.
+  *) echo "spark-env: $OUT: the archive must be a .tar.gz or .tgz" >&2; exit 2 ;;
+esac
 [ -x .venv/bin/python ] || scripts/install.sh
 
 stamp_value=$( (cat pyproject.toml requirements.lock scripts/spark_env.sh; \

@@ -298,7 +298,7 @@ def score(ctx, ds, warehouse_url, **values) -> None:
     click.echo(f"  quarantine               {result['quarantine']}")
     click.echo(f"  stage seconds            {result['stage_seconds']}")
     if result.get("topk"):  # exact, or the approximate index and its recall against exact
-        click.echo(f"  top-k                    {json.dumps(result['topk'])}")
+        click.echo(f"  top-k                    {json.dumps(result['topk'], default=str)}")
 
 
 @cli.command()
