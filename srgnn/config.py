@@ -329,6 +329,14 @@ class TrainConfig:
     epochs: int = option(30, minimum=1, help="Upper bound on training epochs.")
     patience: int = option(5, minimum=1, help="Stop after this many epochs without a better "
                                               "validation HR@K.")
+    min_improvement: float = option(0.0005, minimum=0,
+                                    help="An epoch counts as better (it is kept, and the "
+                                         "patience starts again) only when its validation HR@K "
+                                         "beats the best so far by more than this, absolute "
+                                         "(0.0005 = 0.05 point).")
+    lr_floor: float = option(1e-5, minimum=0,
+                             help="No epoch starts once the step decay has brought the "
+                                  "learning rate below this (0: no floor).")
     top_k: int = option(K, minimum=1, cli=False, env=None,
                         help="K of the validation metrics (HR@K selects the epoch).")
     seed: int = option(2019, help="Seeds the initial weights and the shuffling of every epoch.")
@@ -381,6 +389,9 @@ class TrainConfig:
             raise ValueError(f"lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
         if self.l2 < 0:
             raise ValueError(f"l2 must be non-negative, got {self.l2}.")
+        for name in ("min_improvement", "lr_floor"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")
         if self.num_threads < 0:
             raise ValueError(
                 f"num_threads must be 0 (all cores) or positive, got {self.num_threads}."

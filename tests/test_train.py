@@ -15,7 +15,7 @@ from srgnn.cpu import resolve_precision
 from srgnn.model.reader import parquet_files
 from srgnn.serving.predict import Scorer
 from srgnn.training.checkpoints import BEST_MODEL_NAME, CHECKPOINT_NAME
-from srgnn.training.loop import refit, torch_threads, train, validate
+from srgnn.training.loop import Replicas, refit, torch_threads, train, validate
 
 NUM_ITEMS = 120
 
@@ -176,6 +176,82 @@ def test_early_stopping_after_patience_epochs_without_improvement(splits):
     result = train(train_dir, valid_dir, NUM_ITEMS, config)
     assert [stats.epoch for stats in result.history] == [1, 2, 3]
     assert result.stopped_early and result.best_epoch == 1
+    assert result.stop_reason == "patience"
+
+
+class ScriptedValidation(Replicas):
+    """One process, as the default, whose validation HR@20 follows a script (the training
+    itself is real); MRR@20 is a tenth of it."""
+
+    def __init__(self, hit_rates):
+        self.hit_rates = list(hit_rates)
+        self.calls = 0
+
+    def validation(self, model, reader, k):
+        hit_rate = self.hit_rates[self.calls]
+        self.calls += 1
+        return {f"HR@{k}": hit_rate, f"MRR@{k}": hit_rate / 10}
+
+
+def test_gains_below_min_improvement_do_not_count_and_patience_stops(splits):
+    train_dir, valid_dir = splits
+    config = replace(SMALL, epochs=6, patience=2, max_examples_per_epoch=100, max_valid_examples=100)
+    creeping = [0.30, 0.3002, 0.3004, 0.3006, 0.3008, 0.3010]  # +0.02 point an epoch
+    result = train(train_dir, valid_dir, NUM_ITEMS, replace(config, min_improvement=0.0005),
+                   replicas=ScriptedValidation(creeping))
+    assert [stats.epoch for stats in result.history] == [1, 2, 3]
+    assert result.stop_reason == "patience" and result.stopped_early
+    assert result.best_epoch == 1 and result.best_valid_hit_rate == 0.30
+    # The same gains count without a minimum: every epoch is better, the last one is kept.
+    every = train(train_dir, valid_dir, NUM_ITEMS, replace(config, min_improvement=0.0),
+                  replicas=ScriptedValidation(creeping))
+    assert len(every.history) == 6 and every.best_epoch == 6
+    assert every.stop_reason == "epochs" and not every.stopped_early
+    # A gain larger than the minimum counts, and restarts the patience.
+    jumps = [0.30, 0.3004, 0.3010, 0.3012, 0.3013, 0.3014]
+    jumped = train(train_dir, valid_dir, NUM_ITEMS, replace(config, min_improvement=0.0005),
+                   replicas=ScriptedValidation(jumps))
+    assert jumped.best_epoch == 3 and [s.epoch for s in jumped.history] == [1, 2, 3, 4, 5]
+
+
+def test_no_epoch_starts_below_the_learning_rate_floor(splits, tmp_path, caplog):
+    train_dir, valid_dir = splits
+    config = replace(SMALL, lr=1e-3, lr_decay_step=1, lr_decay_rate=0.1, lr_floor=1e-5,
+                     epochs=10, patience=10, max_examples_per_epoch=100, max_valid_examples=100)
+    with caplog.at_level("INFO", logger="srgnn.training.loop"):
+        result = train(train_dir, valid_dir, NUM_ITEMS, config, output_dir=tmp_path / "a")
+    assert [s.learning_rate for s in result.history] == pytest.approx([1e-3, 1e-4, 1e-5])
+    assert result.stop_reason == "lr_floor" and result.stopped_early
+    assert "lr_floor" in caplog.records[-1].getMessage()
+    assert torch.load(tmp_path / "a" / CHECKPOINT_NAME, weights_only=True)["stop_reason"] == "lr_floor"
+    # A lower floor lets the fourth epoch (1e-6) run.
+    lower = train(train_dir, valid_dir, NUM_ITEMS, replace(config, lr_floor=1e-6, epochs=4))
+    assert len(lower.history) == 4 and lower.stop_reason == "epochs"
+
+    # Resume: two epochs, then the same run with room for ten goes on to the floor, exactly.
+    train(train_dir, valid_dir, NUM_ITEMS, replace(config, epochs=2), output_dir=tmp_path / "b")
+    resumed = train(train_dir, valid_dir, NUM_ITEMS, config, output_dir=tmp_path / "b", resume=True)
+    assert [s.train_loss for s in resumed.history] == [s.train_loss for s in result.history]
+    assert resumed.stop_reason == "lr_floor"
+    # A stopped run resumed again trains nothing and keeps its reason.
+    again = train(train_dir, valid_dir, NUM_ITEMS, config, output_dir=tmp_path / "b", resume=True,
+                  on_epoch_end=lambda stats: pytest.fail("no epoch should run"))
+    assert again.stop_reason == "lr_floor" and len(again.history) == 3
+
+
+def test_a_checkpoint_from_before_the_stopping_settings_resumes(splits, tmp_path):
+    train_dir, valid_dir = splits
+    config = replace(SMALL, epochs=1, max_examples_per_epoch=100, max_valid_examples=100)
+    train(train_dir, valid_dir, NUM_ITEMS, config, output_dir=tmp_path)
+    checkpoint = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    for name in ("min_improvement", "lr_floor", "refit", "final_refit"):
+        checkpoint["config"].pop(name, None)
+    checkpoint.pop("stop_reason")
+    torch.save(checkpoint, tmp_path / CHECKPOINT_NAME)
+    seen = []
+    resumed = train(train_dir, valid_dir, NUM_ITEMS, replace(config, epochs=2), output_dir=tmp_path,
+                    resume=True, on_epoch_end=seen.append)
+    assert [s.epoch for s in seen] == [2] and resumed.stop_reason == "epochs"
 
 
 def test_config_validation_and_vocab_size(tmp_path):
@@ -188,6 +264,10 @@ def test_config_validation_and_vocab_size(tmp_path):
         TrainConfig(lr=0)
     with pytest.raises(ValueError, match="max_examples_per_epoch"):
         TrainConfig(max_examples_per_epoch=0)
+    with pytest.raises(ValueError, match="lr_floor must be non-negative"):
+        TrainConfig(lr_floor=-1e-5)
+    with pytest.raises(ValueError, match="min_improvement must be non-negative"):
+        TrainConfig(min_improvement=float("nan"))
     assert torch_threads(TrainConfig()) == usable_cores() >= 1
     assert torch_threads(TrainConfig(num_threads=3)) == 3
     with pytest.raises(ValueError, match="precision must be one of auto, float32, bfloat16"):

@@ -22,7 +22,8 @@ import torch
 from srgnn.config import resolve_softmax
 
 __all__ = ["EpochStats", "RunState", "save_checkpoint", "save_best", "load_checkpoint",
-           "CHECKPOINT_NAME", "BEST_MODEL_NAME", "RESUMABLE_CHANGES"]
+           "CHECKPOINT_NAME", "BEST_MODEL_NAME", "RESUMABLE_CHANGES", "STOP_PATIENCE",
+           "STOP_LR_FLOOR", "STOP_EPOCHS"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 BEST_MODEL_NAME = "best_model.pt"
@@ -30,7 +31,13 @@ BEST_MODEL_NAME = "best_model.pt"
 # Fields that may differ between a checkpoint and the run that resumes it: they change how
 # long or how visibly the run goes, or what follows the training, not what any epoch computes.
 RESUMABLE_CHANGES = {"epochs", "patience", "progress", "num_threads", "eval_batch_size",
-                      "short_fallback", "processes"}
+                      "short_fallback", "processes", "min_improvement", "lr_floor", "refit",
+                      "final_refit"}
+
+# Why a training ended (RunState.stop_reason, TrainResult.stop_reason).
+STOP_PATIENCE = "patience"  # patience epochs without a better validation HR@K
+STOP_LR_FLOOR = "lr_floor"  # the step decay brought the learning rate below lr_floor
+STOP_EPOCHS = "epochs"  # every epoch of config.epochs ran
 
 
 @dataclass
@@ -64,6 +71,7 @@ class RunState:
     best_hit_rate: float = -math.inf
     best_mrr: float = math.nan
     stopped_early: bool = False
+    stop_reason: str = ""  # STOP_*; "" while the training goes on
     history: list[EpochStats] = field(default_factory=list)
     best_state_dict: dict[str, torch.Tensor] | None = None
 
@@ -102,6 +110,7 @@ def save_checkpoint(out, state, config, model_config, model, optimizer, schedule
             "best_hit_rate": state.best_hit_rate,
             "best_mrr": state.best_mrr,
             "stopped_early": state.stopped_early,
+            "stop_reason": state.stop_reason,
             "history": [asdict(stats) for stats in state.history],
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -163,6 +172,9 @@ def load_checkpoint(out, config, model_config, model, optimizer, scheduler) -> R
         best_hit_rate=checkpoint["best_hit_rate"],
         best_mrr=checkpoint["best_mrr"],
         stopped_early=checkpoint["stopped_early"],
+        # Older checkpoints: only patience stopped a run early.
+        stop_reason=checkpoint.get("stop_reason",
+                                   STOP_PATIENCE if checkpoint["stopped_early"] else ""),
         history=[EpochStats(**stats) for stats in checkpoint["history"]],
     )
     best_path = out / BEST_MODEL_NAME

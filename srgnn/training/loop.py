@@ -5,7 +5,11 @@
 cross-entropy over the whole catalogue with Adam (L2 penalty ``l2``, learning rate
 multiplied by ``lr_decay_rate`` every ``lr_decay_step`` epochs), evaluates HR@K and MRR@K on
 the validation split after every epoch, and keeps the epoch with the best validation HR@K.
-It stops early after ``patience`` epochs without improvement. Each epoch logs one line (loss,
+An epoch counts as better only when its HR@K beats the best so far by more than
+``min_improvement`` (absolute). Training stops for one of three reasons, kept as
+``TrainResult.stop_reason`` and in the checkpoint: ``"patience"`` (``patience`` epochs without
+a better one), ``"lr_floor"`` (the step decay has brought the learning rate below ``lr_floor``:
+no further epoch starts) or ``"epochs"`` (all ``epochs`` ran). Each epoch logs one line (loss,
 validation HR@K / MRR@K, examples/s, learning rate, seconds).
 
 Checkpoints (:mod:`srgnn.training.checkpoints`): with an ``output_dir`` every finished epoch
@@ -68,7 +72,8 @@ from srgnn.model.batching import GraphBatch
 from srgnn.model.network import SRGNN, ModelConfig
 from srgnn.model.reader import GraphParquetReader, parquet_files
 from srgnn.model.sampled import NegativeSampler, sampled_loss, target_counts
-from srgnn.training.checkpoints import (CHECKPOINT_NAME, EpochStats, RunState, load_checkpoint,
+from srgnn.training.checkpoints import (CHECKPOINT_NAME, STOP_EPOCHS, STOP_LR_FLOOR,
+                                        STOP_PATIENCE, EpochStats, RunState, load_checkpoint,
                                         save_best, save_checkpoint)
 from srgnn.training.lazy_adam import LazyAdam
 from srgnn.training.memory import retain_freed_memory
@@ -84,6 +89,9 @@ __all__ = [
     "Replicas",
     "model_config",
     "torch_threads",
+    "STOP_PATIENCE",
+    "STOP_LR_FLOOR",
+    "STOP_EPOCHS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,8 +119,9 @@ class TrainResult:
     best_valid_mrr: float  # MRR@K of the best epoch
     history: list[EpochStats]
     best_state_dict: dict[str, torch.Tensor]
-    stopped_early: bool  # True when patience ran out before config.epochs
+    stopped_early: bool  # True when patience or the learning-rate floor ended it before config.epochs
     output_dir: Path | None = None
+    stop_reason: str = STOP_EPOCHS  # STOP_PATIENCE, STOP_LR_FLOOR or STOP_EPOCHS
 
     def best_model(self) -> SRGNN:
         """A fresh :class:`SRGNN` holding the best epoch's weights, in eval mode."""
@@ -365,20 +374,22 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end,
         )
         state.epoch = epoch
         state.history.append(stats)
-        if valid_reader is None or state.best_epoch == 0 or hit_rate > state.best_hit_rate:
+        if (valid_reader is None or state.best_epoch == 0
+                or hit_rate > state.best_hit_rate + config.min_improvement):
             state.best_epoch, state.best_hit_rate, state.best_mrr = epoch, hit_rate, mrr
             state.best_state_dict = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if out is not None and replicas.writes:
                 save_best(out, state, config, shape)
-        elif epoch - state.best_epoch >= config.patience and epoch < config.epochs:
-            state.stopped_early = True
+        state.stop_reason = _stop_reason(state, config, learning_rate,
+                                         optimizer.param_groups[0]["lr"])
+        state.stopped_early = state.stop_reason in (STOP_PATIENCE, STOP_LR_FLOOR)
         validation = ("no validation split" if valid_reader is None else
                       f"valid HR@{config.top_k} {100 * hit_rate:.2f}%, "
                       f"MRR@{config.top_k} {100 * mrr:.2f}%")
         logger.info(
             "epoch %d/%d: loss %.4f, %s, %.0f examples/s, lr %.2g, %.0f s%s",
             epoch, config.epochs, loss, validation, stats.examples_per_second, learning_rate,
-            stats.seconds, " (early stop)" if state.stopped_early else "",
+            stats.seconds, _STOP_NOTES.get(state.stop_reason, ""),
         )
         if out is not None and replicas.writes:
             save_checkpoint(out, state, config, shape, model, optimizer, scheduler)
@@ -397,7 +408,26 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end,
         best_state_dict=state.best_state_dict,
         stopped_early=state.stopped_early,
         output_dir=out,
+        stop_reason=state.stop_reason or STOP_EPOCHS,
     )
+
+
+_STOP_NOTES = {STOP_PATIENCE: " (early stop: patience)",
+               STOP_LR_FLOOR: " (early stop: the learning rate falls below lr_floor)"}
+
+
+def _stop_reason(state: RunState, config: TrainConfig, used_lr: float, next_lr: float) -> str:
+    """Why the training ends after ``state.epoch`` (``""``: it goes on). ``used_lr`` is the
+    epoch's learning rate, ``next_lr`` the next epoch's after the decay."""
+    if state.epoch >= config.epochs:
+        return STOP_EPOCHS
+    if state.epoch - state.best_epoch >= config.patience:
+        return STOP_PATIENCE
+    # Only the decay stops a run: a learning rate set below the floor still trains. The
+    # tolerance keeps 1e-3 * 0.1 * 0.1 (rounded) at the floor 1e-5, not under it.
+    if next_lr < used_lr and next_lr < config.lr_floor * (1 - 1e-9):
+        return STOP_LR_FLOOR
+    return ""
 
 
 def _make_optimizer(model: SRGNN, config: TrainConfig, softmax: str = "full") -> torch.optim.Optimizer:

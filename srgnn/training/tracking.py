@@ -149,6 +149,7 @@ def log_training_run(result, run, recommender, *, figures: dict | None = None,
         "run_dir": str(run.path.resolve()),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
+        "stop_reason": result.stop_reason,
         "history": [asdict(stats) for stats in result.history],
         "prepare_summary": run.summary(),
     }), "config.json")
