@@ -8,7 +8,7 @@ demo: install
 	.venv/bin/srgnn demo
 
 test: install
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=15
 
 test-fast: install
 	.venv/bin/python -m pytest -q -m "not slow"

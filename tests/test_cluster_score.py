@@ -5,6 +5,7 @@ is scored and loaded whole where collecting its rows to the driver fails."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -78,6 +79,10 @@ def test_spark_scoring_on_a_cluster_writes_rows_on_the_executors(standalone_clus
     printed = dict(line.split(None, 1) for line in lines[first + 1:first + 9])
     assert {k: int(printed[k].replace(",", "")) for k in expected_counts} == expected_counts
     assert printed["fallbacks"].strip() == "0"
+    # How top-K was found comes from the executors' Python workers (exact: 30 items).
+    [topk] = [json.loads(line.split(None, 1)[1]) for line in lines if line.strip().startswith("top-k ")]
+    assert topk["topk_index"] == "exact" and topk["items"] == len(ITEMS)
+    assert topk["workers"] >= 1, topk  # a report from each Python worker that scored
     apps = [app for app in standalone_cluster.completed_apps() if app["id"] not in before]
     assert [app["name"] for app in apps] == ["srgnn-score"], apps
 

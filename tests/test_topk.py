@@ -186,3 +186,73 @@ def test_the_recall_appears_in_the_scoring_summary(spark, tmp_path):
     assert topk["topk_index"] == "ivf" and topk["recall_at"] == 10
     assert topk["nprobe_chosen_on"] == 20 and topk["recall_sessions"] == 20
     assert 0.0 < topk["recall"] <= 1.0
+
+
+def test_the_workers_reports_add_up_to_the_runs_recall(tmp_path):
+    import json
+
+    from srgnn.serving.rows import merge_topk_reports
+
+    assert merge_topk_reports(tmp_path) == {}
+    exact = {"topk_index": "exact", "items": 300}
+    (tmp_path / "a-1.json").write_text(json.dumps(exact))
+    assert merge_topk_reports(tmp_path) == {**exact, "workers": 1}
+    ivf = {"topk_index": "ivf", "items": 300, "nlist": 70, "recall_at": 20, "recall_target": 0.95}
+    (tmp_path / "a-1.json").write_text(json.dumps({**ivf, "nprobe": 4, "recall": 0.9,
+                                                   "recall_sessions": 100}))
+    (tmp_path / "b-7.json").write_text(json.dumps({**ivf, "nprobe": 6, "recall": 0.96,
+                                                   "recall_sessions": 300}))
+    (tmp_path / "c-2.json").write_text(json.dumps({**ivf, "nprobe": 5, "recall": None,
+                                                   "recall_sessions": 0}))  # scored no session
+    merged = merge_topk_reports(tmp_path)
+    # (0.9 * 100 + 0.96 * 300) / 400 = 0.945
+    assert merged == {**ivf, "nprobe": [4, 5, 6], "recall": 0.945, "recall_sessions": 400,
+                      "workers": 3}
+
+
+def test_the_executor_function_leaves_its_topk_report(tmp_path, monkeypatch):
+    import json
+
+    import pyarrow as pa
+
+    from srgnn.serving import rows
+
+    model = clustered_model(3000, seed=6)
+    ids = np.array([f"p{j}" for j in range(1, 3001)], dtype=object)
+    Recommender(Scorer(model), Vocabulary(ids, np.arange(3001))).save(tmp_path / "model")
+    monkeypatch.setenv("SRGNN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SRGNN_TOPK_INDEX", "ivf")  # what the executors get from the driver
+    monkeypatch.setenv("SRGNN_RECALL_SAMPLE", "30")
+    monkeypatch.setattr(rows, "_WORKER_MODELS", {})
+    rng = np.random.default_rng(6)
+    batch = pa.RecordBatch.from_pydict({
+        "session_id": [f"s{i}" for i in range(200)],
+        "items": [[f"p{int(j)}" for j in rng.integers(1, 3001, size=3)] for _ in range(200)],
+        "raw_clicks": [3] * 200})
+    score = rows.spark_scorer(str(tmp_path / "model"), None, 10, "srgnn:local",
+                              str(tmp_path / "topk"))
+    out = pa.Table.from_batches(list(score(iter([batch]))))
+    assert out.num_rows == 200 * 10
+    [report] = [json.loads(p.read_text()) for p in (tmp_path / "topk").glob("*.json")]
+    assert report["topk_index"] == "ivf" and report["recall_sessions"] == 30
+    assert rows.merge_topk_reports(tmp_path / "topk")["recall"] == report["recall"]
+
+
+def test_nprobe_is_chosen_on_the_whole_sample_however_the_sessions_arrive():
+    model = clustered_model(8000, hidden_size=16, seed=7)
+    values, offsets = random_prefixes(8000, 700, seed=7)
+    _, exact_items = brute_force_top_k(model, values, offsets, 20)
+    scorer = Scorer(model, precision="float32", topk_index="ivf", recall_target=0.95,
+                    recall_sample=200)
+    found = []
+    for start, stop in ((0, 1), (1, 150), (150, 700)):  # a first call with a single session
+        top = scorer.top_k(values[offsets[start]:offsets[stop]],
+                           offsets[start:stop + 1] - offsets[start], k=20)
+        found.append(top.items)
+        if stop <= 200:
+            assert scorer.topk_report()["nprobe"] is None  # still sampling: all exact
+    report = scorer.topk_report()
+    assert report["nprobe_chosen_on"] == 200 and report["recall_when_chosen"] >= 0.95
+    assert report["recall_sessions"] == 200 and report["recall"] >= 0.9
+    hits = recall_hits(np.concatenate(found), exact_items)
+    assert (hits == 20).sum() >= 400  # the sample and the measured sessions are exact

@@ -156,7 +156,9 @@ class ApproximateTopK:
         self.recall_sample = recall_sample
         self.index: ItemIndex | None = None  # built when first needed
         self._tuning: dict = {}  # how nprobe was chosen
-        self._hits = self._rows = self._k = 0
+        self._sample: list[tuple[np.ndarray, np.ndarray]] = []  # (vectors, exact columns) so far
+        self._sampled = 0  # session vectors in _sample
+        self._hits = self._slots = self._rows = self._k = 0  # the recall measured after the choice
 
     def top_k(self, session, k: int, exact) -> tuple[np.ndarray, np.ndarray]:
         """``(scores, items)``, each (B, k) numpy, for the (B, d) tensor ``session``; ``exact``
@@ -173,14 +175,14 @@ class ApproximateTopK:
         scores = np.empty((len(vectors), k), dtype=np.float32)
         items = np.empty((len(vectors), k), dtype=np.int64)
         done = 0
-        if self.nprobe is None:  # the first sample sessions choose it
-            done = min(len(vectors), self.recall_sample)
+        if self.nprobe is None:  # the first sample sessions, over as many calls as it takes,
+            done = min(len(vectors), self.recall_sample - self._sampled)  # get exact answers
             scores[:done], items[:done] = exact(session[:done], k)
-            self.nprobe, recall = choose_nprobe(self.index, vectors[:done], items[:done] - 1,
-                                                self.recall_target)
-            self._tuning = {"nprobe_chosen_on": done, "recall_when_chosen": round(recall, 4)}
-            logger.info("top-K index: nprobe %d reaches top-%d recall %.4f on %d session vectors "
-                        "(target %.2f)", self.nprobe, k, recall, done, self.recall_target)
+            self._sample.append((vectors[:done], items[:done] - 1))
+            self._sampled += done
+            if self._sampled < self.recall_sample:
+                return scores, items  # every row answered exactly
+            self._choose_nprobe()
         if done < len(vectors):
             found_scores, found_columns = self.index.search(vectors[done:], k, self.nprobe)
             scores[done:], items[done:] = found_scores, found_columns + 1
@@ -189,6 +191,7 @@ class ApproximateTopK:
             rows = slice(done, done + measure)
             exact_scores, exact_items = exact(session[rows], k)
             self._hits += int(recall_hits(items[rows], exact_items).sum())
+            self._slots += measure * k
             self._rows, self._k = self._rows + measure, k
             scores[rows], items[rows] = exact_scores, exact_items
             if self._rows >= self.recall_sample:
@@ -200,13 +203,26 @@ class ApproximateTopK:
             scores[short], items[short] = exact(session[torch.from_numpy(short)], k)
         return scores, items
 
+    def _choose_nprobe(self) -> None:
+        """Choose ``nprobe`` on the sample (its exact top-k columns, cut to the smallest k
+        asked for if calls asked for different ones)."""
+        k = min(columns.shape[1] for _, columns in self._sample)
+        queries = np.concatenate([vectors for vectors, _ in self._sample])
+        exact_columns = np.concatenate([columns[:, :k] for _, columns in self._sample])
+        self._sample = []
+        self.nprobe, recall = choose_nprobe(self.index, queries, exact_columns, self.recall_target)
+        self._tuning = {"nprobe_chosen_on": len(queries), "recall_when_chosen": round(recall, 4)}
+        logger.info("top-K index: nprobe %d reaches top-%d recall %.4f on %d session vectors "
+                    "(target %.2f)", self.nprobe, k, recall, len(queries), self.recall_target)
+
     def report(self) -> dict:
         """The index (lists, ``nprobe``, build seconds), how ``nprobe`` was chosen, and the
         top-K recall against exact measured on ``recall_sessions`` session vectors (``None``
-        before any was scored)."""
+        before any was scored). ``nprobe`` stays ``None`` (every session answered exactly)
+        until ``recall_sample`` sessions were scored."""
         report = {"topk_index": "ivf", "items": self.embedding.num_embeddings - 1,
                   "nprobe": self.nprobe,
-                  "recall": round(self._hits / (self._rows * self._k), 4) if self._rows else None,
+                  "recall": round(self._hits / self._slots, 4) if self._slots else None,
                   "recall_at": self._k or None, "recall_sessions": self._rows}
         if self.index is not None:
             report.update(nlist=self.index.nlist,

@@ -86,8 +86,14 @@ def recommend_table(recommender, sessions, k: int, model_label: str):
 _WORKER_MODELS: dict = {}
 
 
-def spark_scorer(model_uri: str, tracking_uri: str | None, k: int, model_label: str):
-    """The function ``mapInArrow`` runs on the executors: session batches in, rows out."""
+def spark_scorer(model_uri: str, tracking_uri: str | None, k: int, model_label: str,
+                 report_dir: str | None = None):
+    """The function ``mapInArrow`` runs on the executors: session batches in, rows out.
+
+    With ``report_dir`` (a folder all nodes see), each Python worker writes how it found top-K
+    (:meth:`~srgnn.serving.recommender.Recommender.topk_report`, cumulative over the tasks it
+    ran) to ``report_dir/<host>-<pid>.json`` after each task; :func:`merge_topk_reports` adds
+    them up for the run."""
     def score_batches(batches):
         import pyarrow as pa
 
@@ -104,7 +110,43 @@ def spark_scorer(model_uri: str, tracking_uri: str | None, k: int, model_label: 
         for batch in batches:
             table = recommend_table(recommender, pa.Table.from_batches([batch]), k, model_label)
             yield from table.to_batches()
+        if report_dir:
+            _write_report(Path(report_dir), recommender.topk_report())
     return score_batches
+
+
+def _write_report(folder: Path, report: dict) -> None:
+    import json
+    import socket
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{socket.gethostname()}-{os.getpid()}.json"
+    partial = target.with_suffix(".tmp")
+    partial.write_text(json.dumps(report))
+    partial.replace(target)  # a reader never sees half a report
+
+
+def merge_topk_reports(folder: Path) -> dict:
+    """One top-K report for a run scored by several workers (:func:`spark_scorer`'s files):
+    ``exact`` when every worker ranked exactly; otherwise the approximate index's figures with
+    the recall over all the sessions the workers measured (each worker measures its own first
+    sessions), the ``nprobe`` values the workers chose and the number of ``workers``."""
+    import json
+
+    reports = [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+    if not reports:
+        return {}
+    approximate = [r for r in reports if r.get("topk_index") not in (None, "exact")]
+    if not approximate:
+        return {**reports[0], "workers": len(reports)}
+    measured = [r for r in approximate if r.get("recall_sessions")]
+    sessions = sum(r["recall_sessions"] for r in measured)
+    recall = (round(sum(r["recall"] * r["recall_sessions"] for r in measured) / sessions, 4)
+              if sessions else None)
+    merged = {key: value for key, value in approximate[0].items()
+              if key in ("topk_index", "items", "nlist", "recall_target", "recall_at")}
+    return {**merged, "nprobe": sorted({r["nprobe"] for r in approximate}), "recall": recall,
+            "recall_sessions": sessions, "workers": len(reports)}
 
 
 def score_files(recommender, sessions: Iterable[Path], out: Path, k: int, model_label: str,

@@ -61,8 +61,8 @@ from srgnn.config import ENGINES, K, Settings
 from srgnn.cpu import set_torch_threads
 from srgnn.serving.models import locate_model, resolve_model
 from srgnn.serving.recommender import SESSION_BATCH
-from srgnn.serving.rows import (COUNT_COLUMNS, count_rows, rows_schema, score_files,
-                                spark_scorer)
+from srgnn.serving.rows import (COUNT_COLUMNS, count_rows, merge_topk_reports, rows_schema,
+                                score_files, spark_scorer)
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
                     stage("wait_for_model")
                     schema = from_arrow_schema(rows_schema())  # the rows recommend_table builds
                     scorer = spark_scorer(model.uri, settings.tracking_uri if model.version != "local" else None,
-                                          top_k, model.label)
+                                          top_k, model.label, str(rows_staging / "topk"))
                     sessions.mapInArrow(scorer, schema).write.parquet(str(rows_dir))
             finally:
                 raw.release()
@@ -320,5 +320,7 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
         "rows_written": result.rows_written, "rows_replaced": result.rows_replaced, "top_k": k_eff,
         "warehouse": warehouse.url, "quarantine": str(quarantine_dir), "run_id": result.run_id,
         "seconds": round(time.time() - clock, 1), "stage_seconds": stages,
-        "topk": recommender.topk_report(),  # exact, or the approximate index and its recall
+        # exact, or the approximate index and its recall (over the executors' on ``spark``)
+        "topk": (recommender.topk_report() if engine == "local"
+                 else merge_topk_reports(rows_staging / "topk")),
     }
