@@ -347,8 +347,8 @@ class TrainConfig:
                             help="Training processes: 1 trains in this process; N > 1 trains "
                                  "with PyTorch DDP (gloo, CPU) in N processes that "
                                  "TorchDistributor starts on the Spark master (one task slot "
-                                 "each on a cluster), each on its share of every batch; rank 0 "
-                                 "logs and registers.")
+                                 "each on a cluster), each reading its shard of the training "
+                                 "split; rank 0 logs and registers.")
     max_examples_per_epoch: int | None = option(None, minimum=1, help="Cap on training examples "
                                                                       "per epoch (quick runs).")
     max_valid_examples: int | None = option(None, minimum=1, cli=False,

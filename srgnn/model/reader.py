@@ -7,6 +7,12 @@ inside a buffer of ``shuffle_buffer`` rows. The order of an epoch depends only o
 ``(seed, epoch)``, which is what makes a resumed training run repeat exactly the epoch an
 uninterrupted run would have done.
 
+Data-parallel training (``part=(rank, world_size)``, :meth:`GraphParquetReader.part_of`):
+rank ``r`` of ``N`` owns the consecutive examples ``[r * n // N, (r + 1) * n // N)`` of the
+split in file and row order, reads only the row groups that hold them, shuffles them by
+``(seed, epoch, rank)`` and serves local batches of its share of ``batch_size``
+(:meth:`GraphParquetReader.steps`).
+
 Example::
 
     reader = GraphParquetReader("runs/r1/graphs/train", batch_size=100, shuffle=True, seed=7)
@@ -17,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,9 +97,12 @@ class GraphParquetReader:
         max_examples: stop an epoch after this many examples (quick runs); ``None`` = all.
         read_rows: rows per Arrow record batch read from disk.
         drop_last: drop an epoch's final batch when it is smaller than ``batch_size``.
+        part: ``(rank, world_size)``: serve only this rank's part of the split (the module
+            docstring); ``batch_size`` and ``max_examples`` stay the global figures.
 
     Raises:
-        ValueError: for a non-positive size or a file without the graph columns.
+        ValueError: for a non-positive size, a file without the graph columns, or a part that
+            the batch cannot be shared by.
         FileNotFoundError: when ``source`` holds no Parquet file (files without rows are
             fine: the reader then serves no batch).
     """
@@ -108,6 +118,7 @@ class GraphParquetReader:
         max_examples: int | None = None,
         read_rows: int = 65_536,
         drop_last: bool = False,
+        part: tuple[int, int] | None = None,
     ) -> None:
         import pyarrow.dataset as pads
 
@@ -146,15 +157,63 @@ class GraphParquetReader:
         self.max_examples = max_examples
         self.read_rows = read_rows
         self.drop_last = drop_last
+        self.rows_read = 0  # rows taken out of the Parquet so far, all epochs together
+        self.part: tuple[int, int] | None = None
+        # (fragment, first row, end row): what an epoch reads; the whole row groups here.
+        self._pieces = [(index, 0, rows) for index, rows in enumerate(self._fragment_rows)]
+        self._placeholder: GraphBatch | None = None
+        if part is not None:
+            self._take_part(*part)
+
+    def part_of(self, rank: int, world_size: int) -> "GraphParquetReader":
+        """This reader restricted to rank ``rank`` of ``world_size`` (the ``part`` argument)."""
+        reader = copy.copy(self)
+        reader.rows_read = 0
+        reader._take_part(rank, world_size)
+        return reader
+
+    def _take_part(self, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}.")
+        if self.batch_size < world_size:
+            raise ValueError(f"a batch of {self.batch_size} examples cannot be shared by "
+                             f"{world_size} processes: use a batch size of at least {world_size}.")
+        if self.drop_last:
+            raise ValueError("a reader of part of the split serves every batch: no drop_last.")
+        rows = sum(self._fragment_rows)
+        low, high = rows * rank // world_size, rows * (rank + 1) // world_size
+        pieces, start = [], 0
+        for index, count in enumerate(self._fragment_rows):
+            first, end = max(low - start, 0), min(high - start, count)
+            if first < end:
+                pieces.append((index, first, end))
+            start += count
+        self._pieces, self.part = pieces, (rank, world_size)
+
+    def _shares(self) -> tuple[list[int], list[int]]:
+        """Per rank of the part: examples served per epoch, and rows of a local batch."""
+        rank, world_size = self.part
+        held = _cut(sum(self._fragment_rows), world_size)
+        wanted = sum(held) if self.max_examples is None else min(sum(held), self.max_examples)
+        served = [min(h, w) for h, w in zip(held, _cut(wanted, world_size))]
+        for index in range(world_size):  # a share beyond a rank's rows (rare) goes to others
+            served[index] += min(wanted - sum(served), held[index] - served[index])
+        return served, _cut(self.batch_size, world_size)
 
     @property
     def num_examples(self) -> int:
-        """Examples served per epoch (all rows, or ``max_examples`` if smaller)."""
+        """Examples served per epoch (all rows, or ``max_examples`` if smaller); with a
+        ``part``, this rank's share of them."""
+        if self.part is not None:
+            return self._shares()[0][self.part[0]]
         rows = sum(self._fragment_rows)
         return rows if self.max_examples is None else min(rows, self.max_examples)
 
     def __len__(self) -> int:
-        """Batches per epoch."""
+        """Batches per epoch; with a ``part``, the steps of every rank (the most any needs)."""
+        if self.part is not None:
+            served, sizes = self._shares()
+            return max(math.ceil(e / s) for e, s in zip(served, sizes))
         if self.drop_last:
             return self.num_examples // self.batch_size
         return math.ceil(self.num_examples / self.batch_size)
@@ -163,13 +222,44 @@ class GraphParquetReader:
         return self.batches(epoch=0)
 
     def batches(self, epoch: int = 0) -> Iterator[GraphBatch]:
-        """The batches of one epoch, in the order fixed by ``(seed, epoch)``."""
-        for batch, _, _ in self._batches(epoch, None):
-            yield batch
+        """The batches of one epoch, in the order fixed by ``(seed, epoch)`` (with a ``part``,
+        this rank's local batches)."""
+        for batch, rows, _ in self.steps(epoch):
+            if rows:
+                yield batch
+
+    def steps(self, epoch: int = 0) -> Iterator[tuple[GraphBatch, int, int]]:
+        """``(batch, rows, step_rows)`` for every step of ``epoch``: the batch, its rows, and
+        the rows of the whole step over all ranks (``rows`` without a ``part``).
+
+        With a ``part``, rank ``r`` serves ``batch_size * (r + 1) // N - batch_size * r // N``
+        rows a step out of its shuffled part (fewer once it runs out), and every rank takes
+        ``len(self)`` steps: a rank without rows left serves the split's first row with
+        ``rows = 0``, which it must weigh by zero.
+        """
+        if self.part is None:
+            for batch, rows, _ in self._batches(epoch, None):
+                yield batch, rows, rows
+            return
+        served, sizes = self._shares()
+        steps = 0
+        for steps, (batch, rows, _) in enumerate(self._batches(epoch, None), 1):
+            yield batch, rows, _step_rows(served, sizes, steps - 1)
+        for step in range(steps, len(self)):
+            yield self._first_row(), 0, _step_rows(served, sizes, step)
+
+    def _first_row(self) -> GraphBatch:
+        if self._placeholder is None:
+            index = next(i for i, rows in enumerate(self._fragment_rows) if rows)
+            table = self._fragments[index].head(1, columns=list(GRAPH_COLUMNS))
+            self.rows_read += table.num_rows
+            rows = _Rows.from_table(table)
+            self._placeholder = collate(rows.graphs, rows.target)
+        return self._placeholder
 
     def shard(self, epoch: int, rank: int, world_size: int) -> Iterator[tuple[GraphBatch, int, int]]:
         """Process ``rank``'s part of every batch of :meth:`batches` (``epoch``), when
-        ``world_size`` processes read the same epoch (data-parallel training).
+        ``world_size`` processes read the same epoch (data-parallel validation).
 
         A batch of ``n`` rows is cut into ``world_size`` consecutive parts whose sizes differ
         by at most one, in rank order, so the parts of all ranks together are that batch.
@@ -182,13 +272,20 @@ class GraphParquetReader:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}.")
         return self._batches(epoch, (rank, world_size))
 
-    def _batches(self, epoch: int, part: tuple[int, int] | None):
+    def _batches(self, epoch: int, cut: tuple[int, int] | None):
         import pyarrow as pa
 
-        rng = np.random.default_rng([self.seed, epoch])
-        fragments = len(self._fragments)
-        order = rng.permutation(fragments) if self.shuffle else range(fragments)
+        if self.part is None:
+            rng = np.random.default_rng([self.seed, epoch])
+            size = self.batch_size
+        else:
+            rng = np.random.default_rng([self.seed, epoch, self.part[0]])
+            size = _cut(self.batch_size, self.part[1])[self.part[0]]
+        pieces = len(self._pieces)
+        order = rng.permutation(pieces) if self.shuffle else range(pieces)
         budget = self.num_examples
+        if budget <= 0:
+            return
         pending: list = []  # Arrow record batches not yet served
         pending_rows = 0
 
@@ -198,16 +295,16 @@ class GraphParquetReader:
             if self.shuffle:
                 table = table.take(rng.permutation(table.num_rows))
             rows = _Rows.from_table(table)
-            full = len(rows) - len(rows) % self.batch_size
+            full = len(rows) - len(rows) % size
             stop = len(rows) if final else full
-            for start in range(0, stop, self.batch_size):
-                end = min(start + self.batch_size, stop, start + budget)
-                if end - start < self.batch_size and self.drop_last:
+            for start in range(0, stop, size):
+                end = min(start + size, stop, start + budget)
+                if end - start < size and self.drop_last:
                     budget = 0  # a short batch only ever ends an epoch
                     return
                 low, high = start, end
-                if part is not None:  # this rank's consecutive share of the batch
-                    rank, world_size = part
+                if cut is not None:  # this rank's consecutive share of the batch
+                    rank, world_size = cut
                     low = start + rank * (end - start) // world_size
                     high = start + (rank + 1) * (end - start) // world_size
                 own = high - low
@@ -224,16 +321,37 @@ class GraphParquetReader:
         # Without shuffling there is nothing to mix: serve as soon as rows arrive.
         threshold = self.shuffle_buffer if self.shuffle else 1
         for index in order:
-            fragment = self._fragments[index]
-            reads = fragment.to_batches(columns=list(GRAPH_COLUMNS), batch_size=self.read_rows)
+            fragment, first, end = self._pieces[index]
+            reads = self._fragments[fragment].to_batches(columns=list(GRAPH_COLUMNS),
+                                                         batch_size=self.read_rows)
+            offset = 0  # of the record batch in the row group
             for record_batch in reads:
-                if record_batch.num_rows == 0:
+                count = record_batch.num_rows
+                self.rows_read += count
+                low, high = max(first - offset, 0), min(end - offset, count)
+                offset += count
+                if low >= high:
                     continue
+                if high - low < count:  # the row group at an end of a part
+                    record_batch = record_batch.slice(low, high - low)
                 pending.append(record_batch)
                 pending_rows += record_batch.num_rows
                 if pending_rows >= threshold:
                     yield from serve(final=False)
                     if budget <= 0:
                         return
+                if offset >= end:
+                    break
         if pending_rows:
             yield from serve(final=True)
+
+
+def _cut(count: int, parts: int) -> list[int]:
+    """``count`` cut into ``parts`` consecutive shares whose sizes differ by at most one."""
+    return [count * (p + 1) // parts - count * p // parts for p in range(parts)]
+
+
+def _step_rows(served: Sequence[int], sizes: Sequence[int], step: int) -> int:
+    """The rows of step ``step`` over all ranks, which serve ``sizes`` rows a step until they
+    have served ``served`` rows."""
+    return sum(min(max(e - step * s, 0), s) for e, s in zip(served, sizes))

@@ -9,12 +9,17 @@ Every process (rank) runs :func:`_rank_main`:
 
 * it joins the process group (gloo over TCP, the address that ``torchrun`` gives it) and builds
   the model from the same seed as the others (DDP also copies rank 0's weights to all);
-* every epoch it reads the same seeded order as a single process and trains on its consecutive
-  part of every batch (:meth:`srgnn.model.reader.GraphParquetReader.shard`: batch 100 over 2
-  ranks is 50 rows each). Its loss is its rows' mean weighted by ``ranks * rows / batch rows``
-  (1 when the batch splits evenly), so the average of the ranks' gradients that DDP computes
-  is the gradient of the whole batch's mean loss: the step one process would take, up to the
-  order of float additions;
+* it reads only its shard of the training split: rank ``r`` of ``N`` owns the consecutive
+  examples ``[r * n // N, (r + 1) * n // N)`` in file and row order and reads only the
+  Parquet row groups that hold them (``GraphParquetReader(..., part=(r, N))``). Every epoch
+  it shuffles its shard (seeded by seed, epoch and rank) and serves local batches of its
+  share of ``batch_size`` (batch 100 over 2 ranks: 50 rows each); a global step is the
+  union of the ranks' local batches. ``max_examples_per_epoch`` counts the examples of all
+  ranks. All ranks take the steps of the largest shard (the shard sizes come from the
+  Parquet metadata); a rank that ran out serves a placeholder row weighed 0. Its loss is its
+  rows' mean weighted by ``ranks * rows / step rows``, so the average of the ranks' gradients
+  that DDP computes is the gradient of the global batch's mean loss: the step one process
+  would take on that batch, up to the order of float additions;
 * validation: each rank ranks the targets of its part of every validation batch, the ranks
   are gathered in the single-process order, and every rank computes the same figures, so
   early stopping decides the same everywhere (:class:`DataParallel`);
@@ -27,10 +32,11 @@ Where the processes run: with a local master (``local[*]``) on this machine
 process is one task of a barrier stage, which needs N free task slots at once. :func:`launch`
 waits a short while for the application's executors and stops with a message naming the
 setting when they hold fewer slots than N, instead of a barrier stage that waits for ever.
-Every rank reads the graph Parquet and the checkpoint folder of the run folder, so on a
-cluster the run folder lives on storage that all nodes see, and rank 0 needs the MLflow
-tracking server. Each process uses ``num_threads`` torch threads, by default the cores over
-the processes (local) or ``spark.task.cpus`` (cluster).
+Every rank reads its shard of the training graphs (and the Parquet metadata of all), the
+validation graphs and the checkpoint folder of the run folder, so on a cluster the run folder
+lives on storage that all nodes see, and rank 0 needs the MLflow tracking server. Each
+process uses ``num_threads`` torch threads, by default the cores over the processes (local)
+or ``spark.task.cpus`` (cluster).
 
 Sampled softmax (``TrainConfig.softmax`` resolving to ``sampled``) is refused: its item-table
 gradient is sparse and reaches the loss outside the module's ``forward``, which DDP's
@@ -91,7 +97,7 @@ class DataParallel(Replicas):
         return _Synchronised(model, self)
 
     def shard(self, reader):
-        return _Shard(reader, self)
+        return _Shard(reader.part_of(self.rank, self.world_size), self)
 
     def epoch_totals(self, loss: float, examples: int) -> tuple[float, int]:
         # The loop's figures count a rank's placeholder row (an empty share); these do not.
@@ -131,7 +137,7 @@ class DataParallel(Replicas):
 
 
 class _Shard:
-    """A reader's batches cut for one rank (``len`` = the batches of the whole epoch)."""
+    """A rank's local batches (``len`` = the steps every rank takes in an epoch)."""
 
     def __init__(self, reader, replicas: DataParallel) -> None:
         self._reader, self._replicas = reader, replicas
@@ -140,10 +146,8 @@ class _Shard:
         return len(self._reader)
 
     def batches(self, epoch: int = 0):
-        replicas = self._replicas
-        for batch, rows, batch_rows in self._reader.shard(epoch, replicas.rank,
-                                                          replicas.world_size):
-            replicas._serve(rows, batch_rows)
+        for batch, rows, step_rows in self._reader.steps(epoch):
+            self._replicas._serve(rows, step_rows)
             yield batch
 
 
