@@ -33,11 +33,13 @@ def test_prepare_runs_on_a_standalone_cluster_with_the_project_python(standalone
     apps = [app for app in standalone_cluster.completed_apps() if app["id"] not in before]
     assert [app["name"] for app in apps] == ["srgnn-prepare"], apps
     assert apps[0]["memoryperexecutor"] == 600 or apps[0].get("memoryperslave") == 600, apps[0]
-    # A small split is one file on a cluster too (the shuffle has 200 partitions there).
+    # A small split is in no more files than the cluster's two task slots, not in one per
+    # shuffle partition (200 there).
     for sub in ("sessions/train", "graphs/train"):
-        assert len(list((out / sub).glob("part-*.parquet"))) == 1, sub
+        assert 1 <= len(list((out / sub).glob("part-*.parquet"))) <= 2, sub
 
 
+@pytest.mark.slow
 def test_executors_on_a_cluster_see_the_drivers_srgnn_settings(standalone_cluster, tmp_path):
     """Python workers on a cluster do not inherit the driver's environment; the settings that
     code running there reads (Settings.from_env()) are forwarded, credentials are not."""

@@ -16,7 +16,6 @@ no attempt goes unrecorded.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import textwrap
@@ -41,6 +40,7 @@ from srgnn.warehouse import (DataQualityError, Warehouse, WarehouseLocked,
                              WarehouseUnavailable)
 from srgnn.warehouse.runlog import read_failed_runs
 
+from cluster import free_port
 from conftest import write_text
 
 ITEMS = ["a", "b", "c", "d", "e"]
@@ -124,12 +124,6 @@ def no_spark(monkeypatch):
 
     monkeypatch.setattr("srgnn.data.spark.get_spark", refuse)
     return NoSpark()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------

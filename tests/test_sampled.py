@@ -13,8 +13,7 @@ import torch.nn.functional as F
 
 from srgnn.config import TrainConfig
 from srgnn.data.graph import build_graphs
-from srgnn.data.samples import (clustered_sessions, expand_prefixes, sessions_to_arrays,
-                                split_sessions, write_graph_parquet)
+from srgnn.data.samples import clustered_sessions, expand_prefixes, sessions_to_arrays
 from srgnn.model.batching import collate
 from srgnn.model.network import SRGNN, ModelConfig
 from srgnn.model.sampled import NegativeSampler, sampled_cross_entropy, sampled_loss, target_counts
@@ -22,7 +21,8 @@ from srgnn.training.checkpoints import CHECKPOINT_NAME
 from srgnn.training.lazy_adam import LazyAdam
 from srgnn.training.loop import _make_optimizer, train
 
-NUM_ITEMS = 120
+from test_train import NUM_ITEMS, SMALL, splits  # noqa: F401  (splits: the shared fixture)
+
 
 
 def _case(seed: int, num_items: int = 40):
@@ -170,19 +170,6 @@ def test_lazy_adam_on_dense_gradients_is_adam():
         lazy.step()
         adam.step()
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    sessions = clustered_sessions(num_items=NUM_ITEMS, num_sessions=2500, cluster_size=8, seed=11)
-    train_sessions, valid_sessions = split_sessions(sessions, valid_share=0.2)
-    write_graph_parquet(root / "train", train_sessions, files=2, row_group_size=1500)
-    write_graph_parquet(root / "valid", valid_sessions)
-    return root / "train", root / "valid"
-
-
-SMALL = TrainConfig(hidden_size=16, batch_size=50, epochs=3, progress=False, seed=4, num_threads=1)
 
 
 def test_auto_picks_sampled_softmax_above_the_threshold():

@@ -34,7 +34,9 @@ from srgnn.data.runfolder import IN_PROGRESS, SUMMARY
 
 logger = logging.getLogger(__name__)
 # On a cluster the split frames keep the shuffle's partitions (dozens for a small day); each
-# split is written in ceil(examples / this) files instead. Local mode keeps its layout.
+# split is written in ceil(examples / this) files instead, but never in fewer than the
+# application's task slots: the coalesced tasks also build the graphs, which then use every
+# core. Local mode keeps its layout.
 CLUSTER_EXAMPLES_PER_FILE = 1_000_000
 
 __all__ = ["PrepareResult", "run_prepare"]
@@ -240,7 +242,8 @@ def _prepare(spark, raw, clicks_path: str, out_dir: str, config: PrepareConfig,
     for name in etl.SPLITS:
         part = indexed.where(F.col("split") == name)
         if cluster:  # a split in as many files as its size needs, not one per shuffle partition
-            part = part.coalesce(-(-max(splits[name]["examples"], 1) // CLUSTER_EXAMPLES_PER_FILE))
+            files = -(-max(splits[name]["examples"], 1) // CLUSTER_EXAMPLES_PER_FILE)
+            part = part.coalesce(max(files, spark.sparkContext.defaultParallelism))
         part.select("session_id", "items", "start_ts", "end_ts").write.mode("overwrite").parquet(
             _out_path(out_dir, "sessions", name))
         examples = etl.add_graph_columns(etl.prefix_examples(part.select("session_id", "split", "items"),

@@ -128,8 +128,7 @@ class DuckDBEngine:
         self._staged = True
 
     def stage_files(self, files: list[Path], present: Mapping[str, pa.DataType], day: dt.date,
-                    run: Mapping[str, Any], generated_at: dt.datetime,
-                    ignore_columns: Iterable[str]) -> None:
+                    run: Mapping[str, Any], generated_at: dt.datetime) -> None:
         """A temporary view over the Parquet ``files`` (holding the table's columns
         ``present``) that casts and completes their columns in SQL, as canonical_table does;
         then what canonical_table refuses (``staged_faults``) raises ValueError."""
@@ -145,8 +144,9 @@ class DuckDBEngine:
         self._staged = True
         columns, [counts] = self.execute(self.sql.statement("load", "staged_faults"), values)
         faults = dict(zip(columns, counts))
-        if faults.pop("other_days"):
-            raise ValueError(other_days_message(counts[0], day))
+        other_days = faults.pop("other_days")
+        if other_days:
+            raise ValueError(other_days_message(other_days, day))
         for name, count in faults.items():
             if count:
                 raise ValueError(nul_message(name))
@@ -243,8 +243,7 @@ class PostgresEngine:
         self._copy(table.to_batches(max_chunksize=_COPY_BATCH_ROWS))
 
     def stage_files(self, files: list[Path], present: Mapping[str, pa.DataType], day: dt.date,
-                    run: Mapping[str, Any], generated_at: dt.datetime,
-                    ignore_columns: Iterable[str]) -> None:
+                    run: Mapping[str, Any], generated_at: dt.datetime) -> None:
         """COPY the Parquet ``files`` (their columns ``present``), file by file and batch by
         batch, each batch made canonical (canonical_table) first."""
         import pyarrow.parquet as pq
@@ -254,8 +253,8 @@ class PostgresEngine:
                 with pq.ParquetFile(path) as parquet:
                     for batch in parquet.iter_batches(batch_size=_COPY_BATCH_ROWS,
                                                       columns=sorted(present)):
-                        yield from canonical_table(batch, day, run, generated_at=generated_at,
-                                                   ignore_columns=ignore_columns).to_batches()
+                        yield from canonical_table(batch, day, run,
+                                                   generated_at=generated_at).to_batches()
 
         self._copy(batches())
 

@@ -297,8 +297,7 @@ class Warehouse:
                 if files is None:
                     self._engine.stage(rows)
                 else:
-                    self._engine.stage_files(files, present, day, run, generated_at,
-                                             ignore_columns)
+                    self._engine.stage_files(files, present, day, run, generated_at)
                     if sessions_scored is None:
                         sessions_scored = self._load_sql("count_staged_sessions").rows[0][0]
                         log_row["sessions_scored"] = sessions_scored
