@@ -319,6 +319,19 @@ class TrainConfig:
     steps: int = option(1, minimum=1, help="Propagation steps of the gated graph cell.")
     nonhybrid: bool = option(False, help="Session embedding from attention only (no last-click "
                                          "term).")
+    normalize: bool = option(False, help="NISER: L2-normalised item embeddings (graph input and "
+                                         "scoring) and session vector; scores are scale x cosine.")
+    scale: float = option(12.0, minimum=0, help="With normalize: the factor of the cosine scores "
+                                                "(12-16 in the literature); positive.")
+    position_embeddings: bool = option(False, help="Learned reversed-position embeddings (from the "
+                                                   "last click, the 50th on shared) added to the "
+                                                   "click states of the attention readout.")
+    dropout: float = option(0.0, minimum=0, help="Dropout on the item embeddings fed to the graph "
+                                                 "cell and on the session vector, in training "
+                                                 "only; in [0, 1).")
+    star_node: bool = option(False, help="SGNN-HN: a star node per session, linked to every item, "
+                                         "updated by attention each step, and a highway gate "
+                                         "between the embeddings and the propagated states.")
     batch_size: int = option(100, minimum=1, help="Training examples per optimizer step.")
     lr: float = option(0.001, help="Adam learning rate.")
     lr_decay_step: int = option(3, minimum=1, help="Multiply the learning rate by lr_decay_rate "
@@ -389,6 +402,10 @@ class TrainConfig:
             raise ValueError(f"lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
         if self.l2 < 0:
             raise ValueError(f"l2 must be non-negative, got {self.l2}.")
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
         for name in ("min_improvement", "lr_floor"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")

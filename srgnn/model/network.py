@@ -35,10 +35,37 @@ distinct items) with embeddings ``v_1 .. v_n``.
 4. Scores over the whole catalogue: ``z_j = s_h . E[j]`` for ``j = 1..N``; score column
    ``k`` is item ``k + 1``. Training minimises the cross-entropy of ``softmax(z)``.
 
+Options, all off by default (with every one off the model is the reference SR-GNN above, with
+the same parameters, state-dict keys and outputs):
+
+* ``normalize`` (NISER, Gupta et al. 2019): item embeddings are L2-normalised, both as the
+  graph cell's input and for scoring, and the session vector is normalised for scoring:
+  ``z_j = scale * cos(s_h, E[j])``, every score in ``[-scale, scale]``.
+* ``position_embeddings`` (NISER+, GCE-GNN): a learned vector ``p_r`` per reversed position
+  ``r`` (0 for the last click, positions from ``max_position - 1`` on sharing the last
+  vector) is added to every click state in the readout: ``x_t <- x_t + p_{m - t}``, before the
+  attention weights and everything after them.
+* ``dropout``: dropout on the item embeddings fed to the graph cell and on ``s_h``, in training
+  mode only.
+* ``star_node`` (SGNN-HN, Pan et al. 2020, simplified): a star node per session, starting at
+  the mean of its node states. Each step the star becomes the attention-weighted mean of the
+  nodes (``s <- sum_i beta_i h_i``, ``beta = softmax_i((W_q' s) . (W_k' h_i) / sqrt(d))``),
+  the gated cell runs, and every node takes a gated share of the star
+  (``h_i <- (1 - a_i) h_i + a_i s``, ``a_i = sigmoid((W_q h_i) . (W_k s) / sqrt(d))``); after
+  the last step a highway gate mixes in the embeddings: ``h = g * h0 + (1 - g) * h``,
+  ``g = sigmoid(W_g [h0 ; h] + b_g)`` (:class:`StarNode`). Block-diagonal batches only.
+
+The options use ordinary torch operations where the fused kernels of
+:mod:`srgnn.model.kernels` do not cover them (positions: the composed readout; normalize: the
+catalogue loss on the normalised table, without the lookup's shared gradient).
+
 Batches come from :mod:`srgnn.model.batching`, where graphs are built with whole-array operations
 (never inside ``forward``): the block-diagonal :class:`~srgnn.model.batching.GraphBatch` used for
 training and scoring, or the padded dense :class:`~srgnn.model.batching.PaddedGraphBatch` of the
 reference implementation. Both give the same scores.
+
+Why this module is long: it is the whole forward pass, the paper's model and its options, in
+one place; split, the equations above would be spread over several files.
 """
 
 from __future__ import annotations
@@ -53,7 +80,8 @@ from torch import nn
 from srgnn.model.batching import GraphBatch, PaddedGraphBatch
 from srgnn.model.kernels import _AttentionStep, _CatalogueCrossEntropy, _GatedCellStep, _ItemLookup
 
-__all__ = ["ModelConfig", "GatedGraphCell", "AttentionReadout", "SRGNN", "CATALOGUE_PRECISIONS"]
+__all__ = ["ModelConfig", "GatedGraphCell", "AttentionReadout", "StarNode", "SRGNN",
+           "CATALOGUE_PRECISIONS"]
 
 # Operand type of the training loss's catalogue products (SRGNN.loss's ``precision``).
 CATALOGUE_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -67,6 +95,12 @@ class ModelConfig:
     hidden_size: int = 100  # d: width of item embeddings and node states
     steps: int = 1  # propagation steps of the gated graph cell (the paper's t)
     nonhybrid: bool = False  # True: session embedding s_g only; False: W_3 [s_g ; x_last]
+    normalize: bool = False  # NISER: scores are scale * cosine of s_h and E[j]
+    scale: float = 12.0  # the cosine's factor when normalize
+    position_embeddings: bool = False  # learned reversed-position vectors added in the readout
+    max_position: int = 50  # reversed positions 0..max_position - 1 (the last one shared)
+    dropout: float = 0.0  # on the graph cell's input embeddings and on s_h, training only
+    star_node: bool = False  # SGNN-HN star node and highway gate
 
     def __post_init__(self) -> None:
         if self.num_items < 1:
@@ -75,6 +109,19 @@ class ModelConfig:
             raise ValueError(f"hidden_size must be a positive integer, got {self.hidden_size}.")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}.")
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}.")
+        if self.max_position < 1:
+            raise ValueError(f"max_position must be a positive integer, got {self.max_position}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+
+    @property
+    def options(self) -> list[str]:
+        """The names of the options that are on (empty for the reference SR-GNN)."""
+        flags = {"normalize": self.normalize, "position_embeddings": self.position_embeddings,
+                 "dropout": self.dropout > 0, "star_node": self.star_node}
+        return [name for name, on in flags.items() if on]
 
 
 def _uniform_(module: nn.Module, hidden_size: int) -> None:
@@ -195,6 +242,9 @@ class AttentionReadout(nn.Module):
     Args:
         hidden_size: ``d``.
         nonhybrid: drop the last-click term and return ``s_g``.
+        max_position: with ``max_position > 0``, a learned vector per reversed position (0 for
+            the last click; positions from ``max_position - 1`` on share the last vector) is
+            added to every click state before the attention: ``x_t <- x_t + p_{m - t}``.
 
     The click sequence is given as node states plus the node of every click:
     ``x_t = nodes[clicks[b, t]]``. The real clicks of the batch are processed as one flat list
@@ -207,7 +257,7 @@ class AttentionReadout(nn.Module):
         ``last_position`` (B,) -> (B, d)
     """
 
-    def __init__(self, hidden_size: int, nonhybrid: bool = False) -> None:
+    def __init__(self, hidden_size: int, nonhybrid: bool = False, max_position: int = 0) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.nonhybrid = nonhybrid
@@ -215,6 +265,7 @@ class AttentionReadout(nn.Module):
         self.click_key = nn.Linear(hidden_size, hidden_size)  # W_2 (bias: part of c)
         self.attention = nn.Linear(hidden_size, 1, bias=False)  # q
         self.transform = None if nonhybrid else nn.Linear(2 * hidden_size, hidden_size)  # W_3, b_3
+        self.positions = nn.Embedding(max_position, hidden_size) if max_position > 0 else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -240,6 +291,8 @@ class AttentionReadout(nn.Module):
                 rows.unsqueeze(1).expand_as(clicks).masked_select(mask),  # (C,)
                 clicks[rows, last_position],  # (B,)
             )
+        if self.positions is not None:  # per-click states: the composed operations
+            return self.composed(nodes, *flat_clicks)
         transform = self.transform
         return _AttentionStep.apply(
             nodes, *flat_clicks, self.last_query.weight, self.last_query.bias,
@@ -254,12 +307,17 @@ class AttentionReadout(nn.Module):
     ) -> torch.Tensor:
         """The readout composed of ordinary operations (autograd through each): what
         :meth:`forward` computes in one autograd node (:class:`_AttentionStep`); the tests'
-        reference for it."""
+        reference for it, and the readout with position embeddings."""
         # index_select rather than nodes[...]: its backward is an index_add, not the sorting
         # accumulate of advanced indexing (slower on the CPU).
         sequence = nodes.index_select(0, click_nodes)  # (C, d): x_t
-        keys = self.click_key(nodes).index_select(0, click_nodes)  # (C, d): W_2 x_t + b_2
         last = nodes.index_select(0, last_nodes)  # (B, d): x_last
+        if self.positions is None:
+            keys = self.click_key(nodes).index_select(0, click_nodes)  # (C, d): W_2 x_t + b_2
+        else:  # x_t + p_{m - t}; the last click is at reversed position 0
+            sequence = sequence + self.positions(self.reversed_positions(click_sessions, len(last)))
+            last = last + self.positions.weight[0]
+            keys = self.click_key(sequence)  # (C, d)
         query = self.last_query(last).index_select(0, click_sessions)  # (C, d): W_1 x_last + b_1
         alpha = self.attention(torch.sigmoid(query + keys))  # (C, 1)
         global_embedding = torch.zeros_like(last).index_add_(
@@ -268,6 +326,76 @@ class AttentionReadout(nn.Module):
         if self.transform is None:
             return global_embedding
         return self.transform(torch.cat([global_embedding, last], dim=-1))  # (B, d): s_h
+
+    def reversed_positions(self, click_sessions: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Position of every click counted from its session's last click (0 for the last),
+        capped at ``max_position - 1``: (C,). The clicks are listed session by session in
+        click order, as :class:`~srgnn.model.batching.GraphBatch` keeps them."""
+        ends = torch.cumsum(torch.bincount(click_sessions, minlength=batch_size), 0) - 1  # (B,)
+        order = torch.arange(len(click_sessions), device=click_sessions.device)
+        positions = ends.index_select(0, click_sessions) - order
+        return positions.clamp_(max=self.positions.num_embeddings - 1)
+
+
+class StarNode(nn.Module):
+    r"""A star node per session with a highway gate (SGNN-HN, Pan et al., CIKM 2020; simplified).
+
+    The star ``s`` of a session starts as the mean of its node states ``h0``. Each of the
+    ``steps`` propagation steps updates the star by attention over the session's nodes, runs
+    the gated graph cell over the item-to-item edges, and passes the star to every node::
+
+        beta = softmax_i((W_q' s) . (W_k' h_i) / sqrt(d))      # over the session's nodes
+        s   = sum_i beta_i h_i
+        h   = GatedGraphCell(h)
+        a_i = sigmoid((W_q h_i) . (W_k s) / sqrt(d))          # how much of the star node i takes
+        h_i = (1 - a_i) h_i + a_i s
+
+    and after the last step ``h = g * h0 + (1 - g) * h`` with ``g = sigmoid(W_g [h0 ; h] + b_g)``.
+    (SGNN-HN updates the star after the nodes, and reads the last star out with the session;
+    here the star is updated before the nodes read it, so that it needs no readout of its own
+    and every parameter is used with one step too.)
+
+    Shapes: ``hidden`` (T, d) node states of a block-diagonal batch -> (T, d).
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.node_query = nn.Linear(hidden_size, hidden_size, bias=False)  # W_q
+        self.star_key = nn.Linear(hidden_size, hidden_size, bias=False)  # W_k
+        self.star_query = nn.Linear(hidden_size, hidden_size, bias=False)  # W_q'
+        self.node_key = nn.Linear(hidden_size, hidden_size, bias=False)  # W_k'
+        self.highway = nn.Linear(2 * hidden_size, hidden_size)  # W_g, b_g
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform_(self, self.hidden_size)
+
+    def forward(self, hidden: torch.Tensor, batch: GraphBatch, cell: GatedGraphCell,
+                steps: int) -> torch.Tensor:
+        counts = batch.node_offsets[1:] - batch.node_offsets[:-1]  # (B,)
+        sessions = torch.repeat_interleave(
+            torch.arange(len(counts), device=hidden.device), counts)  # (T,): session of node
+        scale = 1.0 / math.sqrt(self.hidden_size)
+        initial = hidden
+        star = hidden.new_zeros(len(counts), self.hidden_size).index_add_(0, sessions, hidden)
+        star = star / counts.clamp(min=1).unsqueeze(1).to(hidden.dtype)  # (B, d): mean of h0
+        for _ in range(steps):
+            logits = (self.star_query(star).index_select(0, sessions)
+                      * self.node_key(hidden)).sum(1) * scale  # (T,)
+            largest = logits.detach().new_full((len(counts),), -math.inf).scatter_reduce_(
+                0, sessions, logits.detach(), "amax")
+            weights = torch.exp(logits - largest.index_select(0, sessions))
+            totals = weights.new_zeros(len(counts)).index_add_(0, sessions, weights)
+            weights = weights / totals.index_select(0, sessions)  # softmax within each session
+            star = torch.zeros_like(star).index_add_(0, sessions, weights.unsqueeze(1) * hidden)
+            hidden = cell(hidden, batch)
+            star_rows = star.index_select(0, sessions)  # (T, d)
+            share = torch.sigmoid(
+                (self.node_query(hidden) * self.star_key(star_rows)).sum(1, keepdim=True) * scale)
+            hidden = torch.lerp(hidden, star_rows, share)  # (1 - a) h + a s
+        gate = torch.sigmoid(self.highway(torch.cat([initial, hidden], dim=1)))  # g
+        return torch.lerp(hidden, initial, gate)  # g h0 + (1 - g) h
 
 
 def _within(indices: torch.Tensor, low: int, high: int) -> bool:
@@ -293,7 +421,10 @@ class SRGNN(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.num_items + 1, config.hidden_size)  # E: (N + 1, d)
         self.gnn = GatedGraphCell(config.hidden_size)
-        self.readout = AttentionReadout(config.hidden_size, nonhybrid=config.nonhybrid)
+        self.readout = AttentionReadout(
+            config.hidden_size, nonhybrid=config.nonhybrid,
+            max_position=config.max_position if config.position_embeddings else 0)
+        self.star = StarNode(config.hidden_size) if config.star_node else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -308,11 +439,15 @@ class SRGNN(nn.Module):
         lookup (the sampled loss of :mod:`srgnn.model.sampled` reads the rows it uses once).
 
         Raises:
-            ValueError: if the batch holds an item index outside ``0..N`` or is not a batch.
+            ValueError: if the batch holds an item index outside ``0..N`` or is not a batch, or
+                when a padded batch meets the star node (block-diagonal batches only).
         """
         if isinstance(batch, GraphBatch):
             items = batch.node_items  # (T,)
         elif isinstance(batch, PaddedGraphBatch):
+            if self.star is not None:
+                raise ValueError("the star node needs a block-diagonal GraphBatch, not a "
+                                 "PaddedGraphBatch.")
             items = batch.items  # (B, n)
         else:
             raise ValueError(
@@ -330,17 +465,53 @@ class SRGNN(nn.Module):
             hidden = self.embedding(items)  # (T, d) or (B, n, d)
         else:  # training loss: the lookup's gradient joins the loss's (see _ItemLookup)
             hidden = _ItemLookup.apply(self.embedding.weight, items, _shared)
-        for _ in range(self.config.steps):
-            hidden = self.gnn(hidden, batch)
+        if self.config.normalize:
+            hidden = F.normalize(hidden, dim=-1)
+        hidden = self._dropout(hidden)
+        hidden = self.propagate(hidden, batch)
         if isinstance(batch, GraphBatch):
             flat_clicks = (batch.click_nodes, batch.click_sessions, batch.last_nodes)
-            return self.readout(hidden, batch.alias, batch.mask, batch.last_position, flat_clicks)
-        # padded: flatten the node slots, slot i of session b becomes node b * n + i
-        batch_size, max_nodes, _ = hidden.shape
-        nodes = hidden.reshape(batch_size * max_nodes, -1)  # (B * n, d)
-        first_slot = torch.arange(batch_size, device=hidden.device).unsqueeze(1) * max_nodes
-        clicks = batch.alias + first_slot  # (B, L)
-        return self.readout(nodes, clicks, batch.mask, batch.last_position)  # (B, d)
+            session = self.readout(hidden, batch.alias, batch.mask, batch.last_position, flat_clicks)
+        else:  # padded: flatten the node slots, slot i of session b becomes node b * n + i
+            batch_size, max_nodes, _ = hidden.shape
+            nodes = hidden.reshape(batch_size * max_nodes, -1)  # (B * n, d)
+            first_slot = torch.arange(batch_size, device=hidden.device).unsqueeze(1) * max_nodes
+            clicks = batch.alias + first_slot  # (B, L)
+            session = self.readout(nodes, clicks, batch.mask, batch.last_position)  # (B, d)
+        return self._dropout(session)
+
+    def _dropout(self, states: torch.Tensor) -> torch.Tensor:
+        """``states`` with the model's dropout in training mode; unchanged otherwise."""
+        if self.config.dropout > 0 and self.training:
+            return F.dropout(states, self.config.dropout, training=True)
+        return states
+
+    def propagate(self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+        """The node states after the ``steps`` propagation steps (with the star node and its
+        highway gate when ``star_node``), from the input states ``hidden``: (T, d) or (B, n, d)."""
+        if self.star is not None:
+            return self.star(hidden, batch, self.gnn, self.config.steps)
+        for _ in range(self.config.steps):
+            hidden = self.gnn(hidden, batch)
+        return hidden
+
+    def query_vectors(self, session_embedding: torch.Tensor) -> torch.Tensor:
+        """What the item vectors are multiplied with: ``s_h``, or ``scale * s_h / ||s_h||`` when
+        ``normalize``. Applying it twice changes nothing."""
+        if self.config.normalize:
+            return self.config.scale * F.normalize(session_embedding, dim=-1)
+        return session_embedding
+
+    def scored_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Rows of the embedding table as they are scored: unchanged, or of unit length when
+        ``normalize``."""
+        return F.normalize(rows, dim=-1) if self.config.normalize else rows
+
+    def item_vectors(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """The scored vectors of items ``start + 1 .. stop`` (the whole catalogue by default):
+        ``score_items(s)[:, j] = query_vectors(s) . item_vectors()[j]``; (stop - start, d)."""
+        stop = self.config.num_items if stop is None else stop
+        return self.scored_rows(self.embedding.weight[start + 1 : stop + 1])
 
     def score_items(
         self, session_embedding: torch.Tensor, start: int = 0, stop: int | None = None
@@ -360,8 +531,8 @@ class SRGNN(nn.Module):
             raise ValueError(
                 f"the column range [{start}, {stop}) must lie within [0, {self.config.num_items}]."
             )
-        item_embeddings = self.embedding.weight[start + 1 : stop + 1]  # (stop - start, d)
-        return F.linear(session_embedding, item_embeddings)  # (B, stop - start)
+        item_embeddings = self.item_vectors(start, stop)  # (stop - start, d)
+        return F.linear(self.query_vectors(session_embedding), item_embeddings)  # (B, stop - start)
 
     def forward(self, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
         """Scores of every item for every session: (B, N)."""
@@ -391,6 +562,12 @@ class SRGNN(nn.Module):
         num_items = self.config.num_items
         if targets.numel() and not _within(targets, 1, num_items):
             raise ValueError(f"targets must be item indices in 1..{num_items}.")
+        if self.config.normalize:  # the loss's table gradient goes through the normalisation
+            return _CatalogueCrossEntropy.apply(
+                self.query_vectors(self.session_embedding(batch)),
+                self.scored_rows(self.embedding.weight), targets - 1, None,
+                CATALOGUE_PRECISIONS[precision],
+            )
         shared: dict = {}
         return _CatalogueCrossEntropy.apply(
             self.session_embedding(batch, shared), self.embedding.weight, targets - 1, shared,

@@ -131,7 +131,8 @@ def sampled_loss(model, batch: GraphBatch, sampler: NegativeSampler,
         negatives: ``(K,)`` item indices to use instead of a draw (tests).
 
     The table's gradient is sparse (the rows of the node items, targets and negatives); every
-    other parameter's is dense.
+    other parameter's is dense. A model that normalises (``normalize``) is scored here as in
+    :meth:`~srgnn.model.network.SRGNN.score_items`: ``scale`` times the cosine.
     """
     targets = batch.targets
     if negatives is None:
@@ -150,8 +151,8 @@ def sampled_loss(model, batch: GraphBatch, sampler: NegativeSampler,
         looked_up["rows"], looked_up["inverse"] = rows, inverse[len(flat):]
         return rows.index_select(0, inverse[: len(flat)]).view(*items.shape, -1)
 
-    session = model.session_embedding(batch, _lookup=lookup)  # (B, d)
-    rows, inverse = looked_up["rows"], looked_up["inverse"]
+    session = model.query_vectors(model.session_embedding(batch, _lookup=lookup))  # (B, d)
+    rows, inverse = model.scored_rows(looked_up["rows"]), looked_up["inverse"]
     count = len(targets)
     target_rows = rows.index_select(0, inverse[:count])  # (B, d)
     negative_rows = rows.index_select(0, inverse[count:])  # (K, d)

@@ -137,20 +137,23 @@ class ApproximateTopK:
     the choice of ``nprobe`` and the measurement of recall against exact (module docstring).
 
     Args:
-        embedding: the model's item embedding (row 0 is padding and never recommended).
+        model: the :class:`~srgnn.model.network.SRGNN` whose item vectors are indexed
+            (:meth:`~srgnn.model.network.SRGNN.item_vectors`: the embeddings, normalised when
+            the model scores by cosine; the index then searches with the normalised session
+            vector times the scale, so that its scores are the model's).
         nprobe: lists probed per session; ``None``: the fewest reaching ``recall_target``.
         recall_target: top-K recall that the chosen ``nprobe`` reaches on the first sample.
         recall_sample: session vectors that choose ``nprobe``, then that measure the recall.
     """
 
-    def __init__(self, embedding, *, nprobe: int | None = None, recall_target: float = 0.95,
+    def __init__(self, model, *, nprobe: int | None = None, recall_target: float = 0.95,
                  recall_sample: int = 1000) -> None:
         if (nprobe is not None and nprobe < 1) or recall_sample < 0 or not 0 < recall_target <= 1:
             raise ValueError("nprobe must be positive, recall_sample non-negative and recall_target "
                              "in (0, 1].")
         if nprobe is None and recall_sample == 0:
             raise ValueError("choosing nprobe needs sample sessions: give nprobe or a recall_sample.")
-        self.embedding = embedding
+        self.model = model
         self.nprobe = nprobe
         self.recall_target = recall_target
         self.recall_sample = recall_sample
@@ -167,11 +170,11 @@ class ApproximateTopK:
         import torch
 
         if self.index is None:
-            self.index = ItemIndex(self.embedding.weight[1:].detach().cpu().numpy())
+            self.index = ItemIndex(self.model.item_vectors().detach().float().cpu().numpy())
             logger.info("top-K index: %d inverted lists over %d items, built in %.1f s",
                         self.index.nlist, self.index.num_items, self.index.build_seconds)
             self.nprobe = self.nprobe and min(self.nprobe, self.index.nlist)
-        vectors = session.float().cpu().numpy()
+        vectors = self.model.query_vectors(session).float().cpu().numpy()
         scores = np.empty((len(vectors), k), dtype=np.float32)
         items = np.empty((len(vectors), k), dtype=np.int64)
         done = 0
@@ -220,7 +223,7 @@ class ApproximateTopK:
         top-K recall against exact measured on ``recall_sessions`` session vectors (``None``
         before any was scored). ``nprobe`` stays ``None`` (every session answered exactly)
         until ``recall_sample`` sessions were scored."""
-        report = {"topk_index": "ivf", "items": self.embedding.num_embeddings - 1,
+        report = {"topk_index": "ivf", "items": self.model.config.num_items,
                   "nprobe": self.nprobe,
                   "recall": round(self._hits / self._slots, 4) if self._slots else None,
                   "recall_at": self._k or None, "recall_sessions": self._rows}

@@ -150,7 +150,7 @@ class Scorer:
         if topk_index == "ivf" or (topk_index == "auto" and self.num_items > approximate_above):
             from srgnn.serving.ann import ApproximateTopK
 
-            self._approximate = ApproximateTopK(self.model.embedding, nprobe=nprobe,
+            self._approximate = ApproximateTopK(self.model, nprobe=nprobe,
                                                 recall_target=recall_target,
                                                 recall_sample=recall_sample)
         if precision == "auto":
@@ -159,6 +159,7 @@ class Scorer:
         self.candidates = candidates
         self.certified = 0
         self.rescored = 0
+        self._items: torch.Tensor | None = None  # the scored item vectors (bfloat16 path)
         self._low_items: torch.Tensor | None = None
         self._max_item_norm = 0.0
 
@@ -284,14 +285,15 @@ class Scorer:
         """``(scores, columns, certified)``: float32 top-``k`` among ``m`` bfloat16 candidates,
         and per row whether no other item can beat them (module docstring)."""
         if self._low_items is None:
-            weights = self.model.embedding.weight[1:]
-            self._low_items = weights.to(torch.bfloat16)
-            self._max_item_norm = float(weights.norm(dim=1).max())
+            self._items = self.model.item_vectors()  # E[1:], normalised when the model is
+            self._low_items = self._items.to(torch.bfloat16)
+            self._max_item_norm = float(self._items.norm(dim=1).max())
+        session = self.model.query_vectors(session)
         low_session = session.to(torch.bfloat16)
         approx, columns = self._best_columns(
             lambda _, start, stop: torch.nn.functional.linear(low_session, self._low_items[start:stop]),
             session, m)
-        candidates = self.model.embedding.weight[columns + 1]  # (B, m, d)
+        candidates = self._items[columns]  # (B, m, d)
         exact = torch.bmm(candidates, session.unsqueeze(2)).squeeze(2)  # (B, m) float32
         scores, order = torch.topk(exact, k, dim=1)
         floor = approx[:, -1].float()

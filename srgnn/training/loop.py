@@ -100,7 +100,9 @@ logger = logging.getLogger(__name__)
 def model_config(config: TrainConfig, num_items: int) -> ModelConfig:
     """The :class:`ModelConfig` that ``config`` trains for a catalogue of ``num_items``."""
     return ModelConfig(num_items=num_items, hidden_size=config.hidden_size, steps=config.steps,
-                       nonhybrid=config.nonhybrid)
+                       nonhybrid=config.nonhybrid, normalize=config.normalize, scale=config.scale,
+                       position_embeddings=config.position_embeddings, dropout=config.dropout,
+                       star_node=config.star_node)
 
 
 def torch_threads(config: TrainConfig) -> int:
