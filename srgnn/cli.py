@@ -179,14 +179,22 @@ def _print_prepare_summary(s: dict) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--by-day", is_flag=True, help="Write one file per day: OUT/ds=YYYY-MM-DD/clicks.csv.")
 @click.option("--gzip", "compress", is_flag=True, help="Gzip the output.")
-def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, compress) -> None:
+@click.option("--successor-share", type=float, default=0.55, show_default=True,
+              help="Share of next clicks that follow the current item in its browsing order; "
+                   "near 1 the next item depends mostly on the last one.")
+def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, compress,
+             successor_share) -> None:
     """Write a realistic synthetic clickstream (latent intents, popularity skew, bad lines)."""
     from srgnn.data.synth import SynthConfig, write_clickstream
 
     if sessions < 1 or items < 2 or days < 1 or not 0 <= bad_share < 1:
         raise click.UsageError("--sessions >= 1, --items >= 2, --days >= 1 and 0 <= --bad-share < 1 are required.")
+    if not 0 <= successor_share <= 1:
+        raise click.UsageError("--successor-share must lie between 0 and 1.")
     result = write_clickstream(out, SynthConfig(sessions=sessions, items=items, days=days, end_date=end_date,
-                                                bad_share=bad_share, seed=seed), by_day=by_day, compress=compress)
+                                                bad_share=bad_share, seed=seed,
+                                                successor_share=successor_share),
+                               by_day=by_day, compress=compress)
     click.echo(f"wrote {result.clicks:,} clicks ({result.duplicates:,} logged twice) and "
                f"{result.bad_lines:,} malformed lines in {len(result.files)} file(s): {out}")
 
@@ -231,6 +239,8 @@ def train(ctx, out, resume, refit, **values) -> None:
     again = " (registered by an earlier attempt)" if trained.get("reused") else ""
     click.echo(f"\nregistered srgnn version {trained['version']} ({trained['model_uri']}){again}, "
                f"best epoch {trained.get('best_epoch')}")
+    if trained.get("selection"):
+        click.echo(f"kind: {trained['kind']} ({trained['selection']['reason']})")
     click.echo(f"gate: {gate['decision']}: {gate['reason']}")
     click.echo(f"short sessions: {trained['short_fallback']['description']}")
     click.echo(evaluated["table"])

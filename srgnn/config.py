@@ -47,6 +47,7 @@ TOPK_INDEXES = ("auto", "exact", "ivf")
 # Training loss over the catalogue (TrainConfig.softmax): "auto" is the full cross-entropy up to
 # TrainConfig.sampled_softmax_above items and sampled softmax above (resolve_softmax).
 SOFTMAX = ("auto", "full", "sampled")
+CANDIDATES = ("auto", "srgnn")  # TrainConfig.candidates (srgnn.evaluation.selection)
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -373,6 +374,9 @@ class TrainConfig:
     progress: bool = option(True, cli=False, help="Show a progress bar per epoch on a terminal.")
     short_fallback: bool = option(True, help="Answer 1-3 click sessions with item-KNN where "
                                              "validation by length shows it better.")
+    candidates: str = option("auto", choices=CANDIDATES,
+                             help="What the run may register: auto = the best on validation of "
+                                  "SR-GNN, the baselines and their blend; srgnn = SR-GNN only.")
     precision: str = option("auto", choices=PRECISIONS,
                             help="Operands of the loss's catalogue products; auto = bfloat16 where "
                                  "the CPU multiplies it natively (float32 accumulation, softmax "
@@ -421,6 +425,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or None, got {value}.")
+        if self.candidates not in CANDIDATES:
+            raise ValueError(f"candidates must be one of {', '.join(CANDIDATES)}, "
+                             f"got {self.candidates!r}.")
         if self.softmax not in SOFTMAX:
             raise ValueError(f"softmax must be one of {', '.join(SOFTMAX)}, got {self.softmax!r}.")
         for name in ("sampled_softmax_above", "negatives"):

@@ -31,7 +31,7 @@ __all__ = ["prepare_step", "train_step", "evaluate_step", "gate_step", "score_st
 
 logger = logging.getLogger(__name__)
 
-SRGNN_ROW = "srgnn"  # the candidate's row in evaluation results
+SRGNN_ROW = "srgnn"  # the candidate's row in evaluation results (its kind: srgnn, markov, ...)
 CHAMPION_ROW = "champion"  # the current champion's row, when it is another version
 
 
@@ -90,15 +90,17 @@ def evaluate_step(run_dir: str, trained: dict | None = None, *, model_uri: str |
         split: ``test`` / ``valid`` (default: test, or valid when test is empty).
 
     Returns:
-        ``{"run_dir", "split", "examples", "candidate": {"version", "uri"}, "champion":
+        ``{"run_dir", "split", "examples", "candidate": {"version", "uri", "kind", "row"}, "champion":
         {"version", "uri"} or None, "results": {row: figures}, "table"}``; the rows are
-        ``srgnn`` (the candidate), ``champion`` (when another version holds the alias) and the
-        baselines.
+        the candidate's kind (``srgnn``, ``markov``, ...; ``<kind> (candidate)`` when a
+        baseline row has that name; ``candidate.row`` says which), ``champion`` (when another
+        version holds the alias) and the baselines.
     """
     from srgnn.data.runfolder import RunFolder
     from srgnn.evaluation import heldout
     from srgnn.evaluation.evaluate import DEFAULT_BASELINES, evaluate_all, fit_baselines
     from srgnn.evaluation.report import format_table, plot_metric_by_length
+    from srgnn.evaluation.selection import candidate_row
     from srgnn.serving import registry
 
     settings = settings or Settings.from_env()
@@ -107,7 +109,9 @@ def evaluate_step(run_dir: str, trained: dict | None = None, *, model_uri: str |
     split = split or run.held_out_split()
     candidate_uri = trained["model_uri"] if trained else (model_uri or registry.CHAMPION_URI)
     candidate, info = _load(candidate_uri)
-    models = {SRGNN_ROW: candidate}
+    names = DEFAULT_BASELINES if baselines is None else tuple(baselines)
+    row = candidate_row(candidate.kind, (*names, CHAMPION_ROW))
+    models = {row: candidate}
     champion = None
     if trained:
         holder = registry.champion_version(model_name=trained.get("model_name", registry.MODEL_NAME))
@@ -119,7 +123,6 @@ def evaluate_step(run_dir: str, trained: dict | None = None, *, model_uri: str |
             except Exception as exc:  # noqa: BLE001 - the gate keeps an unreadable champion
                 logger.warning("the champion (version %s) cannot be loaded: %s", holder.version, exc)
                 champion = {"version": str(holder.version), "uri": None, "error": str(exc)}
-    names = DEFAULT_BASELINES if baselines is None else tuple(baselines)
     fit_seconds = {}
     if names:
         fitted, fit_seconds = fit_baselines(run, names)
@@ -138,14 +141,15 @@ def evaluate_step(run_dir: str, trained: dict | None = None, *, model_uri: str |
     table = f"{title}\n{format_table(results)}"
     out = json_safe({
         "run_dir": str(run.path), "split": split, "examples": len(held_out),
-        "candidate": {"version": info.version, "uri": info.resolved_uri},
+        "candidate": {"version": info.version, "uri": info.resolved_uri, "kind": candidate.kind,
+                      "row": row},
         "champion": champion, "results": results, "table": table,
     })
     if trained:
         from srgnn.training.tracking import log_evaluation
 
         figures = {"plots/hr_by_length.png": plot_metric_by_length(results, k, "HR", split)}
-        log_evaluation(trained["run_id"], results, split=split, candidate=SRGNN_ROW,
+        log_evaluation(trained["run_id"], results, split=split, candidate=row,
                        table=table, figures=figures, k=k)
         run.write_json("evaluation.json", out)
         (run.path / "evaluation.txt").write_text(table + "\n")
@@ -178,7 +182,8 @@ def gate_step(trained: dict, evaluated: dict, *, k: int = K,
         recommender, _ = _load(f"models:/{model_name}/{version}")
         return evaluate(recommender, heldout.from_run(evaluated["run_dir"], evaluated["split"]), k)
 
-    gate = promote_if_better(trained["version"], _metrics(results[SRGNN_ROW]),
+    row = evaluated["candidate"].get("row", SRGNN_ROW)
+    gate = promote_if_better(trained["version"], _metrics(results[row]),
                              split=evaluated["split"], champion_metrics=champion_metrics,
                              evaluate_version=evaluate_version, model_name=model_name, k=k)
     tracking = registry.client()

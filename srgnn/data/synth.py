@@ -46,6 +46,10 @@ class SynthConfig:
     bad_share: float = 0.01  # share of output lines that are malformed
     duplicate_share: float = 0.005  # share of events logged twice
     seed: int = 0
+    # Share of next clicks that follow the current item in its intent's browsing order (1-3
+    # steps ahead); the rest is split as by default (re-clicks 12/45, intent switches 8/45,
+    # popular items 25/45). Near 1 the next item depends mostly on the last one (first order).
+    successor_share: float = 0.55
 
 
 @dataclass
@@ -66,6 +70,8 @@ def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarr
 def generate_events(config: SynthConfig):
     """Generate the good events: arrays ``session (int), ts (epoch s, int), item_id (int)``,
     ordered by session then time."""
+    if not 0.0 <= config.successor_share <= 1.0:
+        raise ValueError(f"successor_share must lie in [0, 1], got {config.successor_share}.")
     rng = np.random.default_rng(config.seed)
     n_items, n_intents, n_sessions = config.items, config.intents, config.sessions
     item_ids = rng.choice(np.arange(100_000, 100_000 + 50 * n_items), size=n_items, replace=False)
@@ -108,22 +114,23 @@ def generate_events(config: SynthConfig):
         u = rng.random(len(active))
         nxt = np.empty(len(active), dtype=np.int64)
         # successor in the intent's browsing order (wraps around)
-        succ = u < 0.55
+        share, rest = config.successor_share, (1.0 - config.successor_share) / 45.0
+        succ = u < share
         lo, size = intent_start[cur_intent], intent_size[cur_intent]
         step = rng.integers(1, 4, size=len(active))
         nxt[succ] = (lo + (prev - lo + step) % size)[succ]
         # re-click an earlier item of the session (often the same one again)
-        rep = (u >= 0.55) & (u < 0.67)
+        rep = (u >= share) & (u < share + 12 * rest)
         back = np.minimum(rng.geometric(0.6, size=len(active)), t)
         nxt[rep] = clicks[active[rep], t - back[rep]]
         # switch intent
-        sw = (u >= 0.67) & (u < 0.75)
+        sw = (u >= share + 12 * rest) & (u < share + 20 * rest)
         if sw.any():
             new_intent = rng.choice(n_intents, size=int(sw.sum()), p=intent_weights)
             intent[active[sw]] = new_intent
             nxt[sw] = popular_item(new_intent)
         # a popular item of the current intent
-        other = u >= 0.75
+        other = u >= share + 20 * rest
         if other.any():
             nxt[other] = popular_item(cur_intent[other])
         clicks[active, t] = nxt

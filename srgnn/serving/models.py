@@ -37,10 +37,29 @@ class ModelRef:
     uri: str  # a concrete URI (models:/srgnn/7) or a local folder
     name: str  # registered model name, e.g. "srgnn"
     version: str  # registry version, e.g. "7" ("local" for a folder)
+    kind: str = "srgnn"  # what ranks: srgnn, markov, iknn, blend:srgnn+markov, ...
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.version}"
+        """The warehouse's ``model_version``: ``<kind>:<version>``, e.g. ``srgnn:7``,
+        ``markov:8``, ``blend:srgnn+markov:9`` (the registered model is ``model_name``)."""
+        return f"{self.kind}:{self.version}"
+
+
+def _folder_kind(folder: Path) -> str:
+    """The ``kind`` recorded in a saved recommender's ``recommender.json`` (``srgnn`` for a
+    folder written before kinds, or an MLflow model folder)."""
+    import json
+
+    meta = next((path for path in (folder / "recommender.json",  # or inside an MLflow model
+                                   folder / "artifacts" / "recommender" / "recommender.json")
+                 if path.exists()), None)
+    if meta is None:
+        return "srgnn"
+    try:
+        return str(json.loads(meta.read_text()).get("kind") or "srgnn")
+    except ValueError:
+        return "srgnn"  # Recommender.load reports the broken file
 
 
 def topk_options(settings: Settings, topk_index: str | None = None) -> dict:
@@ -61,8 +80,9 @@ def resolve_model(settings: Settings, model_uri: str | None, *, topk_index: str 
     options = topk_options(settings, topk_index)
     model_uri = model_uri or DEFAULT_MODEL_URI
     if os.path.isdir(model_uri):
-        return (Recommender.load(model_uri, **options),
-                ModelRef(uri=os.path.abspath(model_uri), name="srgnn", version="local"))
+        recommender = Recommender.load(model_uri, **options)
+        return recommender, ModelRef(uri=os.path.abspath(model_uri), name="srgnn",
+                                     version="local", kind=recommender.kind)
     from srgnn.serving import registry
 
     try:
@@ -74,7 +94,8 @@ def resolve_model(settings: Settings, model_uri: str | None, *, topk_index: str 
         raise InputError(f"cannot load model {model_uri} ({first_line}); train and register one first "
                          "(srgnn train) or pass --model") from None
     return recommender, ModelRef(uri=info.resolved_uri, name=info.name or "srgnn",
-                                 version=str(info.version or info.run_id or "unknown"))
+                                 version=str(info.version or info.run_id or "unknown"),
+                                 kind=recommender.kind)
 
 
 def locate_model(settings: Settings, model_uri: str | None) -> ModelRef:
@@ -98,7 +119,8 @@ def locate_model(settings: Settings, model_uri: str | None) -> ModelRef:
         if not any((folder / name).exists() for name in ("recommender.json", "MLmodel")):
             raise InputError(f"{uri} holds no saved recommender (recommender.json) and no MLflow "
                              "model (MLmodel)")
-        return ModelRef(uri=str(folder.resolve()), name="srgnn", version="local")
+        return ModelRef(uri=str(folder.resolve()), name="srgnn", version="local",
+                        kind=_folder_kind(folder))
     found = _REGISTRY_URI.match(uri)
     if found is None:
         return ModelRef(uri=uri, name="srgnn", version="unknown")
@@ -117,4 +139,5 @@ def locate_model(settings: Settings, model_uri: str | None) -> ModelRef:
             raise InputError(f"no model {uri} in {where} ({reason}); train and register one "
                              "first (srgnn train) or pass --model") from None
         raise ModelUnavailable(f"cannot look up the model {uri} in {where}: {reason}") from None
-    return ModelRef(uri=f"models:/{name}/{version.version}", name=name, version=str(version.version))
+    return ModelRef(uri=f"models:/{name}/{version.version}", name=name, version=str(version.version),
+                    kind=(version.tags or {}).get("kind", "srgnn"))

@@ -1,7 +1,8 @@
 """The MLflow pyfunc model of a :class:`~srgnn.serving.recommender.Recommender`.
 
 The logged model's only artifact is the folder written by :meth:`Recommender.save`
-(``model.pt``, ``vocab.parquet``, ``recommender.json``). Served or loaded with
+(``vocab.parquet``, ``recommender.json`` and the ranker's files: ``model.pt`` for SR-GNN,
+``baseline.npz`` for a baseline, both for a blend), whatever ranks. Served or loaded with
 ``mlflow.pyfunc.load_model``, it takes a DataFrame with a column ``items`` (each row a list of
 raw item ids, strings, in click order) and the parameter ``k`` (default :data:`srgnn.config.K`),
 and returns the columns ``item_ids`` (list of raw ids, best first), ``scores`` (list of floats)

@@ -15,9 +15,12 @@ judge champions, candidates and baselines through it. It
    ``fallback:iknn``): graph models are known to be weakest on one or two clicks, and the
    training run routes a length there only where validation by length shows item-KNN better.
 
-An SR-GNN recommender is saved as a folder (``model.pt``, ``vocab.parquet``,
-``recommender.json``, and ``item_knn.npz`` with a short-session fallback) that
-:meth:`Recommender.load` reads back. :func:`recommend_batches` is the one loop that gives many
+Every recommender is saved as a folder that :meth:`Recommender.load` reads back:
+``vocab.parquet``, ``recommender.json`` (its ``kind`` and how to read the ranker), the
+ranker's files (SR-GNN: ``model.pt``; a baseline: ``baseline.npz``; a blend of both
+(:mod:`srgnn.serving.blend`): the two), and ``item_knn.npz`` with a short-session fallback.
+``kind`` names what ranks: ``srgnn``, a baseline's name (``markov``, ``iknn``, ``sknn``...) or
+``blend:srgnn+<baseline>``. :func:`recommend_batches` is the one loop that gives many
 sessions to a recommender in bounded batches (scoring and evaluation both use it).
 """
 
@@ -36,7 +39,8 @@ from srgnn.data.vocab import Vocabulary
 from srgnn.serving.predict import TopK
 
 __all__ = ["Recommender", "Recommendations", "ShortSessionFallback", "BaselineRanker",
-           "recommend_batches", "recommend_all", "SOURCE_MODEL", "SOURCE_POPULARITY",
+           "recommend_batches", "recommend_all", "save_ranker", "load_ranker", "KIND_SRGNN",
+           "SOURCE_MODEL", "SOURCE_POPULARITY",
            "SOURCE_ITEM_KNN", "SESSION_BATCH"]
 
 SOURCE_MODEL = "model"
@@ -45,6 +49,9 @@ SOURCE_ITEM_KNN = "fallback:iknn"
 FORMAT_VERSION = 1
 SESSION_BATCH = 20_000  # sessions per recommend() call: bounds the score matrix memory
 _ITEM_KNN_FILE = "item_knn.npz"
+_MODEL_FILE = "model.pt"
+_BASELINE_FILE = "baseline.npz"
+KIND_SRGNN = "srgnn"
 
 
 @dataclass(frozen=True)
@@ -107,8 +114,25 @@ class BaselineRanker:
         self.baseline = baseline
 
     @property
+    def kind(self) -> str:
+        return self.baseline.name
+
+    @property
     def num_items(self) -> int:
         return self.baseline.num_items_
+
+    def save(self, path, file: str = _BASELINE_FILE) -> dict:
+        """Write the fitted baseline to ``path/file``; returns its ``recommender.json`` entry."""
+        self.baseline.save(Path(path) / file)
+        return {"kind": self.kind, "file": file}
+
+    @classmethod
+    def load(cls, path, spec: dict) -> "BaselineRanker":
+        from srgnn.model.baselines import BASELINES
+
+        if spec.get("kind") not in BASELINES:
+            raise ValueError(f"{path}: unknown baseline kind {spec.get('kind')!r}.")
+        return cls(BASELINES[spec["kind"]].load(Path(path) / spec.get("file", _BASELINE_FILE)))
 
     def top_k(self, values, offsets, k: int = K) -> TopK:
         k = min(k, self.num_items)
@@ -184,26 +208,22 @@ class Recommender:
         """The same model and vocabulary with another short-session fallback (or none)."""
         return type(self)(self.ranker, self.vocabulary, short_fallback)
 
+    @property
+    def kind(self) -> str:
+        """What ranks: ``srgnn``, a baseline's name, or ``blend:srgnn+<baseline>``."""
+        return getattr(self.ranker, "kind", KIND_SRGNN)
+
     def save(self, path) -> None:
-        """Write ``model.pt``, ``vocab.parquet`` and ``recommender.json`` into folder ``path``.
-
-        Raises:
-            TypeError: for a recommender whose ranker is not an SR-GNN scorer.
-        """
-        import dataclasses
-
-        import torch
-
-        if not hasattr(self.ranker, "model"):
-            raise TypeError(f"only SR-GNN recommenders can be saved, not {type(self.ranker).__name__}.")
+        """Write the ranker's files, ``vocab.parquet`` and ``recommender.json`` into folder
+        ``path`` (module docstring)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        model_config = dataclasses.asdict(self.ranker.config)
-        torch.save({"model": self.ranker.model.state_dict(), "model_config": model_config},
-                   path / "model.pt")
+        spec = save_ranker(self.ranker, path)
         self.vocabulary.write(path / "vocab.parquet")
-        meta = {"format_version": FORMAT_VERSION, "num_items": self.num_items,
-                "model_config": model_config}
+        meta = {"format_version": FORMAT_VERSION, "num_items": self.num_items, "kind": self.kind,
+                "ranker": spec}
+        if "model_config" in spec:
+            meta["model_config"] = spec["model_config"]
         if self.short_fallback is not None:
             self.short_fallback.item_knn.save(path / _ITEM_KNN_FILE)
             meta["short_session_fallback"] = {"baseline": "iknn", "file": _ITEM_KNN_FILE,
@@ -213,9 +233,7 @@ class Recommender:
 
     @classmethod
     def load(cls, path, **scorer_options) -> "Recommender":
-        """Read a folder written by :meth:`save`."""
-        from srgnn.serving.predict import Scorer
-
+        """Read a folder written by :meth:`save` (``scorer_options`` go to an SR-GNN scorer)."""
         path = Path(path)
         meta_path = path / "recommender.json"
         if not meta_path.exists():
@@ -231,8 +249,9 @@ class Recommender:
             short_fallback = ShortSessionFallback(ItemKNN.load(path / _ITEM_KNN_FILE),
                                                   tuple(int(n) for n in spec["lengths"]),
                                                   spec.get("evidence", {}))
-        return cls(Scorer.from_checkpoint(path / "model.pt", **scorer_options),
-                   Vocabulary.read(path / "vocab.parquet"), short_fallback)
+        # A folder without a "ranker" entry predates the other kinds: SR-GNN's model.pt.
+        ranker = load_ranker(path, meta.get("ranker") or {"kind": KIND_SRGNN}, **scorer_options)
+        return cls(ranker, Vocabulary.read(path / "vocab.parquet"), short_fallback)
 
     # --- recommending ------------------------------------------------------------------------
     def topk_report(self) -> dict:
@@ -279,6 +298,37 @@ class Recommender:
             source[short_rows] = SOURCE_ITEM_KNN
         return Recommendations(item_ids=self.vocabulary.ids(items), scores=scores, source=source,
                                unknown_clicks=unknown)
+
+
+def save_ranker(ranker, path: Path) -> dict:
+    """Write ``ranker``'s files into folder ``path``; returns its ``recommender.json`` entry
+    (``kind`` and what :func:`load_ranker` needs)."""
+    if hasattr(ranker, "save"):  # a BaselineRanker or a blend
+        return ranker.save(path)
+    if not hasattr(ranker, "model"):
+        raise TypeError(f"cannot save a ranker of type {type(ranker).__name__}.")
+    import dataclasses
+
+    import torch
+
+    model_config = dataclasses.asdict(ranker.config)
+    torch.save({"model": ranker.model.state_dict(), "model_config": model_config},
+               path / _MODEL_FILE)
+    return {"kind": KIND_SRGNN, "file": _MODEL_FILE, "model_config": model_config}
+
+
+def load_ranker(path: Path, spec: dict, **scorer_options):
+    """The ranker that :func:`save_ranker` wrote into ``path`` with entry ``spec``."""
+    kind = str(spec.get("kind"))
+    if kind == KIND_SRGNN:
+        from srgnn.serving.predict import Scorer
+
+        return Scorer.from_checkpoint(path / spec.get("file", _MODEL_FILE), **scorer_options)
+    if kind.startswith("blend:"):
+        from srgnn.serving.blend import BlendRanker
+
+        return BlendRanker.load(path, spec, **scorer_options)
+    return BaselineRanker.load(path, spec)
 
 
 def recommend_batches(recommender, sessions, k: int = K,

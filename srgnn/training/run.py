@@ -91,6 +91,7 @@ def run_training(
     """
     import mlflow
 
+    from srgnn.evaluation.selection import log_selection, select_candidate
     from srgnn.serving import registry
     from srgnn.serving.recommender import Recommender
     from srgnn.training import tracking
@@ -153,10 +154,10 @@ def run_training(
             mlflow.set_tags({"refit": "true", "refit_epochs": str(result.best_epoch)})
         recommender = Recommender.from_training(final.best_state_dict, final.model_config,
                                                 run.vocabulary)
+        selected = recommender if final is result else Recommender.from_training(
+            result.best_state_dict, result.model_config, run.vocabulary)
         short_fallback, evidence = None, {}
         if train_config.short_fallback and run.count_examples("valid") > 0:
-            selected = recommender if final is result else Recommender.from_training(
-                result.best_state_dict, result.model_config, run.vocabulary)
             short_fallback, evidence = choose_short_fallback(
                 run, selected, training_splits=("train", "valid") if refit else ("train",), k=k)
             if short_fallback is not None:
@@ -165,12 +166,17 @@ def run_training(
         fallback_text = describe_fallback(short_fallback, k)
         mlflow.set_tag("short_fallback", fallback_text)
         logger.info("short sessions: %s", fallback_text)
+        chosen = select_candidate(run, recommender, selected, mode=train_config.candidates, k=k,
+                                  training_splits=("train", "valid") if refit else ("train",))
+        selection = log_selection(chosen, run, k)
+        recommender = chosen.recommender
         figures = {"plots/training_curve.png": plot_training_curve(result.history, top,
                                                                     result.best_epoch)}
         info, metrics = tracking.log_training_run(result, run, recommender, figures=figures,
                                                   model_name=model_name, k=k)
         version = int(info.registered_model_version)
         mlflow.set_tag("model_version", str(version))
+        registry.client().set_model_version_tag(model_name, str(version), "kind", chosen.kind)
     logger.info("registered %s version %d in %.0f s", model_name, version, time.time() - started)
 
     out = json_safe({
@@ -187,6 +193,8 @@ def run_training(
                            "description": fallback_text, "validation_by_length": evidence},
         "run_dir": str(run.path),
         "reused": False,
+        "kind": chosen.kind,
+        "selection": selection,
     })
     run.write_json("training.json", out)
     return out

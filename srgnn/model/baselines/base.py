@@ -5,6 +5,8 @@ See :mod:`srgnn.model.baselines` for the protocol and the list of models.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from srgnn.data.ragged import (check_lists, counts_to_offsets, expand_ranges, from_lists,
@@ -207,6 +209,38 @@ class SessionRecommender:
         """(session, item) pairs of distinct items per session, sorted by session then item."""
         keys = np.unique(row_of_value(offsets) * (self.num_items_ + 1) + values)
         return keys // (self.num_items_ + 1), keys % (self.num_items_ + 1)
+
+    # -- persistence ---------------------------------------------------------------------------
+    _DERIVED = ("popularity_order_", "popularity_rank_")  # rebuilt from item_clicks_ on load
+
+    def save(self, path) -> None:
+        """Write the fitted model as ``.npz``: its parameters (JSON) and every fitted array.
+
+        No pickled object is written; :meth:`load` of the same class reads it back.
+        """
+        if not hasattr(self, "num_items_"):
+            raise RuntimeError(f"{type(self).__name__} must be fitted before save().")
+        arrays = {f"fitted.{name}": value for name, value in vars(self).items()
+                  if name.endswith("_") and isinstance(value, np.ndarray)
+                  and name not in self._DERIVED}
+        params = {name: value for name, value in vars(self).items() if not name.endswith("_")}
+        with open(path, "wb") as handle:  # a file object: np.savez adds no ".npz" to the name
+            np.savez(handle, name=np.array(self.name), params=np.array(json.dumps(params)),
+                     **arrays)
+
+    @classmethod
+    def load(cls, path) -> "SessionRecommender":
+        """A fitted model from :meth:`save`'s file (no pickled objects are read)."""
+        with np.load(path, allow_pickle=False) as data:
+            name = str(data["name"]) if "name" in data.files else None
+            if name != cls.name:
+                raise ValueError(f"{path} holds a {name!r} model, not {cls.name!r}.")
+            model = cls(**json.loads(str(data["params"])))
+            model._set_popularity(data["fitted.item_clicks_"])
+            for key in data.files:
+                if key.startswith("fitted.") and key != "fitted.item_clicks_":
+                    setattr(model, key[len("fitted."):], data[key])
+        return model
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
