@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -81,6 +82,25 @@ class Option:
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_BUDGET_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_budget(text: str) -> float:
+    """Seconds of a time budget written ``900``, ``900s``, ``30m``, ``2h`` or ``1.5h``; empty: 0.
+
+    Raises:
+        ValueError: for anything else, naming the accepted forms.
+    """
+    if not text or not text.strip():
+        return 0.0
+    match = _BUDGET.match(text)
+    if match is None or float(match.group(1)) <= 0:
+        raise ValueError(f"search must be a positive duration such as 900s, 30m or 2h, "
+                         f"not {text!r}.")
+    return float(match.group(1)) * _BUDGET_UNITS[match.group(2).lower()]
 
 
 def option(default=MISSING, *, help: str, env: str | None | bool = True,
@@ -377,6 +397,12 @@ class TrainConfig:
     candidates: str = option("auto", choices=CANDIDATES,
                              help="What the run may register: auto = the best on validation of "
                                   "SR-GNN, the baselines and their blend; srgnn = SR-GNN only.")
+    search: str = option("", help="Time budget (900s, 30m, 2h) of a search on validation over "
+                                  "the learning-rate schedule, hidden size, steps and the model "
+                                  "options before training (Optuna; srgnn.training.search); "
+                                  "empty: train these settings as given.")
+    search_trials: int | None = option(None, minimum=1, help="With search: at most this many "
+                                                             "trials.")
     precision: str = option("auto", choices=PRECISIONS,
                             help="Operands of the loss's catalogue products; auto = bfloat16 where "
                                  "the CPU multiplies it natively (float32 accumulation, softmax "
@@ -425,6 +451,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be a positive integer or None, got {value}.")
+        if parse_budget(self.search) > 0 and self.processes > 1:  # (raises when malformed)
+            raise ValueError("search trains its trials in one process: use processes 1 (or "
+                             "search after choosing the settings with one process).")
+        if self.search_trials is not None and self.search_trials < 1:
+            raise ValueError(f"search_trials must be a positive integer or None, "
+                             f"got {self.search_trials}.")
         if self.candidates not in CANDIDATES:
             raise ValueError(f"candidates must be one of {', '.join(CANDIDATES)}, "
                              f"got {self.candidates!r}.")
