@@ -112,6 +112,7 @@ def splits(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_two_ranks_take_the_single_process_steps_on_the_same_global_batches(splits, tmp_path):
     out = tmp_path / "rank"
     mp.spawn(_rank, args=(2, str(tmp_path / "init"), splits, str(out)), nprocs=2, join=True)
@@ -206,13 +207,16 @@ def test_each_rank_gets_its_consecutive_share_of_every_batch(splits):
         next(iter(single.shard(0, 2, 2)))
 
 
-def test_sampled_softmax_is_refused_before_anything_starts(tmp_path):
+@pytest.mark.parametrize("config, message", [
+    (TrainConfig(processes=2, softmax="sampled"), "uses the full softmax"),
+    (TrainConfig(processes=3, batch_size=2, softmax="full"), r"batch size \(2\) must be at least"),
+])
+def test_settings_that_cannot_work_are_refused_before_anything_starts(tmp_path, config, message):
     from srgnn.config import SettingError, Settings
     from srgnn.training.run import run_training
     from test_registry import synthetic_splits, write_run_folder
 
     run_dir = write_run_folder(tmp_path / "run", synthetic_splits(num_sessions=40, seed=1))
-    with pytest.raises(SettingError, match="uses the full softmax"):
-        run_training(Settings(home=tmp_path / "home"), run_dir,
-                     TrainConfig(processes=2, softmax="sampled"))
+    with pytest.raises(SettingError, match=message):
+        run_training(Settings(home=tmp_path / "home"), run_dir, config)
     assert not (tmp_path / "home").exists()  # neither MLflow nor Spark was started

@@ -267,8 +267,8 @@ def launch(settings: Settings, run_dir, train_config: TrainConfig, *, model_name
     Returns rank 0's :func:`~srgnn.training.run.run_training` result.
 
     Raises:
-        SettingError: sampled softmax, or a cluster whose application has fewer task slots
-            than processes.
+        SettingError: sampled softmax, a batch smaller than the processes, or a cluster whose
+            application has fewer task slots than processes.
         DistributedTrainingError: a rank failed (the message holds its error).
     """
     from srgnn.data.runfolder import RunFolder
@@ -286,6 +286,10 @@ def launch(settings: Settings, run_dir, train_config: TrainConfig, *, model_name
             f"distributed training (processes={processes}) uses the full softmax, and these "
             f"settings choose sampled softmax for {num_items:,} items: set softmax to full "
             "(--softmax full, SRGNN_SOFTMAX=full) or train in one process.")
+    if train_config.batch_size < processes:
+        raise SettingError(
+            f"distributed training shares every batch among its {processes} processes: the "
+            f"batch size ({train_config.batch_size}) must be at least that (--batch-size).")
     check_refit(run, refit)
     experiment_id = registry.configure(settings, experiment_name)  # reachable before Spark
     if resume:
