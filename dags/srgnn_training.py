@@ -1,19 +1,26 @@
 """Training DAG: raw clicks -> session graphs (Spark) -> SR-GNN (torch, MLflow) -> champion.
 
-    prepare -> train -> evaluate -> gate -> publish_champion
+    prepare -> train -> evaluate -> gate -> final_refit -> publish_champion
 
 * **prepare** turns the clicks named by the ``clicks``/``format`` params into train/valid/test
   session graphs under ``$SRGNN_HOME/runs/srgnn_training/<run id>/``. In ``local`` mode it runs
   in the task process on Spark local; in ``cluster`` mode ``SparkSubmitOperator`` submits
   ``jobs/prepare.py`` to the master of the Airflow connection ``$SRGNN_SPARK_CONN_ID``.
 * **train** trains, logs and registers a new version of the MLflow model ``srgnn``, and
-  nothing else. It always resumes the run folder's training: a retry of the task continues
-  from the last finished epoch, and a retry after the version was registered returns that
-  version (never a second one).
+  nothing else: with the param ``refit`` (on by default) the model registered is retrained on
+  train + valid for the epoch count validation chose, when there are test days to hold out.
+  It always resumes the run folder's training: a retry of the task continues from the last
+  finished epoch, and a retry after the version was registered returns that version (never a
+  second one).
 * **evaluate** scores the new version, the current champion and the baselines once, on the
   same held-out examples, and logs the figures to the training's MLflow run.
 * **gate** moves the ``champion`` alias to the new version only if those figures show it
   better; its decision and reason are tags of the version.
+* **final_refit**, when the gate promoted the new version (and ``refit`` and ``final_refit``
+  are on), trains it once more on every day, held-out days included, for the same epochs,
+  registers that model and moves the alias to it: the gate decided on a model that did not
+  see the held-out days, the champion learns from them too. The tags ``trained_on`` and
+  ``trained_days`` of each version say which days it saw.
 * **publish_champion** emits an event on the ``srgnn://models/srgnn/champion`` asset when the
   alias moved, and is skipped otherwise.
 
@@ -32,7 +39,7 @@ set to this folder): ``python dags/srgnn_training.py``.
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 import _common
 from srgnn.config import PrepareConfig, Source, TrainConfig
@@ -57,7 +64,7 @@ def train(run_dir: str, params: dict | None = None) -> dict:
     from srgnn.pipeline import train_step
 
     config = _common.build(TrainConfig, {**params, "progress": False})
-    return train_step(run_dir, config, refit=params.get("refit", False), resume=True)
+    return train_step(run_dir, config, resume=True)
 
 
 @task
@@ -73,6 +80,15 @@ def gate(trained: dict, evaluated: dict) -> dict:
     from srgnn.pipeline import gate_step
 
     return gate_step(trained, evaluated)
+
+
+@task
+@_common.fail_fast_on_user_errors
+def final_refit(trained: dict, decision: dict, params: dict | None = None) -> dict:
+    from srgnn.pipeline import final_refit_step
+
+    config = _common.build(TrainConfig, {**params, "progress": False})
+    return final_refit_step(trained, decision, config)
 
 
 @task(outlets=[_common.CHAMPION])
@@ -97,11 +113,6 @@ def publish_champion(decision: dict, outlet_events=None) -> dict:
                          format=_common.deployment().training_format),
         **_common.params(PrepareConfig),
         **_common.params(TrainConfig),
-        "refit": Param(
-            False, type="boolean",
-            description="After choosing the epoch count on validation, train again on train + "
-                        "valid for that many epochs and register that model (needs test_days > 0).",
-        ),
     },
 )
 def srgnn_training():
@@ -131,7 +142,7 @@ def srgnn_training():
     trained = train(run_dir)
     prepared >> trained
     evaluated = evaluate(run_dir, trained)
-    publish_champion(gate(trained, evaluated))
+    publish_champion(final_refit(trained, gate(trained, evaluated)))
 
 
 training_dag = srgnn_training()

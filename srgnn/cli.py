@@ -208,40 +208,44 @@ def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, comp
 @click.option("--resume", is_flag=True,
               help="Continue the run folder's training after a crash; on a finished training, "
                    "reuse its registered version.")
-@click.option("--refit", is_flag=True,
-              help="After choosing the epoch count on validation, train again on train + "
-                   "valid for that many epochs and register that model (needs --test-days > 0).")
 @click.pass_context
-def train(ctx, out, resume, refit, **values) -> None:
+def train(ctx, out, resume, **values) -> None:
     """Prepare (Spark) + train SR-GNN + register in MLflow + evaluate + champion gate.
 
     Prints the registered version, whether it became the champion, and its figures next to
     the champion's and the baselines' on the held-out split.
     """
     from srgnn.data.runfolder import RunFolder
-    from srgnn.pipeline import evaluate_step, gate_step, prepare_step, train_step
+    from srgnn.pipeline import (evaluate_step, final_refit_step, gate_step, prepare_step,
+                                train_step)
 
     settings = ctx.obj
     source, prepare_config = build(Source, values), build(PrepareConfig, values)
     train_config = build(TrainConfig, values)
-    if refit and prepare_config.test_days < 1:
-        raise click.UsageError("--refit trains on the validation days too; the held-out figures "
-                               "and the gate then need a test split: use --test-days 1 or more.")
     from srgnn.pipeline import default_run_dir
 
     out = out or default_run_dir(settings)
     if not (resume and RunFolder(out).is_complete()):
         prepared = prepare_step(source, prepare_config, out, settings)
         _print_prepare_summary(prepared["summary"])
-    trained = train_step(out, train_config, refit=refit, resume=resume, settings=settings)
+    trained = train_step(out, train_config, resume=resume, settings=settings)
     evaluated = evaluate_step(out, trained, settings=settings)
     gate = gate_step(trained, evaluated, settings=settings)
+    decision = final_refit_step(trained, gate, train_config, settings=settings)
+    final = decision["final_refit"]
     again = " (registered by an earlier attempt)" if trained.get("reused") else ""
     click.echo(f"\nregistered srgnn version {trained['version']} ({trained['model_uri']}){again}, "
-               f"best epoch {trained.get('best_epoch')}")
+               f"best epoch {trained.get('best_epoch')}, trained on {trained.get('trained_on')} "
+               f"{trained.get('trained_days', '')}".rstrip())
     if trained.get("selection"):
         click.echo(f"kind: {trained['kind']} ({trained['selection']['reason']})")
     click.echo(f"gate: {gate['decision']}: {gate['reason']}")
+    if final["done"]:
+        click.echo(f"final refit: version {decision['version']} ({decision['model_uri']}), "
+                   f"trained on {final['trained_on']} {final['trained_days']} for "
+                   f"{final['epochs']} epoch(s), is the champion")
+    else:
+        click.echo(f"final refit: none ({final['reason']})")
     click.echo(f"short sessions: {trained['short_fallback']['description']}")
     click.echo(evaluated["table"])
 

@@ -371,6 +371,15 @@ class TrainConfig:
     lr_floor: float = option(1e-5, minimum=0,
                              help="No epoch starts once the step decay has brought the "
                                   "learning rate below this (0: no floor).")
+    refit: bool = option(True, help="After validation chose the epoch count, train again from "
+                                    "the same initial weights on train + valid for that many "
+                                    "epochs and register that model (without a test split this "
+                                    "happens after the gate, which then judges the selection "
+                                    "model on valid).")
+    final_refit: bool = option(True, help="With refit: when the gate promotes the candidate, "
+                                          "train once more on every day (train + valid + test) "
+                                          "for the same epochs, register that model and make it "
+                                          "the champion.")
     top_k: int = option(K, minimum=1, cli=False, env=None,
                         help="K of the validation metrics (HR@K selects the epoch).")
     seed: int = option(2019, help="Seeds the initial weights and the shuffling of every epoch.")

@@ -1,6 +1,6 @@
 """The pipeline's steps: what each Airflow task and each command calls, one function a step.
 
-    prepare -> train -> evaluate -> gate            (the training DAG; ``srgnn train``)
+    prepare -> train -> evaluate -> gate -> final_refit   (the training DAG; ``srgnn train``)
     score                                            (the scoring DAG; ``srgnn score``)
 
 Every step takes plain JSON-able arguments and config objects, reads where things live (home
@@ -15,6 +15,8 @@ training steps also keep their result beside the run's data (``training.json``,
   the same held-out examples; logs the figures to the candidate's MLflow run.
 * :func:`gate_step`: moves the ``champion`` alias to the candidate only if the evaluation shows
   it better (:mod:`srgnn.evaluation.gate`).
+* :func:`final_refit_step`: after a promotion, the champion becomes the same training on every
+  day, held-out days included (:mod:`srgnn.training.final`).
 * :func:`score_step`: one day's top-K recommendations into the warehouse.
 """
 
@@ -26,7 +28,8 @@ from pathlib import Path
 
 from srgnn.config import K, PrepareConfig, ScoreConfig, Settings, Source, TrainConfig, json_safe
 
-__all__ = ["prepare_step", "train_step", "evaluate_step", "gate_step", "score_step",
+__all__ = ["prepare_step", "train_step", "evaluate_step", "gate_step", "final_refit_step",
+           "score_step",
            "default_run_dir", "SRGNN_ROW", "CHAMPION_ROW"]
 
 logger = logging.getLogger(__name__)
@@ -56,11 +59,12 @@ def prepare_step(source: Source, config: PrepareConfig | None = None, out_dir: s
     return {"run_dir": result.out_dir, "summary": result.summary}
 
 
-def train_step(run_dir: str, config: TrainConfig | None = None, *, refit: bool = False,
+def train_step(run_dir: str, config: TrainConfig | None = None, *, refit: bool | None = None,
                resume: bool = True, settings: Settings | None = None) -> dict:
     """Train SR-GNN on a prepared run, log it to MLflow and register it
-    (:func:`srgnn.training.run.run_training`). With ``resume`` (the default) a retry continues
-    the run folder's training, or returns the version an earlier attempt registered."""
+    (:func:`srgnn.training.run.run_training`; ``refit=None``: ``config.refit``, on by
+    default). With ``resume`` (the default) a retry continues the run folder's training, or
+    returns the version an earlier attempt registered."""
     from srgnn.training.run import run_training
 
     settings = settings or Settings.from_env()
@@ -198,6 +202,19 @@ def gate_step(trained: dict, evaluated: dict, *, k: int = K,
 
         RunFolder(run_dir).write_json("gate.json", out)
     return out
+
+
+def final_refit_step(trained: dict, gate: dict, config: TrainConfig | None = None, *,
+                     k: int = K, settings: Settings | None = None) -> dict:
+    """After :func:`gate_step` promoted ``trained``, refit it on every day, register that
+    model and move the ``champion`` alias to it (:func:`srgnn.training.final.final_refit`;
+    ``config`` is the training's, by default ``TrainConfig()``: ``refit`` and ``final_refit``
+    on). Returns ``gate`` with a ``final_refit`` entry, and the new version's ``version``,
+    ``model_uri`` and ``run_id`` when it ran."""
+    from srgnn.training.final import final_refit
+
+    return final_refit(settings or Settings.from_env(), trained, gate,
+                       config or TrainConfig(progress=False), k=k)
 
 
 def _metrics(result: dict) -> dict:

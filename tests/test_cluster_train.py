@@ -20,7 +20,7 @@ def _srgnn_train(env, run_dir, *flags):
     return subprocess.run(
         [sys.executable, "-m", "srgnn.cli", "train", "--clicks", str(run_dir / "unused"),
          "--out", str(run_dir), "--resume", "--epochs", "1", "--hidden-size", "8",
-         "--no-short-fallback", *flags],
+         "--no-short-fallback", "--no-refit", *flags],
         env=env, capture_output=True, text=True, timeout=600)
 
 

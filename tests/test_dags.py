@@ -29,7 +29,7 @@ CONFIG_VARS = ("SRGNN_EXECUTION_MODE", "SRGNN_SPARK_CONN_ID", "SRGNN_JOBS_DIR", 
                "SRGNN_SCORING_ENGINE", "SRGNN_SCORING_FORMAT", "SRGNN_TOP_K", "SRGNN_MIN_ITEM_SUPPORT", "SRGNN_TEST_DAYS",
                "SRGNN_VALID_DAYS", "SRGNN_TASK_RETRIES", "SRGNN_EPOCHS", "SRGNN_PRECISION",
                "SRGNN_SCORING_WAIT_MINUTES", "SRGNN_SCORING_POKE_MINUTES")
-TRAINING_TASKS = ("prepare", "train", "evaluate", "gate", "publish_champion")
+TRAINING_TASKS = ("prepare", "train", "evaluate", "gate", "final_refit", "publish_champion")
 
 
 def _airflow_environment(home: Path, srgnn_home: Path) -> dict[str, str]:
@@ -129,7 +129,8 @@ def test_training_dag_structure(bag):
     dag = bag().dags["srgnn_training"]
     assert {task.task_id for task in dag.tasks} == set(TRAINING_TASKS)
     assert _edges(dag) == {("prepare", "train"), ("train", "evaluate"), ("prepare", "evaluate"),
-                           ("train", "gate"), ("evaluate", "gate"), ("gate", "publish_champion")}
+                           ("train", "gate"), ("evaluate", "gate"), ("gate", "final_refit"),
+                           ("train", "final_refit"), ("final_refit", "publish_champion")}
     assert dag.schedule == "@weekly"
     assert dag.catchup is False
     assert dag.max_active_runs == 1
@@ -142,7 +143,7 @@ def test_training_dag_structure(bag):
 def test_training_dag_publishes_the_champion_asset(bag):
     dag = bag().dags["srgnn_training"]
     outlets = {task.task_id: [asset.uri for asset in task.outlets] for task in dag.tasks}
-    assert outlets == {"prepare": [], "train": [], "evaluate": [], "gate": [],
+    assert outlets == {"prepare": [], "train": [], "evaluate": [], "gate": [], "final_refit": [],
                        "publish_champion": ["srgnn://models/srgnn/champion"]}
 
 
@@ -150,28 +151,31 @@ def test_training_params_and_their_environment_defaults(bag, airflow_env):
     from srgnn import config
 
     params = bag().dags["srgnn_training"].params.dump()
-    # every user-facing prepare and training setting of the one settings table, and refit
+    # every user-facing prepare and training setting of the one settings table (refit included)
     table = [opt.name for cls in (config.PrepareConfig, config.TrainConfig)
              for opt in config.options(cls) if opt.cli]
-    assert sorted(params) == sorted(["clicks", "format", "encoding", *table, "refit"])
+    assert {"refit", "final_refit", "min_improvement", "lr_floor"} <= set(table)
+    assert sorted(params) == sorted(["clicks", "format", "encoding", *table])
     assert {k: params[k] for k in ("clicks", "format", "min_item_support", "test_days",
                                    "valid_days", "epochs", "refit", "short_fallback", "precision",
-                                   "hidden_size", "lr", "max_examples_per_epoch", "processes")} == {
+                                   "hidden_size", "lr", "max_examples_per_epoch", "processes",
+                                   "final_refit", "min_improvement", "lr_floor")} == {
         "clicks": str(airflow_env.srgnn_home.resolve() / "clicks"), "format": "auto",
-        "min_item_support": 5, "test_days": 7, "valid_days": 7, "epochs": 30, "refit": False,
+        "min_item_support": 5, "test_days": 7, "valid_days": 7, "epochs": 30, "refit": True,
+        "final_refit": True, "min_improvement": 0.0005, "lr_floor": 1e-5,
         "short_fallback": True, "precision": "auto", "hidden_size": 100, "lr": 0.001,
         "max_examples_per_epoch": None, "processes": 1,
     }
     params = bag(SRGNN_TRAINING_CLICKS="/data/clicks/*.csv.gz", SRGNN_TRAINING_FORMAT="yoochoose",
                  SRGNN_MIN_ITEM_SUPPORT="3", SRGNN_TEST_DAYS="1", SRGNN_VALID_DAYS="0",
                  SRGNN_TRAINING_SCHEDULE="0 3 * * 1", SRGNN_TASK_RETRIES="4", SRGNN_EPOCHS="4",
-                 SRGNN_PRECISION="float32", SRGNN_TRAIN_PROCESSES="2",
+                 SRGNN_PRECISION="float32", SRGNN_TRAIN_PROCESSES="2", SRGNN_REFIT="false",
                  ).dags["srgnn_training"].params.dump()
     assert {k: params[k] for k in ("clicks", "format", "min_item_support", "test_days",
-                                   "valid_days", "epochs", "precision", "processes")} == {
+                                   "valid_days", "epochs", "precision", "processes", "refit")} == {
         "clicks": "/data/clicks/*.csv.gz", "format": "yoochoose",
         "min_item_support": 3, "test_days": 1, "valid_days": 0, "epochs": 4, "precision": "float32",
-        "processes": 2,
+        "processes": 2, "refit": False,
     }
 
 
@@ -184,7 +188,8 @@ def test_training_params_are_validated(bag):
     params["refit"] = True
     for name, bad in [("format", "xml"), ("min_item_support", 0), ("epochs", 0), ("test_days", -1),
                       ("refit", "yes"), ("short_fallback", "no"), ("precision", "half"),
-                      ("processes", 0)]:
+                      ("processes", 0), ("lr_floor", -1e-5), ("min_improvement", -0.01),
+                      ("final_refit", "no")]:
         with pytest.raises(ParamValidationError):
             params[name] = bad
 
@@ -215,7 +220,8 @@ def test_cluster_mode_submits_the_prepare_job(bag, airflow_env):
     assert prepare.application == "/opt/srgnn/jobs/prepare.py"
     assert {type(task).__name__ for task in dag.tasks if task.task_id != "prepare"} == {"_PythonDecoratedOperator"}
     assert _edges(dag) == {("prepare", "train"), ("train", "evaluate"), ("train", "gate"),
-                           ("evaluate", "gate"), ("gate", "publish_champion")}
+                           ("evaluate", "gate"), ("gate", "final_refit"), ("train", "final_refit"),
+                           ("final_refit", "publish_champion")}
 
     context = {"run_id": "manual__2026-11-29T10:11:12.5+00:00", "dag": dag, "params": dag.params.dump()}
     run_dir = str(airflow_env.srgnn_home.resolve() / "runs" / "srgnn_training" / "manual__2026-11-29T10_11_12.5_00_00")

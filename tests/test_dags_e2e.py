@@ -171,7 +171,14 @@ def test_training_registers_a_champion_through_the_gate(e2e):
 
     tracking, version = champion()
     assert version is not None, "no model version holds the alias 'champion'"
-    assert str(version.version) == "1"  # a fresh registry: the first model becomes champion
+    # A fresh registry: the first model (version 1, refitted on train + valid) wins the gate on
+    # the test day, and the final refit on every day (version 2) becomes the champion.
+    assert str(version.version) == "2"
+    candidate = tracking.get_model_version("srgnn", "1")
+    assert candidate.tags["trained_on"] == "train+valid" and candidate.tags["final_refit.version"] == "2"
+    assert version.tags["trained_on"] == "train+valid+test" and version.tags["refit_of"] == "1"
+    assert version.tags["trained_days"] == f"{TRAIN_DAYS[0]}..{TRAIN_DAYS[-1]}"
+    assert candidate.tags["trained_days"] == f"{TRAIN_DAYS[0]}..{TRAIN_DAYS[-2]}"
     run_dirs = sorted((e2e.home / "runs" / "srgnn_training").iterdir())
     assert len(run_dirs) == 1
     run_dir = run_dirs[0]
@@ -198,6 +205,7 @@ def test_training_registers_a_champion_through_the_gate(e2e):
     assert mlflow_run.data.params["epochs"] == "1"
     assert mlflow_run.data.params["prepare.min_item_support"] == "2"
     assert int(mlflow_run.data.params["data.train_examples"]) == graphs.num_rows
+    assert mlflow_run.data.tags["trained_on"] == "train+valid+test"
 
 
 def test_retrying_train_in_the_same_run_registers_no_second_version(e2e):
@@ -205,8 +213,9 @@ def test_retrying_train_in_the_same_run_registers_no_second_version(e2e):
     assert retried.returncode == 0, retried.stderr[-3000:]
     assert "already registered srgnn version 1" in retried.stdout + retried.stderr
     tracking, version = champion()
-    assert [str(v.version) for v in tracking.search_model_versions("name='srgnn'")] == ["1"]
-    assert str(version.version) == "1"
+    # version 1 the candidate, version 2 its final refit: no third
+    assert sorted(str(v.version) for v in tracking.search_model_versions("name='srgnn'")) == ["1", "2"]
+    assert str(version.version) == "2"
 
 
 # -- scoring one day ---------------------------------------------------------------------------

@@ -211,10 +211,10 @@ def test_cli_reports_user_mistakes_in_one_line(tmp_path):
     assert "missing required column(s) session_id" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     clicks = write_text(tmp_path / "ok.csv", "session_id,timestamp,item_id\n1,2,3\n")
-    refit = run_cli("train", "--clicks", clicks, "--refit", "--test-days", "0",
+    floor = run_cli("train", "--clicks", clicks, "--lr-floor", "-0.1", "--test-days", "0",
                     env={"SRGNN_HOME": str(tmp_path / "home")})
-    assert refit.returncode == 2 and "--refit" in refit.stderr and "--test-days 1" in refit.stderr
-    assert "Traceback" not in refit.stderr and not (tmp_path / "home").exists()
+    assert floor.returncode == 2 and "lr_floor must be at least 0, not -0.1" in floor.stderr
+    assert "Traceback" not in floor.stderr and not (tmp_path / "home").exists()
 
 
 def test_cli_reports_a_truncated_gzip_file_in_one_line_before_spark_starts(tmp_path):

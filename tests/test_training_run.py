@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, replace
 
 import pytest
+import torch
 
 from srgnn.config import Settings, TrainConfig
 from srgnn.cpu import resolve_precision
@@ -20,7 +21,9 @@ from srgnn.serving import registry
 from srgnn.training.run import run_training
 from test_registry import synthetic_splits, write_run_folder
 
-CONFIG = TrainConfig(hidden_size=32, batch_size=50, epochs=2, progress=False, num_threads=1, seed=7)
+# Without refit: these tests need a quick model; the refit tests below turn it on.
+CONFIG = TrainConfig(hidden_size=32, batch_size=50, epochs=2, progress=False, num_threads=1, seed=7,
+                     refit=False)
 BASELINES = ("pop", "markov")
 
 
@@ -29,6 +32,19 @@ def train_evaluate_gate(settings, run_dir, config, baselines=BASELINES, **option
     trained = run_training(settings, run_dir, config, **options)
     evaluated = evaluate_step(str(run_dir), trained, baselines=baselines, settings=settings)
     return trained, evaluated, gate_step(trained, evaluated, settings=settings)
+
+
+def examples_of(run_dir, *splits) -> int:
+    return sum(RunFolder(run_dir).count_examples(split) for split in splits)
+
+
+def days_of(run_dir, *splits) -> str:
+    """First..last UTC day on which a session of ``splits`` ended, from the session end times."""
+    from datetime import datetime, timezone
+
+    ends = [t for split in splits for t in RunFolder(run_dir).sessions(split).end_times]
+    first, last = (datetime.fromtimestamp(t, timezone.utc) for t in (min(ends), max(ends)))
+    return f"{first:%Y-%m-%d}..{last:%Y-%m-%d}"
 
 
 def small_run(tmp_path, seed: int, **changes):
@@ -188,6 +204,11 @@ def test_refit_registers_the_model_trained_on_train_and_valid(trained, tmp_path)
     assert out["refit_epochs"] == out["best_epoch"] >= 1
     run = registry.client().get_run(out["run_id"])
     assert run.data.tags["refit"] == "true"
+    assert out["trained_on"] == run.data.tags["trained_on"] == "train+valid"
+    version_tags = registry.client().get_model_version("srgnn-refit", str(out["version"])).tags
+    assert version_tags["trained_on"] == "train+valid"
+    assert version_tags["trained_days"] == out["trained_days"] == days_of(run_dir, "train", "valid")
+    assert out["trained_days"] != days_of(run_dir, "train", "valid", "test")  # test days are later
     assert run.data.tags["refit_epochs"] == str(out["best_epoch"])
     steps = [m.step for m in registry.client().get_metric_history(out["run_id"], "refit_train_loss")]
     assert steps == list(range(1, out["best_epoch"] + 1))
@@ -203,13 +224,33 @@ def test_refit_registers_the_model_trained_on_train_and_valid(trained, tmp_path)
     assert not torch.equal(registered, selected["model"]["embedding.weight"])
 
 
-def test_refit_needs_a_test_split(trained, tmp_path):
+@pytest.mark.slow
+def test_without_test_days_the_gate_judges_the_selection_model_and_the_refit_follows(trained,
+                                                                                     tmp_path):
+    """Refit (the default) with --test-days 0: valid is the held-out split, so the version the
+    gate judges never saw it; once promoted, the champion is the refit on train + valid."""
+    from srgnn.pipeline import final_refit_step
+
     settings = trained[0]
     splits = synthetic_splits(num_sessions=300, seed=6)
     run_dir = write_run_folder(tmp_path / "run", {"train": splits["train"], "valid": splits["valid"]})
-    with pytest.raises(ValueError, match="test-days"):
-        run_training(settings, run_dir, CONFIG, refit=True)
-    assert not (run_dir / "model" / "checkpoint.pt").exists()  # refused before any training
+    config = replace(CONFIG, hidden_size=16, refit=True, final_refit=False)
+    candidate, evaluated, gate = train_evaluate_gate(settings, run_dir, config, baselines=(),
+                                                     model_name="srgnn-notest")
+    assert candidate["trained_on"] == "train" and candidate["refit_epochs"] == 0
+    assert not (run_dir / "model" / "refit").exists()
+    assert evaluated["split"] == "valid" and gate["promoted"] and gate["version"] == str(candidate["version"])
+
+    final = final_refit_step(candidate, gate, config, settings=settings)
+    assert final["final_refit"]["done"] and final["final_refit"]["trained_on"] == "train+valid"
+    assert final["version"] == str(candidate["version"] + 1) != gate["version"]
+    holder = registry.champion_version(model_name="srgnn-notest")
+    assert str(holder.version) == final["version"]
+    assert holder.tags["trained_on"] == "train+valid" and holder.tags["refit_of"] == "1"
+    assert holder.tags["gate.split"] == "valid" and holder.tags["gate.candidate_version"] == "1"
+    history = torch.load(run_dir / "model" / "final" / "checkpoint.pt", weights_only=True)["history"]
+    assert len(history) == candidate["best_epoch"]
+    assert {h["train_examples"] for h in history} == {examples_of(run_dir, "train", "valid")}
 
 
 @pytest.mark.slow
@@ -255,3 +296,67 @@ def test_short_fallback_lengths_rule():
     assert short_fallback_lengths(model, knn, min_examples=50) == (1, 2, 3)
     assert short_fallback_lengths(model, knn, lengths=(2,)) == (2,)
     assert short_fallback_lengths({}, knn) == ()
+
+
+@pytest.mark.slow
+def test_the_champion_is_refitted_on_every_day_after_the_gate_decided_on_test(trained, tmp_path):
+    from srgnn.pipeline import final_refit_step
+
+    settings = trained[0]
+    run_dir, config = small_run(tmp_path, seed=9, refit=True)  # final_refit: the default, on
+    candidate, evaluated, gate = train_evaluate_gate(settings, run_dir, config, baselines=(),
+                                                     model_name="srgnn-final")
+    # The gate decided on the refit on train + valid, judged on the test days it never saw.
+    assert candidate["trained_on"] == "train+valid" and evaluated["split"] == "test"
+    assert gate["promoted"] and gate["version"] == str(candidate["version"])
+
+    final = final_refit_step(candidate, gate, config, settings=settings)
+    tracking = registry.client()
+    assert final["final_refit"]["done"] and final["promoted"]
+    version = tracking.get_model_version("srgnn-final", final["version"])
+    assert str(registry.champion_version(model_name="srgnn-final").version) == final["version"]
+    every = days_of(run_dir, "train", "valid", "test")
+    assert version.tags["trained_on"] == "train+valid+test" and version.tags["trained_days"] == every
+    assert version.tags["refit_of"] == gate["version"]
+    assert version.tags["gate.candidate_hr_at_20"] == tracking.get_model_version(
+        "srgnn-final", gate["version"]).tags["gate.candidate_hr_at_20"]
+    run = tracking.get_run(final["run_id"])
+    assert run.data.tags["trained_on"] == "train+valid+test" and run.data.params["refit"] == "True"
+    steps = [m.step for m in tracking.get_metric_history(final["run_id"], "refit_train_loss")]
+    assert steps == list(range(1, candidate["best_epoch"] + 1))
+    history = torch.load(run_dir / "model" / "final" / "checkpoint.pt", weights_only=True)["history"]
+    assert {h["train_examples"] for h in history} == {examples_of(run_dir, "train", "valid", "test")}
+    # The registered weights are the final refit's.
+    recommender, _ = registry.load_recommender(final["model_uri"])
+    weights = torch.load(run_dir / "model" / "final" / "checkpoint.pt", weights_only=True)["model"]
+    assert torch.equal(recommender.ranker.model.embedding.weight.detach(), weights["embedding.weight"])
+
+    # A retried task registers nothing new.
+    again = final_refit_step(candidate, gate, config, settings=settings)
+    assert again["version"] == final["version"]
+    assert len(tracking.search_model_versions("name='srgnn-final'")) == 2
+
+
+def test_no_final_refit_for_a_candidate_the_gate_kept(trained):
+    from srgnn.pipeline import final_refit_step
+
+    settings, _, _, (worse, _, gate) = trained
+    out = final_refit_step(worse, gate, replace(CONFIG, refit=True), settings=settings)
+    assert out["final_refit"] == {"done": False, "reason": "the candidate was not promoted"}
+    assert out["version"] == gate["version"] and not out["promoted"]
+
+
+def test_which_splits_the_final_refit_trains_on(tmp_path):
+    from srgnn.training.final import final_splits
+
+    splits = synthetic_splits(num_sessions=200, seed=3)
+    full = RunFolder(write_run_folder(tmp_path / "full", splits))
+    no_test = RunFolder(write_run_folder(tmp_path / "no_test", {"train": splits["train"],
+                                                                "valid": splits["valid"]}))
+    on, off = TrainConfig(), TrainConfig(final_refit=False)
+    assert final_splits(full, {"trained_on": "train+valid"}, on) == (("train", "valid", "test"), "")
+    assert final_splits(full, {"trained_on": "train+valid"}, off) == ((), "final_refit is off")
+    assert final_splits(no_test, {"trained_on": "train"}, off) == (("train", "valid"), "")
+    assert final_splits(full, {"trained_on": "train+valid+test"}, on)[0] == ()
+    assert final_splits(full, {}, TrainConfig(refit=False)) == ((), "refit is off")
+    assert final_splits(full, {"kind": "markov"}, on)[0] == ()

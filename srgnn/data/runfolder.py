@@ -154,6 +154,23 @@ class RunFolder:
         """The split held-out figures and the gate use: ``test``, or ``valid`` when test is empty."""
         return "test" if self.count_examples("test") > 0 else "valid"
 
+    def day_range(self, splits) -> str:
+        """``"YYYY-MM-DD..YYYY-MM-DD"``: the first and last day (UTC) on which a session of
+        ``splits`` ended (``""`` when none has an end time)."""
+        import pyarrow.compute as pc
+
+        days = []
+        for split in splits:
+            path = self.path / "sessions" / split
+            if path.exists():
+                end = self._read(path, ["end_ts"]).column("end_ts")
+                if len(end) > end.null_count and hasattr(end.type, "unit"):
+                    bounds = pc.min_max(end)
+                    days += [bounds["min"].as_py(), bounds["max"].as_py()]
+        if not days:
+            return ""
+        return f"{min(days):%Y-%m-%d}..{max(days):%Y-%m-%d}"
+
     def examples(self, split: str = "test") -> Examples:
         """The examples of ``graphs/<split>``: prefix, target and prefix length."""
         table = self._read(self.graphs(split), ["prefix", "target", "prefix_length"])

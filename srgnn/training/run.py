@@ -11,10 +11,17 @@ With ``TrainConfig.processes`` above 1 the training runs in that many processes 
 DDP, started on the Spark master (:mod:`srgnn.training.distributed`); rank 0 does everything
 described here and the other ranks only train.
 
-With ``refit=True`` a second training follows the selection: from the same initial weights on
-train + valid together, for the epoch count validation chose (:func:`srgnn.training.loop.refit`);
-that model is the one registered (metrics ``refit_train_loss`` per epoch, tag ``refit``). It
-needs a test split, since valid is then part of the training data.
+With ``TrainConfig.refit`` (the default) a second training follows the selection: from the
+same initial weights on train + valid together, for the epoch count validation chose
+(:func:`srgnn.training.loop.refit`); that model is the one registered (metrics
+``refit_train_loss`` per epoch, tag ``refit``). That happens here only when the run folder has
+a test split: the held-out figures and the gate come from it, so valid may be training data.
+Without test days the figures and the gate use valid, so the model registered here is the
+selection model, and the refit on train + valid waits until the gate has promoted it
+(:mod:`srgnn.training.final`). The MLflow run and the registered version say which days the
+model saw: tags ``trained_on`` (``train`` or ``train+valid``) and ``trained_days``
+(``YYYY-MM-DD..YYYY-MM-DD``, the days its training sessions ended), and ``stop_reason`` (why
+the selection training stopped: ``patience``, ``lr_floor`` or ``epochs``).
 
 Checkpoints go to ``<run_dir>/model/`` (``checkpoint.pt``, ``best_model.pt``) and the MLflow
 run is recorded there (``mlflow_run.json``). With ``resume=True`` (the DAG always resumes:
@@ -41,7 +48,7 @@ import time
 from srgnn.config import K, Settings, TrainConfig, json_safe
 from srgnn.data.runfolder import RunFolder
 
-__all__ = ["REFIT_DIR", "run_training", "check_refit"]
+__all__ = ["REFIT_DIR", "run_training", "check_refit", "trained_on_tags"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +63,7 @@ def run_training(
     model_name: str = "srgnn",
     resume: bool = False,
     experiment_name: str = "srgnn",
-    refit: bool = False,
+    refit: bool | None = None,
     k: int = K,
     replicas=None,
 ) -> dict:
@@ -72,7 +79,8 @@ def run_training(
         experiment_name: the MLflow experiment.
         refit: after selecting the epoch count on valid, train again on train + valid for
             that many epochs and register that model (checkpoints in
-            ``<run_dir>/model/refit``).
+            ``<run_dir>/model/refit``), when the run folder has test examples to hold out
+            (:func:`check_refit`); ``None``: ``train_config.refit``.
         k: the default ``k`` of the registered model's signature.
         replicas: set on rank 0 of a distributed training
             (:class:`srgnn.training.distributed.DataParallel`); with ``None`` and
@@ -82,12 +90,10 @@ def run_training(
     Returns:
         A JSON-able dict: ``run_id``, ``experiment_id``, ``model_name``, ``version`` (int),
         ``model_uri`` (``models:/<name>/<version>``), ``metrics`` (validation figures),
-        ``best_epoch``, ``epochs``, ``refit_epochs`` (0 without refit), ``short_fallback``,
-        ``run_dir`` and ``reused`` (True when an earlier attempt's version was returned).
-
-    Raises:
-        ValueError: ``refit`` on a run folder without test examples (nothing would be held
-            out for the figures and the gate).
+        ``best_epoch``, ``epochs``, ``stop_reason``, ``refit_epochs`` (0 without refit),
+        ``trained_on`` and ``trained_days`` (the registered model's training data),
+        ``short_fallback``, ``run_dir`` and ``reused`` (True when an earlier attempt's version
+        was returned).
     """
     import mlflow
 
@@ -101,15 +107,16 @@ def run_training(
     from srgnn.training.plots import plot_training_curve
 
     train_config = train_config or TrainConfig()
+    run = RunFolder(run_dir).require_complete()
+    refit = check_refit(run, train_config.refit if refit is None else refit)
     if train_config.processes > 1 and replicas is None:
         from srgnn.training.distributed import launch
 
         return launch(settings, run_dir, train_config, model_name=model_name, resume=resume,
                       experiment_name=experiment_name, refit=refit, k=k)
-    run = RunFolder(run_dir).require_complete()
     num_items = run.num_items
     checkpoint_dir = run.checkpoint_dir
-    check_refit(run, refit)
+    trained_on = trained_on_tags(run, ("train", "valid") if refit else ("train",))
     experiment_id = registry.configure(settings, experiment_name)
     if resume:
         done = _registered(run, model_name, experiment_id)
@@ -124,7 +131,8 @@ def run_training(
         logger.info("training on %s (%d items), MLflow run %s", run.path, num_items, run_id)
         # Params first, so that a run that crashes still shows what it was.
         tracking.log_params_once(tracking.training_params(train_config, num_items, run.summary()))
-        mlflow.set_tags({"run_dir": str(run.path.resolve()), "resumed": str(continued)})
+        mlflow.set_tags({"run_dir": str(run.path.resolve()), "resumed": str(continued),
+                         "refit": str(refit).lower(), **trained_on})
         top = train_config.top_k
         logged_epochs: set[int] = set()
 
@@ -151,7 +159,10 @@ def run_training(
                 train_config, output_dir=checkpoint_dir / REFIT_DIR, resume=resume,
                 on_epoch_end=log_refit_epoch, replicas=replicas,
             )
-            mlflow.set_tags({"refit": "true", "refit_epochs": str(result.best_epoch)})
+            mlflow.set_tags({"refit_epochs": str(result.best_epoch)})
+        mlflow.set_tag("stop_reason", result.stop_reason)
+        logger.info("the selection training stopped after epoch %d: %s", len(result.history),
+                    result.stop_reason)
         recommender = Recommender.from_training(final.best_state_dict, final.model_config,
                                                 run.vocabulary)
         selected = recommender if final is result else Recommender.from_training(
@@ -177,6 +188,8 @@ def run_training(
         version = int(info.registered_model_version)
         mlflow.set_tag("model_version", str(version))
         registry.client().set_model_version_tag(model_name, str(version), "kind", chosen.kind)
+        for key, value in trained_on.items():
+            registry.client().set_model_version_tag(model_name, str(version), key, value)
     logger.info("registered %s version %d in %.0f s", model_name, version, time.time() - started)
 
     out = json_safe({
@@ -188,7 +201,9 @@ def run_training(
         "metrics": metrics,
         "best_epoch": result.best_epoch,
         "epochs": len(result.history),
+        "stop_reason": result.stop_reason,
         "refit_epochs": result.best_epoch if refit else 0,
+        **trained_on,
         "short_fallback": {"lengths": list(short_fallback.lengths) if short_fallback else [],
                            "description": fallback_text, "validation_by_length": evidence},
         "run_dir": str(run.path),
@@ -200,13 +215,27 @@ def run_training(
     return out
 
 
-def check_refit(run: RunFolder, refit: bool) -> None:
-    """Raise ValueError for ``refit`` on a run folder without test examples."""
-    if refit and run.held_out_split() != "test":
-        raise ValueError(
-            f"refit trains on the validation days too, so the figures and the gate need test "
-            f"examples, and {run.path} has none: prepare it with --test-days > 0."
-        )
+def check_refit(run: RunFolder, refit: bool) -> bool:
+    """Whether the training step refits on train + valid: ``refit`` asked for it, ``run`` has
+    validation examples (the epoch count comes from them) and test examples. Without test
+    examples the held-out figures and the gate use valid, so the refit waits for the gate
+    (:mod:`srgnn.training.final`)."""
+    if not refit:
+        return False
+    if run.count_examples("valid") == 0:
+        logger.info("no validation examples in %s: nothing to refit on", run.path)
+        return False
+    if run.held_out_split() != "test":
+        logger.info("no test examples in %s: the gate judges the selection model on valid, and "
+                    "the refit on train + valid follows a promotion", run.path)
+        return False
+    return True
+
+
+def trained_on_tags(run: RunFolder, splits) -> dict[str, str]:
+    """``trained_on`` (``train+valid``, ...) and ``trained_days`` (the first and last day a
+    training session of ``splits`` ended): which data a model saw, as MLflow tags."""
+    return {"trained_on": "+".join(splits), "trained_days": run.day_range(splits)}
 
 
 def _registered(run: RunFolder, model_name: str, experiment_id: str) -> dict | None:
