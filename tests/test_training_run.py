@@ -310,7 +310,8 @@ def test_the_champion_is_refitted_on_every_day_after_the_gate_decided_on_test(tr
     assert candidate["trained_on"] == "train+valid" and evaluated["split"] == "test"
     assert gate["promoted"] and gate["version"] == str(candidate["version"])
 
-    final = final_refit_step(candidate, gate, config, settings=settings)
+    # The final refit trains with the candidate's settings, whatever the caller's say.
+    final = final_refit_step(candidate, gate, replace(config, hidden_size=24), settings=settings)
     tracking = registry.client()
     assert final["final_refit"]["done"] and final["promoted"]
     version = tracking.get_model_version("srgnn-final", final["version"])
@@ -330,6 +331,7 @@ def test_the_champion_is_refitted_on_every_day_after_the_gate_decided_on_test(tr
     recommender, _ = registry.load_recommender(final["model_uri"])
     weights = torch.load(run_dir / "model" / "final" / "checkpoint.pt", weights_only=True)["model"]
     assert torch.equal(recommender.ranker.model.embedding.weight.detach(), weights["embedding.weight"])
+    assert weights["embedding.weight"].shape[1] == config.hidden_size == 16
 
     # A retried task registers nothing new.
     again = final_refit_step(candidate, gate, config, settings=settings)

@@ -19,7 +19,10 @@ per-epoch ``refit_train_loss`` and the tags ``trained_on`` (``train+valid+test``
 carries ``trained_on``, ``trained_days``, ``refit_of`` and the gate's tags of the candidate
 (``gate.*``, the figures being the candidate's, ``gate.candidate_version`` saying so). Its
 short-session fallback routes the lengths the candidate routed, with item-KNN fitted on every
-day. The final refit trains in this process, whatever ``TrainConfig.processes`` says.
+day. The settings are the candidate's own (``config.json`` of its MLflow run: those a search
+chose, say), only ``refit``, ``final_refit`` and how the training runs (``progress``,
+``num_threads``, ``processes``) come from the caller. The final refit trains in this process,
+whatever ``TrainConfig.processes`` says.
 
 Checkpoints go to ``<run_dir>/model/final/`` and the outcome to ``<run_dir>/final_refit.json``:
 a retried task resumes the training, or returns the version an earlier attempt registered.
@@ -34,16 +37,21 @@ Example::
 from __future__ import annotations
 
 import logging
+from dataclasses import fields, replace
 
 from srgnn.config import K, Settings, TrainConfig, json_safe
 from srgnn.data.runfolder import SPLITS, RunFolder
 
-__all__ = ["FINAL_DIR", "FINAL_RECORD", "final_refit", "final_splits"]
+__all__ = ["FINAL_DIR", "FINAL_RECORD", "CALLER_SETTINGS", "final_refit", "final_splits",
+           "candidate_config"]
 
 logger = logging.getLogger(__name__)
 
 FINAL_DIR = "final"  # under the checkpoint folder
 FINAL_RECORD = "final_refit.json"  # in the run folder
+# Settings that the caller decides, not the candidate's training: what follows the training
+# and how it runs.
+CALLER_SETTINGS = ("refit", "final_refit", "progress", "num_threads", "processes")
 
 
 def final_splits(run: RunFolder, trained: dict, config: TrainConfig) -> tuple[tuple[str, ...], str]:
@@ -103,9 +111,9 @@ def final_refit(settings: Settings, trained: dict, gate: dict, train_config: Tra
 
     epochs = int(trained["best_epoch"])
     tags = trained_on_tags(run, splits)
+    config = candidate_config(trained, train_config)
     with mlflow.start_run(run_name=f"final-refit-{run.path.name}") as mlflow_run:
-        version = _train_and_register(run, trained, train_config, splits, epochs, tags,
-                                      model_name, k)
+        version = _train_and_register(run, trained, config, splits, epochs, tags, model_name, k)
         mlflow.set_tag("model_version", version)
     tracking = registry.client()
     candidate = tracking.get_model_version(model_name, str(trained["version"]))
@@ -131,6 +139,21 @@ def final_refit(settings: Settings, trained: dict, gate: dict, train_config: Tra
     run.write_json(FINAL_RECORD, {"candidate_version": str(trained["version"]),
                                   "version": version, "gate": out})
     return out
+
+
+def candidate_config(trained: dict, config: TrainConfig) -> TrainConfig:
+    """The settings the candidate trained with (``config.json`` of its MLflow run), with the
+    :data:`CALLER_SETTINGS` of ``config``; ``config`` itself when that file cannot be read."""
+    import mlflow
+
+    try:
+        saved = mlflow.artifacts.load_dict(f"runs:/{trained['run_id']}/config.json")["train_config"]
+    except (mlflow.exceptions.MlflowException, OSError, KeyError, ValueError) as exc:
+        logger.warning("the training settings of run %s cannot be read (%s); the final refit "
+                       "uses the settings it was given", trained.get("run_id"), exc)
+        return config
+    names = {f.name for f in fields(TrainConfig)} - set(CALLER_SETTINGS)
+    return replace(config, **{name: value for name, value in saved.items() if name in names})
 
 
 def _train_and_register(run: RunFolder, trained: dict, config: TrainConfig, splits, epochs: int,
