@@ -121,6 +121,8 @@ def test_the_training_loss_is_the_cross_entropy_of_the_scores_with_the_same_grad
     torch.testing.assert_close(loss, expected)
     for k, p in model.named_parameters():
         torch.testing.assert_close(p.grad, expected_grads[k], rtol=1e-4, atol=1e-6)
+    # bfloat16 operands for the catalogue products: the same loss up to their rounding
+    torch.testing.assert_close(model.loss(batch, "bfloat16"), expected, rtol=0, atol=0.05)
 
 
 # ------------------------------------------------------------------------------------------

@@ -198,12 +198,23 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
     With ``dtype=torch.bfloat16`` the three products take bfloat16 operands (the scores come
     back rounded to bfloat16, then softmax and loss are float32) and the gradients are float32.
 
+    With ``normalize`` the scores are ``s_b . u_j`` with the unit rows ``u_j = E_j / ||E_j||``
+    (the cosine models' loss; ``s_b`` comes scaled already), and the backward turns the rows'
+    gradient ``g_j`` into the table's, ``(g_j - (g_j . u_j) u_j) / ||E_j||``, in place.
+
     Shapes: ``session`` (B, d), ``table`` (N + 1, d), ``columns`` (B,) in ``0..N-1`` -> ().
     """
 
     @staticmethod
-    def forward(ctx, session, table, columns, shared=None, dtype=torch.float32):
-        items = table[1:]  # (N, d)
+    def forward(ctx, session, table, columns, shared=None, dtype=torch.float32, normalize=False):
+        ctx.normalize = normalize
+        norms = units = None
+        if normalize:
+            norms = table.norm(dim=1, keepdim=True).clamp_min_(1e-12)  # (N + 1, 1)
+            units = table / norms
+            items = units[1:]  # (N, d)
+        else:
+            items = table[1:]  # (N, d)
         if dtype != torch.float32:  # low-precision operands, float32 accumulation and softmax
             items = items.to(dtype)  # one conversion a step, kept for the backward products
             scores = F.linear(session.to(dtype), items).float()  # (B, N)
@@ -217,7 +228,7 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
             rows = torch.nonzero(tiny).squeeze(1)
             losses[rows] = -torch.log_softmax(scores[rows], dim=1).gather(1, columns[rows].unsqueeze(1)).squeeze(1)
         del scores
-        ctx.save_for_backward(session, table, columns, probs, items)
+        ctx.save_for_backward(session, table, columns, probs, items, norms, units)
         ctx.shared = shared
         ctx.consumed = False
         return losses.mean()
@@ -227,7 +238,7 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
         if ctx.consumed:
             raise RuntimeError("SRGNN.loss() cannot be backpropagated twice; compute it again.")
         ctx.consumed = True
-        session, table, columns, grad_scores, items = ctx.saved_tensors
+        session, table, columns, grad_scores, items, norms, units = ctx.saved_tensors
         rows = torch.arange(len(columns), device=columns.device)
         grad_scores[rows, columns] -= 1.0  # (B, N) softmax - onehot, over the saved softmax
         scale = grad_loss / len(columns)  # the mean's 1/B, applied to the small factors
@@ -244,9 +255,13 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
                 grad_table[1:] = torch.mm(grad_scores.T, (session * scale).to(items.dtype))
             else:
                 torch.mm(grad_scores.T, session * scale, out=grad_table[1:])
+            if ctx.normalize:  # through u = E / ||E||: (g - (g . u) u) / ||E||
+                rows, unit_rows = grad_table[1:], units[1:]
+                along = (rows * unit_rows).sum(1, keepdim=True)
+                rows.addcmul_(unit_rows, along, value=-1).div_(norms[1:])
             if ctx.shared is not None:  # the item lookup adds its rows here (_ItemLookup)
                 ctx.shared["grad_table"] = grad_table
-        return grad_session, grad_table, None, None, None
+        return grad_session, grad_table, None, None, None, None
 
 
 class _ItemLookup(torch.autograd.Function):

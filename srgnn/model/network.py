@@ -56,8 +56,8 @@ the same parameters, state-dict keys and outputs):
   ``g = sigmoid(W_g [h0 ; h] + b_g)`` (:class:`StarNode`). Block-diagonal batches only.
 
 The options use ordinary torch operations where the fused kernels of
-:mod:`srgnn.model.kernels` do not cover them (positions: the composed readout; normalize: the
-catalogue loss on the normalised table, without the lookup's shared gradient).
+:mod:`srgnn.model.kernels` do not cover them (positions: the composed readout; the star node);
+the catalogue loss normalises the item rows itself (:class:`_CatalogueCrossEntropy`).
 
 Batches come from :mod:`srgnn.model.batching`, where graphs are built with whole-array operations
 (never inside ``forward``): the block-diagonal :class:`~srgnn.model.batching.GraphBatch` used for
@@ -562,13 +562,12 @@ class SRGNN(nn.Module):
         num_items = self.config.num_items
         if targets.numel() and not _within(targets, 1, num_items):
             raise ValueError(f"targets must be item indices in 1..{num_items}.")
-        if self.config.normalize:  # the loss's table gradient goes through the normalisation
-            return _CatalogueCrossEntropy.apply(
-                self.query_vectors(self.session_embedding(batch)),
-                self.scored_rows(self.embedding.weight), targets - 1, None,
-                CATALOGUE_PRECISIONS[precision],
-            )
         shared: dict = {}
+        if self.config.normalize:  # unit item rows, normalised inside the loss's own node
+            return _CatalogueCrossEntropy.apply(
+                self.query_vectors(self.session_embedding(batch, shared)), self.embedding.weight,
+                targets - 1, shared, CATALOGUE_PRECISIONS[precision], True,
+            )
         return _CatalogueCrossEntropy.apply(
             self.session_embedding(batch, shared), self.embedding.weight, targets - 1, shared,
             CATALOGUE_PRECISIONS[precision],
