@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import time
 
-from srgnn.config import K, Settings, TrainConfig, json_safe
+from srgnn.config import K, Settings, TrainConfig, json_safe, parse_budget
 from srgnn.data.runfolder import RunFolder
 
 __all__ = ["REFIT_DIR", "run_training", "check_refit", "trained_on_tags"]
@@ -129,6 +129,8 @@ def run_training(
     with active as mlflow_run:
         run_id = mlflow_run.info.run_id
         logger.info("training on %s (%d items), MLflow run %s", run.path, num_items, run_id)
+        if parse_budget(train_config.search) > 0:  # the settings to train: validation's choice
+            train_config = _searched(run, train_config, resume)
         # Params first, so that a run that crashes still shows what it was.
         tracking.log_params_once(tracking.training_params(train_config, num_items, run.summary()))
         mlflow.set_tags({"run_dir": str(run.path.resolve()), "resumed": str(continued),
@@ -187,9 +189,9 @@ def run_training(
                                                   model_name=model_name, k=k)
         version = int(info.registered_model_version)
         mlflow.set_tag("model_version", str(version))
-        registry.client().set_model_version_tag(model_name, str(version), "kind", chosen.kind)
         for key, value in trained_on.items():
             registry.client().set_model_version_tag(model_name, str(version), key, value)
+        registry.client().set_model_version_tag(model_name, str(version), "kind", chosen.kind)
     logger.info("registered %s version %d in %.0f s", model_name, version, time.time() - started)
 
     out = json_safe({
@@ -213,6 +215,30 @@ def run_training(
     })
     run.write_json("training.json", out)
     return out
+
+
+SEARCH_FILE = "search.json"  # in the run folder and the MLflow run
+
+
+def _searched(run: RunFolder, config: TrainConfig, resume: bool) -> TrainConfig:
+    """``config`` with the settings a search on validation chose (:mod:`srgnn.training.search`);
+    a resumed training reuses the search its run folder kept."""
+    from dataclasses import replace
+
+    import mlflow
+
+    from srgnn.training.search import SPACE, search, trial_table
+
+    kept = run.read_json(SEARCH_FILE) if resume else None
+    if kept is None:
+        found = search(run, config, parse_budget(config.search), max_trials=config.search_trials)
+        kept = json_safe(found.as_dict())
+        run.write_json(SEARCH_FILE, kept)
+        mlflow.log_dict(kept, SEARCH_FILE)
+        mlflow.log_metrics({"search_trials": len(found.trials), "search_seconds": found.seconds})
+        logger.info("search on validation:\n%s", trial_table(found, config.top_k))
+    return replace(config, **{name: value for name, value in kept["chosen"].items()
+                              if name in SPACE})
 
 
 def check_refit(run: RunFolder, refit: bool) -> bool:
