@@ -5,7 +5,7 @@ scores and survives a save and reload."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -22,7 +22,8 @@ from srgnn.model.batching import collate
 from srgnn.model.network import SRGNN, ModelConfig
 from srgnn.model.sampled import NegativeSampler, sampled_loss
 from srgnn.serving.predict import Scorer
-from srgnn.training.checkpoints import BEST_MODEL_NAME, RunState, save_best
+from srgnn.training.checkpoints import (BEST_MODEL_NAME, CHECKPOINT_NAME, RunState,
+                                       load_checkpoint, save_best, save_checkpoint)
 from srgnn.training.loop import model_config, training_step
 
 NUM_ITEMS = 40
@@ -403,3 +404,26 @@ def test_a_short_training_with_every_option_lowers_the_loss():
         after = float(model.loss(batch))
     assert all(math.isfinite(x) for x in losses)
     assert after < 0.8 * before, (before, after)
+
+
+def test_a_checkpoint_from_before_the_options_resumes_with_them_off(tmp_path):
+    shape = ModelConfig(num_items=NUM_ITEMS, hidden_size=8)
+    model = SRGNN(shape)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3)
+    save_checkpoint(tmp_path, RunState(epoch=1), TrainConfig(), shape, model, optimizer, scheduler)
+    checkpoint = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    for name in ("normalize", "scale", "position_embeddings", "dropout", "star_node"):
+        del checkpoint["config"][name]  # as a checkpoint written before the options has them
+    for name in ("normalize", "scale", "position_embeddings", "max_position", "dropout",
+                 "star_node"):
+        del checkpoint["model_config"][name]
+    torch.save(checkpoint, tmp_path / CHECKPOINT_NAME)
+    state = load_checkpoint(tmp_path, TrainConfig(), shape, model, optimizer, scheduler)
+    assert state.epoch == 1
+    with pytest.raises(ValueError, match=r"\(dropout differ\)"):
+        load_checkpoint(tmp_path, TrainConfig(dropout=0.1), replace(shape, dropout=0.1), model,
+                        optimizer, scheduler)
+    with pytest.raises(ValueError, match="other settings"):  # the model's shape differs
+        load_checkpoint(tmp_path, TrainConfig(), replace(shape, normalize=True), model, optimizer,
+                        scheduler)

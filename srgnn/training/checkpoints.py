@@ -146,9 +146,15 @@ def _loss(values: dict, num_items: int) -> tuple:
     return (softmax, values.get("negatives")) if softmax == "sampled" else (softmax,)
 
 
+# Settings that came after the first checkpoints, with the value an older checkpoint ran with
+# (float32 only, none of the model options).
+_EARLIER_VALUES = {"precision": "float32", "normalize": False, "scale": 12.0,
+                   "position_embeddings": False, "dropout": 0.0, "star_node": False}
+
+
 def load_checkpoint(out, config, model_config, model, optimizer, scheduler) -> RunState:
     checkpoint = torch.load(out / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
-    saved = {"precision": "float32", **checkpoint["config"]}  # older checkpoints: float32 only
+    saved = {**_EARLIER_VALUES, **checkpoint["config"]}
     current = asdict(config)
     changed = sorted(
         name for name in current
@@ -156,7 +162,8 @@ def load_checkpoint(out, config, model_config, model, optimizer, scheduler) -> R
     )
     if _loss(saved, model_config.num_items) != _loss(current, model_config.num_items):
         changed.append("softmax")
-    if changed or checkpoint["model_config"] != asdict(model_config):
+    # an older model_config lacks the later fields: their defaults are what it ran with
+    if changed or type(model_config)(**checkpoint["model_config"]) != model_config:
         differing = ", ".join(changed) or "num_items"
         raise ValueError(
             f"the checkpoint in {out} was made with other settings ({differing} differ); "
