@@ -24,7 +24,9 @@ from srgnn.model.sampled import NegativeSampler, sampled_loss
 from srgnn.serving.predict import Scorer
 from srgnn.training.checkpoints import (BEST_MODEL_NAME, CHECKPOINT_NAME, RunState,
                                        load_checkpoint, save_best, save_checkpoint)
-from srgnn.training.loop import model_config, training_step
+from srgnn.training.loop import model_config, train, training_step
+from test_train import NUM_ITEMS as SPLIT_ITEMS
+from test_train import SMALL, popularity_hit_rate, splits  # noqa: F401  (splits: a fixture)
 
 NUM_ITEMS = 40
 ALL_ON = dict(normalize=True, scale=16.0, position_embeddings=True, dropout=0.3, star_node=True)
@@ -427,3 +429,21 @@ def test_a_checkpoint_from_before_the_options_resumes_with_them_off(tmp_path):
     with pytest.raises(ValueError, match="other settings"):  # the model's shape differs
         load_checkpoint(tmp_path, TrainConfig(), replace(shape, normalize=True), model, optimizer,
                         scheduler)
+
+
+@pytest.mark.parametrize("softmax", ["full", "sampled"])
+def test_training_runs_with_every_option_and_saves_a_model_that_reloads(splits, softmax, tmp_path):
+    train_dir, valid_dir = splits
+    settings = replace(SMALL, epochs=2, softmax=softmax, negatives=30, steps=2, **ALL_ON)
+    result = train(train_dir, valid_dir, SPLIT_ITEMS, settings, output_dir=tmp_path)
+    assert result.model_config.options == ["normalize", "position_embeddings", "dropout",
+                                           "star_node"]
+    losses = [epoch.train_loss for epoch in result.history]
+    assert losses[1] < losses[0]
+    assert result.best_valid_hit_rate > popularity_hit_rate(train_dir, valid_dir)
+    values, offsets = sessions_to_arrays(clustered_sessions(num_items=SPLIT_ITEMS, num_sessions=30,
+                                                            seed=12))
+    saved = Scorer.from_checkpoint(tmp_path / BEST_MODEL_NAME, precision="float32")
+    trained = Scorer(result.best_model(), precision="float32")
+    np.testing.assert_array_equal(saved.top_k(values, offsets).items,
+                                  trained.top_k(values, offsets).items)
