@@ -220,3 +220,17 @@ def test_settings_that_cannot_work_are_refused_before_anything_starts(tmp_path, 
     with pytest.raises(SettingError, match=message):
         run_training(Settings(home=tmp_path / "home"), run_dir, config)
     assert not (tmp_path / "home").exists()  # neither MLflow nor Spark was started
+
+
+def test_train_refuses_sampled_softmax_on_replicas_of_several_processes(splits):
+    train_dir, valid_dir, config = splits["uneven"]
+    sampled = replace(config, softmax="auto", sampled_softmax_above=NUM_ITEMS - 1)
+    # Refused before the model is wrapped in DDP: no process group is needed to see it.
+    with pytest.raises(ValueError, match=r"^distributed training \(processes=2\) uses the full "
+                                         r"softmax, and these settings choose sampled softmax "
+                                         r"for 60 items: set softmax to full"):
+        train(train_dir, valid_dir, NUM_ITEMS, sampled, replicas=DataParallel(1, 2))
+    # The full softmax passes that check and goes on to DDP, which needs the process group.
+    with pytest.raises(ValueError, match="Default process group has not been initialized"):
+        train(train_dir, valid_dir, NUM_ITEMS, replace(sampled, softmax="full"),
+              replicas=DataParallel(1, 2))

@@ -66,7 +66,7 @@ import torch
 
 from srgnn.config import K, SettingError, Settings, TrainConfig
 from srgnn.evaluation.evaluate import metric_table
-from srgnn.training.loop import Replicas, target_ranks
+from srgnn.training.loop import Replicas, refuse_sampled_softmax, target_ranks
 
 __all__ = ["DataParallel", "DistributedTrainingError", "launch", "process_threads"]
 
@@ -90,6 +90,7 @@ class DataParallel(Replicas):
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}.")
         self.rank, self.world_size = rank, world_size
         self.writes = rank == 0
+        self.sampled_softmax = False  # its sparse item-table gradient would escape DDP
         self._weight, self._rows = 1.0, 0  # of the batch being served
         self._loss_sum, self._examples = 0.0, 0  # this rank's, since the last epoch_totals
 
@@ -281,11 +282,7 @@ def launch(settings: Settings, run_dir, train_config: TrainConfig, *, model_name
     settings = replace(settings, home=settings.home.resolve())
     run = RunFolder(Path(run_dir).resolve()).require_complete()
     num_items = run.num_items
-    if train_config.softmax_for(num_items) == "sampled":
-        raise SettingError(
-            f"distributed training (processes={processes}) uses the full softmax, and these "
-            f"settings choose sampled softmax for {num_items:,} items: set softmax to full "
-            "(--softmax full, SRGNN_SOFTMAX=full) or train in one process.")
+    refuse_sampled_softmax(train_config, num_items, processes)
     if train_config.batch_size < processes:
         raise SettingError(
             f"distributed training shares every batch among its {processes} processes: the "

@@ -63,7 +63,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from srgnn.config import TrainConfig
+from srgnn.config import SettingError, TrainConfig
 from srgnn.cpu import resolve_precision
 from srgnn.cpu import torch_threads as cpu_threads
 from srgnn.evaluation.evaluate import metric_table
@@ -87,6 +87,7 @@ __all__ = [
     "target_ranks",
     "validate",
     "Replicas",
+    "refuse_sampled_softmax",
     "model_config",
     "torch_threads",
     "STOP_PATIENCE",
@@ -188,6 +189,8 @@ class Replicas:
     """
 
     writes = True  # this process writes the checkpoints (the others only read them to resume)
+    world_size = 1  # the processes that share the training
+    sampled_softmax = True  # the loop may train with sampled softmax (refuse_sampled_softmax)
 
     def wrap(self, model: SRGNN):
         """What :func:`training_step` steps (its ``loss``): the model itself here."""
@@ -204,6 +207,18 @@ class Replicas:
     def validation(self, model: SRGNN, reader: GraphParquetReader, k: int) -> dict:
         """The validation figures of ``model`` over the whole split."""
         return _validation(model, reader, k)
+
+
+def refuse_sampled_softmax(config: TrainConfig, num_items: int, processes: int) -> None:
+    """Raise :class:`~srgnn.config.SettingError` (a ValueError) when ``config`` trains with
+    sampled softmax on ``num_items`` items: a training shared by ``processes`` processes uses
+    the full softmax. The sampled loss's item-table gradient is sparse and reaches the loss
+    outside the model's ``forward``, which DDP's gradient averaging does not see."""
+    if config.softmax_for(num_items) == "sampled":
+        raise SettingError(
+            f"distributed training (processes={processes}) uses the full softmax, and these "
+            f"settings choose sampled softmax for {num_items:,} items: set softmax to full "
+            "(--softmax full, SRGNN_SOFTMAX=full) or train in one process.")
 
 
 def validate(model: SRGNN, source, *, k: int = 20, batch_size: int = 500,
@@ -251,7 +266,8 @@ def train(
 
     Raises:
         ValueError: for ``resume`` without ``output_dir``, a checkpoint made with other
-            settings, or an empty training split.
+            settings, an empty training split, or sampled softmax with ``replicas`` of several
+            processes (:func:`refuse_sampled_softmax`).
     """
     config = config or TrainConfig()
     shape = model_config(config, num_items)
@@ -335,6 +351,8 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end,
     torch.manual_seed(config.seed)  # the initial weights
     model = SRGNN(shape)
     softmax = config.softmax_for(shape.num_items)
+    if not replicas.sampled_softmax:
+        refuse_sampled_softmax(config, shape.num_items, replicas.world_size)
     sampler = None
     if softmax == "sampled":
         sampler = NegativeSampler.from_counts(target_counts(train_data, shape.num_items),
