@@ -34,7 +34,7 @@ from srgnn.evaluation import heldout
 from srgnn.evaluation.evaluate import evaluate, fit_baselines
 from srgnn.evaluation.gate import is_better
 from srgnn.serving.blend import BlendRanker, blend_kind
-from srgnn.serving.recommender import KIND_SRGNN, Recommender, ShortSessionFallback
+from srgnn.serving.recommender import KIND_SRGNN, Recommender
 
 __all__ = ["CANDIDATE_BASELINES", "BLEND_WEIGHTS", "Selection",
            "select_candidate", "log_selection", "summary_line", "candidate_row"]
@@ -113,8 +113,7 @@ def select_candidate(run, final: Recommender, selection: Recommender, *, mode: s
     ours = selection
     if final.short_fallback is not None:  # judged as registered, item-KNN from train only
         knn = fitted["iknn"] if "iknn" in fitted else fit_baselines(run, ["iknn"])[0]["iknn"]
-        ours = selection.with_short_fallback(ShortSessionFallback(
-            knn.ranker.baseline, final.short_fallback.lengths, final.short_fallback.evidence))
+        ours = selection.with_short_fallback(final.short_fallback.with_item_knn(knn.ranker.baseline))
     results = {KIND_SRGNN: evaluate(ours, valid, k)}
     for name, recommender in fitted.items():
         results[name] = evaluate(recommender, valid, k)

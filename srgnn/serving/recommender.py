@@ -13,7 +13,10 @@ judge champions, candidates and baselines through it. It
    marked ``fallback:pop`` in :attr:`Recommendations.source`, and
 4. optionally gives very short sessions to item-KNN (:class:`ShortSessionFallback`, marked
    ``fallback:iknn``): graph models are known to be weakest on one or two clicks, and the
-   training run routes a length there only where validation by length shows item-KNN better.
+   training run routes a length there only where validation by length shows item-KNN better;
+   or lets the ranker score such a session augmented with its co-click neighbours (prepended
+   before the first click, so the graph has more nodes and the last click stays last; the
+   row stays ``model``), for the lengths where validation shows that better.
 
 Every recommender is saved as a folder that :meth:`Recommender.load` reads back:
 ``vocab.parquet``, ``recommender.json`` (its ``kind`` and how to read the ranker), the
@@ -26,6 +29,7 @@ sessions to a recommender in bounded batches (scoring and evaluation both use it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,21 +60,62 @@ KIND_SRGNN = "srgnn"
 
 @dataclass(frozen=True)
 class ShortSessionFallback:
-    """Item-KNN answers sessions whose number of known clicks is one of ``lengths``.
+    """What answers sessions of a few known clicks: item-KNN instead of the ranker
+    (``lengths``), or the ranker on the session augmented with its co-click neighbours
+    (``augmented``, :meth:`srgnn.model.baselines.ItemKNN.augment`).
 
     Attributes:
         item_knn: a fitted :class:`srgnn.model.baselines.ItemKNN` over the same item indices.
-        lengths: known-click counts routed to it (e.g. ``(1,)``).
+        lengths: known-click counts routed to item-KNN (e.g. ``(1,)``).
         evidence: why (the validation figures by length that chose it); saved with the model.
+        augmented: known-click counts the ranker scores with ``neighbors`` co-click
+            neighbours prepended (older than the first click; the last click stays last).
+        neighbors: neighbours added to an augmented session.
     """
 
     item_knn: object
     lengths: tuple[int, ...]
     evidence: dict
+    augmented: tuple[int, ...] = ()
+    neighbors: int = 0
 
     def __post_init__(self) -> None:
-        if not self.lengths or min(self.lengths) < 1:
+        routed = (*self.lengths, *self.augmented)
+        if not routed or min(routed) < 1:
             raise ValueError("a short-session fallback needs lengths of at least 1 click.")
+        if set(self.lengths) & set(self.augmented):
+            raise ValueError("a session length goes either to item-KNN or to augmentation, not both.")
+        if self.augmented and self.neighbors < 1:
+            raise ValueError("augmented lengths need at least 1 neighbour to add.")
+
+    def with_item_knn(self, item_knn) -> "ShortSessionFallback":
+        """The same routes with another fitted item-KNN (e.g. one fitted on other days)."""
+        return dataclasses.replace(self, item_knn=item_knn)
+
+    def augment(self, values, offsets):
+        """``(values, offsets)`` with the sessions of an augmented length augmented."""
+        if not self.augmented or len(offsets) < 2:
+            return values, offsets
+        rows = np.isin(np.diff(offsets), self.augmented)
+        if not rows.any():
+            return values, offsets
+        return self.item_knn.augment(values, offsets, self.neighbors, rows=rows)
+
+    def summary(self) -> dict:
+        """The routes as JSON (``training.json``, ``recommender.json``)."""
+        return {"lengths": list(self.lengths), "augmented": list(self.augmented),
+                "neighbors": int(self.neighbors)}
+
+    @classmethod
+    def from_summary(cls, item_knn, summary: dict | None,
+                     evidence: dict | None = None) -> "ShortSessionFallback | None":
+        """The fallback :meth:`summary` describes (``None`` when it routes nothing)."""
+        summary = summary or {}
+        lengths = tuple(int(n) for n in summary.get("lengths") or ())
+        augmented = tuple(int(n) for n in summary.get("augmented") or ())
+        if not lengths and not augmented:
+            return None
+        return cls(item_knn, lengths, evidence or {}, augmented, int(summary.get("neighbors") or 0))
 
 
 @dataclass(frozen=True)
@@ -227,7 +272,7 @@ class Recommender:
         if self.short_fallback is not None:
             self.short_fallback.item_knn.save(path / _ITEM_KNN_FILE)
             meta["short_session_fallback"] = {"baseline": "iknn", "file": _ITEM_KNN_FILE,
-                                              "lengths": list(self.short_fallback.lengths),
+                                              **self.short_fallback.summary(),
                                               "evidence": self.short_fallback.evidence}
         (path / "recommender.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -246,9 +291,8 @@ class Recommender:
             from srgnn.model.baselines import ItemKNN
 
             spec = meta["short_session_fallback"]
-            short_fallback = ShortSessionFallback(ItemKNN.load(path / _ITEM_KNN_FILE),
-                                                  tuple(int(n) for n in spec["lengths"]),
-                                                  spec.get("evidence", {}))
+            short_fallback = ShortSessionFallback.from_summary(
+                ItemKNN.load(path / _ITEM_KNN_FILE), spec, spec.get("evidence", {}))
         # A folder without a "ranker" entry predates the other kinds: SR-GNN's model.pt.
         ranker = load_ranker(path, meta.get("ranker") or {"kind": KIND_SRGNN}, **scorer_options)
         return cls(ranker, Vocabulary.read(path / "vocab.parquet"), short_fallback)
@@ -283,6 +327,8 @@ class Recommender:
             short = np.isin(kept_per_session, self.short_fallback.lengths)
         long_rows = np.flatnonzero(~short)
         long_lists = gather_lists(values, offsets, long_rows) if short.any() else (values, offsets)
+        if self.short_fallback is not None:
+            long_lists = self.short_fallback.augment(*long_lists)
         top = self.ranker.top_k(*long_lists, k)
         k_eff = top.items.shape[1]
         items = np.zeros((num_sessions, k_eff), dtype=np.int64)

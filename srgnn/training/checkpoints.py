@@ -31,8 +31,8 @@ BEST_MODEL_NAME = "best_model.pt"
 # Fields that may differ between a checkpoint and the run that resumes it: they change how
 # long or how visibly the run goes, or what follows the training, not what any epoch computes.
 RESUMABLE_CHANGES = {"epochs", "patience", "progress", "num_threads", "eval_batch_size",
-                      "short_fallback", "processes", "min_improvement", "lr_floor", "refit",
-                      "final_refit"}
+                      "short_fallback", "short_augment", "processes", "min_improvement",
+                      "lr_floor", "refit", "final_refit"}
 
 # Why a training ended (RunState.stop_reason, TrainResult.stop_reason).
 STOP_PATIENCE = "patience"  # patience epochs without a better validation HR@K

@@ -176,14 +176,13 @@ def _train_and_register(run: RunFolder, trained: dict, config: TrainConfig, spli
     recommender = Recommender.from_training(result.best_state_dict, result.model_config,
                                             run.vocabulary)
     short = trained.get("short_fallback") or {}
-    if short.get("lengths"):  # the lengths validation chose, item-KNN fitted on every day
+    if short.get("lengths") or short.get("augmented"):  # validation's routes, item-KNN of every day
         from srgnn.evaluation.evaluate import fit_baselines
         from srgnn.serving.recommender import ShortSessionFallback
 
         fitted, _ = fit_baselines(run, ["iknn"], splits=splits)
-        recommender = recommender.with_short_fallback(ShortSessionFallback(
-            fitted["iknn"].ranker.baseline, tuple(short["lengths"]),
-            short.get("validation_by_length") or {}))
+        recommender = recommender.with_short_fallback(ShortSessionFallback.from_summary(
+            fitted["iknn"].ranker.baseline, short, short.get("validation_by_length")))
     info, _ = tracking.log_training_run(result, run, recommender, model_name=model_name, k=k)
     return str(info.registered_model_version)
 

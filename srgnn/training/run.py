@@ -170,9 +170,11 @@ def run_training(
         selected = recommender if final is result else Recommender.from_training(
             result.best_state_dict, result.model_config, run.vocabulary)
         short_fallback, evidence = None, {}
-        if train_config.short_fallback and run.count_examples("valid") > 0:
+        if ((train_config.short_fallback or train_config.short_augment)
+                and run.count_examples("valid") > 0):
             short_fallback, evidence = choose_short_fallback(
-                run, selected, training_splits=("train", "valid") if refit else ("train",), k=k)
+                run, selected, training_splits=("train", "valid") if refit else ("train",), k=k,
+                item_knn=train_config.short_fallback, augment=train_config.short_augment)
             if short_fallback is not None:
                 recommender = recommender.with_short_fallback(short_fallback)
             mlflow.log_dict(json_safe(evidence), "short_fallback.json")
@@ -206,7 +208,7 @@ def run_training(
         "stop_reason": result.stop_reason,
         "refit_epochs": result.best_epoch if refit else 0,
         **trained_on,
-        "short_fallback": {"lengths": list(short_fallback.lengths) if short_fallback else [],
+        "short_fallback": {**(short_fallback.summary() if short_fallback else {"lengths": []}),
                            "description": fallback_text, "validation_by_length": evidence},
         "run_dir": str(run.path),
         "reused": False,

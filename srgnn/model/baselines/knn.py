@@ -77,6 +77,51 @@ class ItemKNN(SessionRecommender):
             last_items(values, offsets), k,
         )
 
+    def augment(self, values, offsets, neighbors: int, rows=None):
+        """Sessions with their co-click neighbours prepended (older positions than any click).
+
+        A session's candidates are the items outside it, scored by the sum of their
+        similarity to each distinct item of the session (the fitted neighbour lists); the
+        ``neighbors`` best (ties: the more popular) go before the first click, the best one
+        nearest to it, so the clicks keep their order and the last click stays last. A
+        session whose items have no neighbours is left as it is.
+
+        Args:
+            values, offsets: sessions of item indices (CSR).
+            neighbors: items added at most per session.
+            rows: (S,) bool, the sessions to augment; ``None``: all.
+
+        Returns:
+            ``(values, offsets)`` of the augmented sessions, in the same order.
+        """
+        values = np.asarray(values, dtype=np.int64)
+        offsets = np.asarray(offsets, dtype=np.int64)
+        num_rows = len(offsets) - 1
+        span = self.num_items_ + 1
+        row_of, item = self._distinct_session_items(values, offsets)
+        if rows is not None:
+            chosen = np.asarray(rows, dtype=bool)[row_of]
+            row_of, item = row_of[chosen], item[chosen]
+        indptr = self.neighbor_indptr_
+        owner, position = expand_ranges(indptr[item], indptr[item + 1] - indptr[item])
+        keys = row_of[owner] * span + self.neighbor_items_[position]
+        outside = ~np.isin(keys, row_of * span + item)  # items of the session are no candidates
+        keys, _, scores = group_sum(keys[outside], self.neighbor_scores_[position][outside])
+        cand_rows, cand_items = keys // span, keys % span
+        order = np.lexsort((self.popularity_rank_[cand_items], -scores, cand_rows))
+        cand_rows, cand_items = cand_rows[order], cand_items[order]
+        rank, _ = position_in_group(cand_rows, num_rows)
+        keep = rank < neighbors
+        cand_rows, cand_items, rank = cand_rows[keep], cand_items[keep], rank[keep]
+        added = np.bincount(cand_rows, minlength=num_rows)
+        lengths = np.diff(offsets)
+        new_offsets = counts_to_offsets(added + lengths)
+        out = np.empty(new_offsets[-1], dtype=np.int64)
+        out[new_offsets[cand_rows] + added[cand_rows] - 1 - rank] = cand_items  # best one last
+        click_row = row_of_value(offsets)
+        out[new_offsets[click_row] + added[click_row] + np.arange(len(values)) - offsets[click_row]] = values
+        return out, new_offsets
+
     def save(self, path) -> None:
         """Write the fitted model (neighbour lists, training clicks, parameters) as ``.npz``."""
         if not hasattr(self, "neighbor_indptr_"):
