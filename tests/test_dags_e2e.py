@@ -64,7 +64,8 @@ def e2e(tmp_path_factory):
         airflow_env.migrate(env)
         runs = airflow_env.run_dags(env, [
             {"dag": "training", "conf": {"clicks": str(train_clicks), "format": "csv", "test_days": 1,
-                                         "valid_days": 1, "min_item_support": 2, "epochs": 1}},
+                                         "valid_days": 1, "min_item_support": 2, "epochs": 1,
+                                         "candidates": "srgnn"}},  # SR-GNN, whatever wins
             {"dag": "scoring", "logical_date": SCORE_DAYS[0]},
             *[{"dag": "scoring", "logical_date": day,
                "env": {"SRGNN_WAREHOUSE_URL": f"duckdb:///{backfill_warehouse}"}}

@@ -28,6 +28,7 @@ from srgnn.serving.predict import Scorer
 from srgnn.serving.recommender import BaselineRanker, Recommender
 
 from test_registry import write_run_folder
+from test_score import day_clicks  # noqa: F401 - the scoring tests' fixture
 
 NUM_ITEMS = 40
 
@@ -272,3 +273,25 @@ def test_a_short_training_with_candidates_srgnn_registers_srgnn(tmp_path):
     assert version.tags["kind"] == "srgnn"
     recommender, _ = registry.load_recommender(trained["model_uri"])
     assert recommender.kind == "srgnn"
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("engine", ["local", "spark"])
+def test_both_engines_write_a_baselines_kind_into_the_warehouse(spark, tmp_path, day_clicks, engine):
+    from srgnn.serving.score import score_day
+
+    from test_score import ITEMS, DAY, settings_for, stored
+
+    popularity = np.array([0, 9, 8, 7, 6, 5, 4, 3])
+    markov = FirstOrderMarkov().fit([[1, 2, 3], [2, 3, 4], [1, 2, 5], [3, 1]], num_items=len(ITEMS))
+    folder = tmp_path / "markov"
+    Recommender(BaselineRanker(markov), Vocabulary(np.array(ITEMS, dtype=object), popularity)).save(folder)
+    settings = settings_for(tmp_path)
+    result = score_day(settings, day_clicks, DAY, model_uri=str(folder), top_k=3, spark=spark,
+                       engine=engine)
+    assert result["model_version"] == "markov:local" and result["fallbacks"] == 1
+    rows = stored(settings.warehouse)
+    assert {r[4] for r in rows if r[0] != "only-unknown"} == {"markov:local"}
+    assert {r[4] for r in rows if r[0] == "only-unknown"} == {"fallback:pop"}
+    # "plain" clicked a, b, a: in training, a (item 1) was followed by b (item 2) only
+    assert [r[2] for r in rows if r[0] == "plain"][0] == "b"
