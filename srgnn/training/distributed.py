@@ -65,10 +65,12 @@ import numpy as np
 import torch
 
 from srgnn.config import K, SettingError, Settings, TrainConfig
+from srgnn.data.runfolder import RunFolder
 from srgnn.evaluation.evaluate import metric_table
 from srgnn.training.loop import Replicas, refuse_sampled_softmax, target_ranks
 
-__all__ = ["DataParallel", "DistributedTrainingError", "launch", "process_threads"]
+__all__ = ["DataParallel", "DistributedTrainingError", "check_processes", "launch",
+           "process_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +229,6 @@ def _rank_main(settings: Settings, run_dir: str, config: TrainConfig, options: d
 
 
 def _errors_dir(run_dir) -> Path:
-    from srgnn.data.runfolder import RunFolder
-
     return RunFolder(run_dir).checkpoint_dir
 
 
@@ -242,7 +242,6 @@ def _follow(run_dir: str, config: TrainConfig, replicas: DataParallel, *, resume
             refit: bool) -> None:
     """The training calls of :func:`srgnn.training.run.run_training`, on a rank other than 0:
     the same data, settings and checkpoint folder (read to resume, never written)."""
-    from srgnn.data.runfolder import RunFolder
     from srgnn.training.loop import refit as refit_model
     from srgnn.training.loop import train
     from srgnn.training.run import REFIT_DIR
@@ -259,40 +258,44 @@ def _follow(run_dir: str, config: TrainConfig, replicas: DataParallel, *, resume
 # --------------------------------------------------------------------------------------------
 # The driver
 # --------------------------------------------------------------------------------------------
-def launch(settings: Settings, run_dir, train_config: TrainConfig, *, model_name: str = "srgnn",
-           resume: bool = False, experiment_name: str = "srgnn", refit: bool = False,
-           k: int = K) -> dict:
-    """Train, log and register as :func:`srgnn.training.run.run_training` does, in
-    ``train_config.processes`` processes started by TorchDistributor on ``settings.spark_master``.
-
-    Returns rank 0's :func:`~srgnn.training.run.run_training` result.
+def check_processes(train_config: TrainConfig, num_items: int) -> None:
+    """Refuse settings that a training in ``train_config.processes`` processes cannot run, before
+    anything starts (:func:`srgnn.training.run.run_training` calls it before MLflow and Spark).
 
     Raises:
-        SettingError: sampled softmax, a batch smaller than the processes, or a cluster whose
-            application has fewer task slots than processes.
-        DistributedTrainingError: a rank failed (the message holds its error).
+        SettingError: sampled softmax for ``num_items`` items, or a batch smaller than the
+            processes.
     """
-    from srgnn.data.runfolder import RunFolder
-    from srgnn.data.spark import get_spark
-    from srgnn.serving import registry
-    from srgnn.training.run import _registered, check_refit
-
     processes = train_config.processes
-    # The ranks may run elsewhere (executors start in their own folders): absolute paths.
-    settings = replace(settings, home=settings.home.resolve())
-    run = RunFolder(Path(run_dir).resolve()).require_complete()
-    num_items = run.num_items
     refuse_sampled_softmax(train_config, num_items, processes)
     if train_config.batch_size < processes:
         raise SettingError(
             f"distributed training shares every batch among its {processes} processes: the "
             f"batch size ({train_config.batch_size}) must be at least that (--batch-size).")
-    check_refit(run, refit)
-    experiment_id = registry.configure(settings, experiment_name)  # reachable before Spark
-    if resume:
-        done = _registered(run, model_name, experiment_id)
-        if done is not None:
-            return done
+
+
+def launch(settings: Settings, run: RunFolder, train_config: TrainConfig, *,
+           model_name: str = "srgnn", resume: bool = False, experiment_name: str = "srgnn",
+           refit: bool = False, k: int = K) -> dict:
+    """Train, log and register as :func:`srgnn.training.run.run_training` does, in
+    ``train_config.processes`` processes started by TorchDistributor on ``settings.spark_master``.
+
+    :func:`~srgnn.training.run.run_training` hands over to it once it has checked the run
+    folder, ``refit`` and the settings (:func:`check_processes`), reached MLflow, and found no
+    registration of an earlier attempt to reuse.
+
+    Returns rank 0's :func:`~srgnn.training.run.run_training` result.
+
+    Raises:
+        SettingError: a cluster whose application has fewer task slots than processes.
+        DistributedTrainingError: a rank failed (the message holds its error).
+    """
+    from srgnn.data.spark import get_spark
+
+    processes = train_config.processes
+    # The ranks may run elsewhere (executors start in their own folders): absolute paths.
+    settings = replace(settings, home=settings.home.resolve())
+    run = RunFolder(run.path.resolve())
 
     spark = get_spark(settings, app_name="srgnn-train")
     master = spark.sparkContext.master  # spark-submit's, where it started this process

@@ -109,11 +109,11 @@ def run_training(
     train_config = train_config or TrainConfig()
     run = RunFolder(run_dir).require_complete()
     refit = check_refit(run, train_config.refit if refit is None else refit)
-    if train_config.processes > 1 and replicas is None:
-        from srgnn.training.distributed import launch
+    distributed = train_config.processes > 1 and replicas is None
+    if distributed:  # refused before MLflow or Spark starts
+        from srgnn.training.distributed import check_processes, launch
 
-        return launch(settings, run_dir, train_config, model_name=model_name, resume=resume,
-                      experiment_name=experiment_name, refit=refit, k=k)
+        check_processes(train_config, run.num_items)
     num_items = run.num_items
     checkpoint_dir = run.checkpoint_dir
     trained_on = trained_on_tags(run, ("train", "valid") if refit else ("train",))
@@ -122,6 +122,9 @@ def run_training(
         done = _registered(run, model_name, experiment_id)
         if done is not None:
             return done
+    if distributed:
+        return launch(settings, run, train_config, model_name=model_name, resume=resume,
+                      experiment_name=experiment_name, refit=refit, k=k)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.time()
