@@ -44,17 +44,19 @@ from srgnn.serving.predict import TopK
 
 __all__ = ["Recommender", "Recommendations", "ShortSessionFallback", "BaselineRanker",
            "recommend_batches", "recommend_all", "save_ranker", "load_ranker", "KIND_SRGNN",
-           "SOURCE_MODEL", "SOURCE_POPULARITY",
-           "SOURCE_ITEM_KNN", "SESSION_BATCH"]
+           "SOURCE_MODEL", "SOURCE_POPULARITY", "SOURCE_ITEM_KNN", "SOURCE_CATEGORY",
+           "ItemCategories", "SESSION_BATCH"]
 
 SOURCE_MODEL = "model"
 SOURCE_POPULARITY = "fallback:pop"
 SOURCE_ITEM_KNN = "fallback:iknn"
+SOURCE_CATEGORY = "fallback:category"
 FORMAT_VERSION = 1
 SESSION_BATCH = 20_000  # sessions per recommend() call: bounds the score matrix memory
 _ITEM_KNN_FILE = "item_knn.npz"
 _MODEL_FILE = "model.pt"
 _BASELINE_FILE = "baseline.npz"
+_CATEGORIES_FILE = "item_categories.parquet"
 KIND_SRGNN = "srgnn"
 
 
@@ -118,6 +120,70 @@ class ShortSessionFallback:
         return cls(item_knn, lengths, evidence or {}, augmented, int(summary.get("neighbors") or 0))
 
 
+class ItemCategories:
+    """The category of each item of a vocabulary, from the training input's category column.
+
+    Answers a session whose last click is on an item the model does not know (first seen on
+    the scoring day) but whose category it does: the most clicked training items of that
+    category (:meth:`Recommender.recommend`, ``fallback:category``).
+
+    Args:
+        categories: (N + 1,) object array, the category of each item index (``None``: none
+            known; entry 0 is the padding item).
+        popularity: (N + 1,) training clicks per item index (orders a category's items).
+    """
+
+    def __init__(self, categories, popularity) -> None:
+        categories = np.asarray(categories, dtype=object)
+        popularity = np.asarray(popularity, dtype=np.int64)
+        if len(categories) != len(popularity):
+            raise ValueError("item categories need one entry per item index plus the padding entry 0.")
+        self.categories = categories
+        known = np.flatnonzero(np.array([c is not None for c in categories]))
+        known = known[known > 0]
+        names = categories[known].astype(str)
+        order = np.lexsort((known, -popularity[known], names))  # by category, most clicked first
+        self._items = known[order]
+        self._shares = popularity[self._items] / max(1, popularity[1:].sum())
+        names = names[order]
+        starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]]) if len(names) else np.zeros(0, int)
+        self._range = {str(names[a]): (a, b) for a, b in zip(starts, np.r_[starts[1:], len(names)])}
+
+    def __contains__(self, category) -> bool:
+        return category is not None and str(category) in self._range
+
+    def __len__(self) -> int:
+        return len(self._range)
+
+    def top(self, category, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most clicked training items of ``category`` and their click shares."""
+        start, stop = self._range.get(str(category), (0, 0))
+        stop = min(stop, start + k)
+        return self._items[start:stop], self._shares[start:stop]
+
+    def write(self, path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        index = np.flatnonzero(np.array([c is not None for c in self.categories]))
+        index = index[index > 0]
+        pq.write_table(pa.table({"item_index": pa.array(index, pa.int32()),
+                                 "category": pa.array(self.categories[index].astype(str), pa.string())}),
+                       path)
+
+    @classmethod
+    def read(cls, path, popularity) -> "ItemCategories":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        categories = np.full(len(popularity), None, dtype=object)
+        index = table.column("item_index").to_numpy().astype(np.int64)
+        if len(index) and (index.min() < 1 or index.max() >= len(popularity)):
+            raise ValueError(f"{path}: item indices outside the vocabulary.")
+        categories[index] = table.column("category").to_numpy(zero_copy_only=False)
+        return cls(categories, popularity)
+
+
 @dataclass(frozen=True)
 class Recommendations:
     """Top-K raw item ids for ``S`` sessions, best first.
@@ -125,7 +191,8 @@ class Recommendations:
     Attributes:
         item_ids: (S, K) object array of raw item ids (strings).
         scores: (S, K) float64; model scores, or train click shares for the fallback.
-        source: (S,) ``"model"``, ``"fallback:pop"`` or ``"fallback:iknn"``.
+        source: (S,) ``"model"``, ``"fallback:pop"``, ``"fallback:iknn"`` or
+            ``"fallback:category"``.
         unknown_clicks: (S,) clicks on items unknown to the vocabulary (skipped).
     """
 
@@ -210,10 +277,12 @@ class Recommender:
             or a :class:`BaselineRanker`; it has ``num_items`` and ``top_k(values, offsets, k)``.
         vocabulary: the raw ids of indices ``1..N`` and their training clicks.
         short_fallback: item-KNN for some short session lengths, or ``None``.
+        categories: the training items' categories (:class:`ItemCategories`), or ``None``.
     """
 
     def __init__(self, ranker, vocabulary: Vocabulary,
-                 short_fallback: ShortSessionFallback | None = None) -> None:
+                 short_fallback: ShortSessionFallback | None = None,
+                 categories: ItemCategories | None = None) -> None:
         if vocabulary.num_items != ranker.num_items:
             raise ValueError(f"the vocabulary has {vocabulary.num_items} items but the model "
                              f"scores {ranker.num_items}.")
@@ -222,6 +291,9 @@ class Recommender:
         self.ranker = ranker
         self.vocabulary = vocabulary
         self.short_fallback = short_fallback
+        if categories is not None and len(categories.categories) != vocabulary.num_items + 1:
+            raise ValueError("the item categories must cover the vocabulary's items.")
+        self.categories = categories
         popularity = vocabulary.popularity
         share = popularity[1:] / max(1, popularity[1:].sum())
         order = np.lexsort((np.arange(len(share)), -share))  # most clicked first, ties by index
@@ -251,7 +323,11 @@ class Recommender:
 
     def with_short_fallback(self, short_fallback: ShortSessionFallback | None) -> "Recommender":
         """The same model and vocabulary with another short-session fallback (or none)."""
-        return type(self)(self.ranker, self.vocabulary, short_fallback)
+        return type(self)(self.ranker, self.vocabulary, short_fallback, self.categories)
+
+    def with_categories(self, categories: ItemCategories | None) -> "Recommender":
+        """The same recommender with the training items' categories (or none)."""
+        return type(self)(self.ranker, self.vocabulary, self.short_fallback, categories)
 
     @property
     def kind(self) -> str:
@@ -274,6 +350,9 @@ class Recommender:
             meta["short_session_fallback"] = {"baseline": "iknn", "file": _ITEM_KNN_FILE,
                                               **self.short_fallback.summary(),
                                               "evidence": self.short_fallback.evidence}
+        if self.categories is not None:
+            self.categories.write(path / _CATEGORIES_FILE)
+            meta["item_categories"] = {"file": _CATEGORIES_FILE, "categories": len(self.categories)}
         (path / "recommender.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
@@ -295,7 +374,12 @@ class Recommender:
                 ItemKNN.load(path / _ITEM_KNN_FILE), spec, spec.get("evidence", {}))
         # A folder without a "ranker" entry predates the other kinds: SR-GNN's model.pt.
         ranker = load_ranker(path, meta.get("ranker") or {"kind": KIND_SRGNN}, **scorer_options)
-        return cls(ranker, Vocabulary.read(path / "vocab.parquet"), short_fallback)
+        vocabulary = Vocabulary.read(path / "vocab.parquet")
+        categories = None
+        if meta.get("item_categories"):
+            categories = ItemCategories.read(path / meta["item_categories"].get("file", _CATEGORIES_FILE),
+                                             vocabulary.popularity)
+        return cls(ranker, vocabulary, short_fallback, categories)
 
     # --- recommending ------------------------------------------------------------------------
     def topk_report(self) -> dict:
@@ -308,11 +392,15 @@ class Recommender:
         """Raw ids -> item indices (1..N), 0 where the id is not in the vocabulary."""
         return self.vocabulary.indices(raw_ids)
 
-    def recommend(self, sessions, k: int = K) -> Recommendations:
+    def recommend(self, sessions, k: int = K, last_categories=None) -> Recommendations:
         """Top-``k`` raw item ids for each session (a list of raw item ids in click order).
 
         ``sessions`` is a ``pyarrow`` ``list<string>`` array (any list array is cast) or a
         sequence of sequences of ids. Known clicks keep their order; unknown ones are skipped.
+        ``last_categories`` (optional, one per session: the category of its last click, or
+        ``None``): a session whose last click is on an unknown item of a category the
+        recommender knows (:class:`ItemCategories`) gets that category's most clicked
+        training items first, then its usual answer (``fallback:category``).
         """
         values, offsets = _as_flat_strings(sessions)
         num_sessions = len(offsets) - 1
@@ -320,6 +408,7 @@ class Recommender:
                    else np.zeros(0, np.int64))
         known = indices > 0
         unknown = np.bincount(row_of_value(offsets)[~known], minlength=num_sessions)
+        raw_offsets = offsets
         values, offsets = filter_values(indices, offsets, known)
         kept_per_session = np.diff(offsets)
         short = np.zeros(num_sessions, dtype=bool)
@@ -342,8 +431,30 @@ class Recommender:
             items[short_rows], scores[short_rows] = self.short_fallback.item_knn.recommend(
                 *gather_lists(values, offsets, short_rows), k_eff)
             source[short_rows] = SOURCE_ITEM_KNN
+        if last_categories is not None and self.categories is not None:
+            nonempty = np.diff(raw_offsets) > 0
+            last_unknown = np.zeros(num_sessions, dtype=bool)
+            last_unknown[nonempty] = ~known[raw_offsets[1:][nonempty] - 1]
+            self._by_category(items, scores, source, last_unknown, last_categories)
         return Recommendations(item_ids=self.vocabulary.ids(items), scores=scores, source=source,
                                unknown_clicks=unknown)
+
+    def _by_category(self, items, scores, source, last_unknown, last_categories) -> None:
+        """Put, in place, the category's most clicked items first in the rows whose last
+        click is unknown and of a known category; the row's answer fills the rest."""
+        last_categories = np.asarray(last_categories, dtype=object)
+        if len(last_categories) != len(source):
+            raise ValueError(f"last_categories has {len(last_categories)} entries for "
+                             f"{len(source)} sessions.")
+        k_eff = items.shape[1]
+        for row in np.flatnonzero(last_unknown):
+            if last_categories[row] not in self.categories:
+                continue
+            top, shares = self.categories.top(last_categories[row], k_eff)
+            rest = ~np.isin(items[row], top)
+            items[row] = np.concatenate([top, items[row][rest]])[:k_eff]
+            scores[row] = np.concatenate([shares, scores[row][rest]])[:k_eff]
+            source[row] = SOURCE_CATEGORY
 
 
 def save_ranker(ranker, path: Path) -> dict:

@@ -1,0 +1,64 @@
+"""Cold-start items: a session whose last click is on an item the model does not know, of a
+category it does, gets that category's most clicked training items first."""
+
+import numpy as np
+import pytest
+import torch
+
+from srgnn.data.vocab import Vocabulary
+from srgnn.model.network import SRGNN, ModelConfig
+from srgnn.serving.predict import Scorer
+from srgnn.serving.recommender import (SOURCE_CATEGORY, SOURCE_MODEL, SOURCE_POPULARITY,
+                                       ItemCategories, Recommender)
+
+IDS = np.array(["a", "b", "c", "d", "e", "f"], dtype=object)
+CLICKS = np.array([0, 5, 1, 7, 9, 2, 3])  # training clicks of a..f
+# shoes: a (5), c (7), e (2); bags: b (1), d (9); f has no category
+CATEGORIES = np.array([None, "shoes", "bags", "shoes", "bags", "shoes", None], dtype=object)
+
+
+@pytest.fixture()
+def recommender():
+    torch.manual_seed(0)
+    plain = Recommender(Scorer(SRGNN(ModelConfig(num_items=6, hidden_size=8))), Vocabulary(IDS, CLICKS))
+    return plain, plain.with_categories(ItemCategories(CATEGORIES, CLICKS))
+
+
+def test_an_unknown_last_click_of_a_known_category_gets_its_popular_items_first(recommender, tmp_path):
+    plain, with_categories = recommender
+    sessions = [["a", "new-shoe"], ["new-bag"], ["new-hat"], ["new-shoe", "d"], [], ["x", "y"]]
+    last = ["shoes", "bags", "hats", "bags", None, None]
+    out = with_categories.recommend(sessions, k=4, last_categories=last)
+    usual = plain.recommend(sessions, k=4)
+    assert out.source.tolist() == [SOURCE_CATEGORY, SOURCE_CATEGORY, SOURCE_POPULARITY, SOURCE_MODEL,
+                                   SOURCE_POPULARITY, SOURCE_POPULARITY]
+    assert out.item_ids[0, :3].tolist() == ["c", "a", "e"]  # shoes by training clicks 7, 5, 2
+    first_other = [i for i in usual.item_ids[0] if i not in ("a", "c", "e")][0]
+    assert out.item_ids[0, 3] == first_other  # the model's answer fills the rest
+    np.testing.assert_allclose(out.scores[0, :3], np.array([7, 5, 2]) / 27)
+    assert out.item_ids[1, :2].tolist() == ["d", "b"]  # bags: 9, 1
+    assert out.item_ids[1, 2:].tolist() == ["c", "a"]  # then popularity without d and b
+    for row in (2, 3, 4, 5):  # unknown category, known last click, no session, no category
+        assert out.item_ids[row].tolist() == usual.item_ids[row].tolist()
+    assert out.fallbacks == 5 and (out.source == SOURCE_CATEGORY).sum() == 2
+
+    # Without categories (a file without the column, or a model trained without it): as before.
+    assert plain.recommend(sessions, k=4, last_categories=last).item_ids.tolist() == usual.item_ids.tolist()
+    assert with_categories.recommend(sessions, k=4).source.tolist() == usual.source.tolist()
+
+    with_categories.save(tmp_path / "rec")
+    loaded = Recommender.load(tmp_path / "rec")
+    assert loaded.categories is not None and len(loaded.categories) == 2
+    again = loaded.recommend(sessions, k=4, last_categories=last)
+    assert again.item_ids.tolist() == out.item_ids.tolist()
+    assert again.source.tolist() == out.source.tolist()
+    plain.save(tmp_path / "plain")
+    assert Recommender.load(tmp_path / "plain").categories is None
+
+
+def test_category_input_that_does_not_fit_is_refused(recommender):
+    plain, with_categories = recommender
+    with pytest.raises(ValueError, match="cover"):
+        plain.with_categories(ItemCategories(CATEGORIES[:4], CLICKS[:4]))
+    with pytest.raises(ValueError, match="2 entries for 3 sessions"):
+        with_categories.recommend([["z"], ["a"], []], k=2, last_categories=["shoes", None])
