@@ -436,7 +436,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "steps", "batch_size", "lr_decay_step", "epochs", "patience",
-                    "top_k", "eval_batch_size", "shuffle_buffer", "processes")
+                    "top_k", "eval_batch_size", "shuffle_buffer", "processes",
+                    "sampled_softmax_above", "negatives")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
@@ -476,9 +477,6 @@ class TrainConfig:
                              f"got {self.candidates!r}.")
         if self.softmax not in SOFTMAX:
             raise ValueError(f"softmax must be one of {', '.join(SOFTMAX)}, got {self.softmax!r}.")
-        for name in ("sampled_softmax_above", "negatives"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
 
     def softmax_for(self, num_items: int) -> str:
         """``"full"`` or ``"sampled"``: the loss this config trains with on ``num_items`` items."""
