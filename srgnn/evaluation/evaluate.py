@@ -31,13 +31,14 @@ from srgnn.evaluation import metrics
 from srgnn.evaluation.heldout import HeldOut
 from srgnn.serving.recommender import SESSION_BATCH, recommend_batches
 
-__all__ = ["metric_table", "evaluate_ranked", "evaluate", "evaluate_all", "fit_baselines",
-           "DEFAULT_BASELINES"]
+__all__ = ["metric_table", "evaluate_ranked", "evaluate_graphs", "evaluate", "evaluate_all",
+           "fit_baselines", "DEFAULT_BASELINES"]
 
 DEFAULT_BASELINES = ("pop", "iknn", "sknn", "markov")
 
 
-def metric_table(ranks, prefix_lengths, k: int = K, *, top_items=None, popularity=None) -> dict:
+def metric_table(ranks, prefix_lengths, k: int = K, *, top_items=None, popularity=None,
+                 targets=None) -> dict:
     """Every figure of one model on ``S`` examples.
 
     Args:
@@ -46,14 +47,18 @@ def metric_table(ranks, prefix_lengths, k: int = K, *, top_items=None, popularit
         prefix_lengths: (S,) clicks each list was computed from.
         k: cut-off.
         top_items: (S, >=K) the lists as catalogue indices (entries outside ``1..N`` are
-            ignored), for ``coverage@K`` and ``popularity_bias@K``; ``None`` leaves them out.
-        popularity: (N + 1,) training clicks per catalogue index (gives ``N`` and the
-            popularity percentiles).
+            ignored), for ``coverage@K``, ``popularity_bias@K``, ``avg_popularity@K`` and
+            ``long_tail@K``; ``None`` leaves them out.
+        popularity: (N + 1,) training clicks per catalogue index (gives ``N``, the
+            popularity percentiles and the long tail, :func:`metrics.long_tail_items`).
+        targets: (S,) catalogue index of each target (0 or ``None`` entries: not in the
+            catalogue), for ``long_tail_HR@K``; ``None`` leaves it out.
 
     Returns:
-        ``{"HR@K", "MRR@K", "NDCG@K"[, "coverage@K", "popularity_bias@K"]: float,
-        "examples": int, "by_length": {bucket: {"HR@K", "MRR@K", "examples"}}}``; accuracies
-        are fractions (0..1), not percent.
+        ``{"HR@K", "MRR@K", "NDCG@K"[, "coverage@K", "popularity_bias@K",
+        "avg_popularity@K", "long_tail@K"][, "long_tail_HR@K"]: float, "examples": int,
+        "by_length": {bucket: {"HR@K", "MRR@K", "examples"}}}``; accuracies and shares are
+        fractions (0..1), not percent; ``avg_popularity@K`` is in training clicks.
     """
     ranks = np.asarray(ranks)
     prefix_lengths = np.asarray(prefix_lengths)
@@ -69,6 +74,10 @@ def metric_table(ranks, prefix_lengths, k: int = K, *, top_items=None, popularit
         out[f"coverage@{k}"] = (metrics.coverage_at_k(top_items, num_items, k)
                                 if len(top_items) else math.nan)
         out[f"popularity_bias@{k}"] = metrics.popularity_bias_at_k(top_items, popularity, k)
+        out[f"avg_popularity@{k}"] = metrics.average_popularity_at_k(top_items, popularity, k)
+        out[f"long_tail@{k}"] = metrics.long_tail_share_at_k(top_items, popularity, k)
+    if targets is not None:
+        out[f"long_tail_HR@{k}"] = metrics.long_tail_hit_rate_at_k(ranks, targets, popularity, k)
     out["examples"] = int(len(ranks))
     hr = metrics.by_length_bucket(metrics.hit_rate_at_k, prefix_lengths, ranks, k=k)
     mrr = metrics.by_length_bucket(metrics.mrr_at_k, prefix_lengths, ranks, k=k)
@@ -96,7 +105,44 @@ def evaluate_ranked(top_items, targets, prefix_lengths, item_popularity, k: int 
         raise ValueError("top_items, targets and prefix_lengths need one row per example.")
     top_items = top_items[:, :k]
     ranks = metrics.ranks_from_topk(top_items, np.asarray(targets))
-    return metric_table(ranks, prefix_lengths, k, top_items=top_items, popularity=item_popularity)
+    return metric_table(ranks, prefix_lengths, k, top_items=top_items, popularity=item_popularity,
+                        targets=targets)
+
+
+def evaluate_graphs(model, source, item_popularity, k: int = K, *, batch_size: int = 500,
+                    max_examples: int | None = None) -> dict:
+    """:func:`evaluate_ranked` of an SR-GNN model's top-K lists (every item scored) on a
+    session-graph Parquet split, with the list-level and long-tail measures that the training
+    loop's per-epoch validation leaves out.
+
+    Args:
+        model: an :class:`~srgnn.model.network.SRGNN`.
+        source: a session-graph Parquet split (file, folder or list of files).
+        item_popularity: (N + 1,) training clicks (or training-target counts) per item index.
+        k: cut-off; batch_size, max_examples: as for the reader.
+    """
+    import torch
+
+    from srgnn.model.reader import GraphParquetReader
+
+    reader = GraphParquetReader(source, batch_size, shuffle=False, max_examples=max_examples)
+    was_training = model.training
+    model.eval()
+    tops, targets, lengths = [], [], []
+    try:
+        with torch.inference_mode():
+            for batch in reader.batches():
+                scores = model(batch)  # (B, N): column j is item j + 1
+                top = torch.topk(scores, min(k, scores.shape[1]), dim=1).indices + 1
+                tops.append(np.pad(top.numpy(), ((0, 0), (0, k - top.shape[1]))))
+                targets.append(batch.targets.numpy())
+                lengths.append(batch.prefix_lengths.numpy())
+    finally:
+        model.train(was_training)
+    if not tops:
+        return metric_table(np.zeros(0, np.int64), np.zeros(0, np.int64), k)
+    return evaluate_ranked(np.concatenate(tops), np.concatenate(targets),
+                           np.concatenate(lengths), item_popularity, k)
 
 
 def evaluate(recommender, held_out: HeldOut, k: int = K, batch_size: int = SESSION_BATCH) -> dict:
@@ -127,8 +173,9 @@ def evaluate(recommender, held_out: HeldOut, k: int = K, batch_size: int = SESSI
     filled = top.astype(str)
     top_indices = held_out.catalogue.indices(filled.ravel()).reshape(top.shape)
     top_indices[top == None] = 0  # noqa: E711 - elementwise on an object array
+    target_indices = held_out.catalogue.indices(held_out.targets)
     result = metric_table(ranks, held_out.prefix_lengths, k, top_items=top_indices,
-                          popularity=held_out.catalogue.popularity)
+                          popularity=held_out.catalogue.popularity, targets=target_indices)
     result["fallback_share"] = fallbacks / len(ranks) if len(ranks) else math.nan
     result["recommend_s"] = seconds
     return result

@@ -15,7 +15,14 @@ Two list-level measures look at what is recommended rather than at the target:
 * ``coverage@K``: share of the catalogue's ``N`` items that appear in at least one top-K list;
 * ``popularity_bias@K``: mean training-popularity percentile of the recommended items (see
   :func:`popularity_percentiles`): about 0.5 for items drawn uniformly from the catalogue,
-  close to 1 for a recommender that only suggests best-sellers.
+  close to 1 for a recommender that only suggests best-sellers;
+* ``avg_popularity@K``: mean training clicks of the recommended items;
+* ``long_tail@K``: share of the recommended items that are in the long tail
+  (:func:`long_tail_items`: the items outside the most popular ones that together make 80% of
+  the training clicks).
+
+One target-level measure does the same for accuracy: ``long_tail_HR@K`` is ``HR@K`` over the
+examples whose target is a long-tail item (:func:`long_tail_hit_rate_at_k`).
 
 Each metric can also be computed per session-length bucket (:data:`LENGTH_BUCKETS`, where the
 length is the prefix length, i.e. the number of clicks the recommender saw) with
@@ -49,6 +56,11 @@ __all__ = [
     "coverage_at_k",
     "popularity_percentiles",
     "popularity_bias_at_k",
+    "HEAD_SHARE",
+    "long_tail_items",
+    "average_popularity_at_k",
+    "long_tail_share_at_k",
+    "long_tail_hit_rate_at_k",
     "length_bucket_labels",
     "length_bucket_index",
     "by_length_bucket",
@@ -243,6 +255,80 @@ def popularity_bias_at_k(top_items, item_popularity, k: int = 20) -> float:
     shown = np.asarray(top_items)[:, :k].ravel()
     shown = shown[(shown >= 1) & (shown < len(percentiles))]
     return float(percentiles[shown].mean()) if len(shown) else float("nan")
+
+
+HEAD_SHARE = 0.8  # the most popular items that together make this share of clicks are the head
+
+
+def long_tail_items(item_popularity, head_share: float = HEAD_SHARE) -> np.ndarray:
+    """Which items are in the long tail: ``(N + 1,)`` booleans, entry 0 (padding) ``False``.
+
+    Items ``1..N`` are sorted by training clicks, most popular first (equal clicks: lower index
+    first). The head is the shortest run of that order whose clicks add up to at least
+    ``head_share`` (80%) of all clicks; every other item is long tail. With clicks
+    ``[0, 50, 30, 10, 6, 4]`` (items 1..5, 100 in all) the head is items 1 and 2 (80 clicks)
+    and the tail items 3, 4 and 5. Without any click nothing is long tail.
+    """
+    if not 0 < head_share <= 1:
+        raise ValueError(f"head_share must be in (0, 1], got {head_share}.")
+    popularity = np.asarray(item_popularity, dtype=np.float64)
+    if popularity.ndim != 1 or len(popularity) < 2:
+        raise ValueError("item_popularity must be (N + 1,) with at least one item after padding 0.")
+    items = popularity[1:]
+    tail = np.zeros(len(popularity), dtype=bool)
+    total = items.sum()
+    if not total > 0:
+        return tail
+    order = np.argsort(-items, kind="stable")  # most popular first, ties by index
+    before = np.cumsum(items[order]) - items[order]  # clicks of the items ahead of each one
+    tail[1:][order] = before >= head_share * total * (1 - 1e-12)  # the head already reached it
+    return tail
+
+
+def _shown(top_items, size: int, k: int) -> np.ndarray:
+    """The valid entries (``1..size - 1``) of the first ``k`` columns, flattened."""
+    if k < 1:
+        raise ValueError(f"k must be a positive integer, got {k}.")
+    shown = np.asarray(top_items)[:, :k].ravel()
+    return shown[(shown >= 1) & (shown < size)].astype(np.int64)
+
+
+def average_popularity_at_k(top_items, item_popularity, k: int = 20) -> float:
+    """``avg_popularity@K``: mean training clicks ``p_i`` over the valid entries of the lists.
+
+    ``mean over top_items[s, j], j < K, of p_{top_items[s, j]}``; entries outside ``1..N`` are
+    ignored; ``nan`` when none is valid. Compare it with the catalogue's mean ``p`` (what a
+    uniform random recommender gets) or between models on the same data.
+    """
+    popularity = np.asarray(item_popularity, dtype=np.float64)
+    shown = _shown(top_items, len(popularity), k)
+    return float(popularity[shown].mean()) if len(shown) else float("nan")
+
+
+def long_tail_share_at_k(top_items, item_popularity, k: int = 20,
+                         head_share: float = HEAD_SHARE) -> float:
+    """``long_tail@K``: share of the valid list entries that are long-tail items
+    (:func:`long_tail_items`); ``nan`` when no entry is valid."""
+    tail = long_tail_items(item_popularity, head_share)
+    shown = _shown(top_items, len(tail), k)
+    return float(tail[shown].mean()) if len(shown) else float("nan")
+
+
+def long_tail_hit_rate_at_k(ranks, targets, item_popularity, k: int = 20,
+                            head_share: float = HEAD_SHARE) -> float:
+    """``long_tail_HR@K``: :func:`hit_rate_at_k` over the examples whose target is a long-tail
+    item (:func:`long_tail_items`); targets outside ``1..N`` count as not long tail; ``nan``
+    when no target is in the long tail."""
+    ranks, hit = _hits(ranks, k)
+    targets = np.asarray(targets, dtype=np.int64)
+    if targets.shape != ranks.shape:
+        raise ValueError(f"ranks and targets need one entry per example; got {ranks.shape} "
+                         f"and {targets.shape}.")
+    tail = long_tail_items(item_popularity, head_share)
+    valid = (targets >= 1) & (targets < len(tail))
+    in_tail = np.zeros(len(targets), dtype=bool)
+    in_tail[valid] = tail[targets[valid]]
+    return float(hit[in_tail].mean()) if in_tail.any() else float("nan")
 
 
 # --------------------------------------------------------------------------------------------

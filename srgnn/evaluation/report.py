@@ -33,25 +33,28 @@ def _number(value, percent: bool) -> str:
 def format_table(results: dict[str, dict]) -> str:
     """Two plain-text tables of :func:`~srgnn.evaluation.evaluate.evaluate` results, one row per model.
 
-    The first has HR@K, MRR@K, NDCG@K, coverage@K (in percent) and the popularity bias (a
-    0..1 percentile); the second HR@K / MRR@K (percent) per session-length bucket, with the
-    number of examples per bucket in its header. Extra numeric keys a caller adds to a
-    model's dict (e.g. ``"fit_s"``) are appended as columns of the first table.
+    The first has HR@K, MRR@K, NDCG@K, coverage@K, the long-tail share of the lists and the
+    long-tail HR@K (in percent), the popularity bias (a 0..1 percentile) and the average
+    training clicks of the recommended items; the second HR@K / MRR@K (percent) per
+    session-length bucket, with the number of examples per bucket in its header. Extra numeric
+    keys a caller adds to a model's dict (e.g. ``"fit_s"``) are appended as columns of the
+    first table.
     """
     if not results:
         return "(no results)"
     first = next(iter(results.values()))
     k = next(int(key.split("@")[1]) for key in first if key.startswith("HR@"))
-    percent_keys = [f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", f"coverage@{k}"]
-    bias_key = f"popularity_bias@{k}"
-    known = {*percent_keys, bias_key, "examples", "by_length"}
+    percent_keys = [f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", f"coverage@{k}", f"long_tail@{k}",
+                    f"long_tail_HR@{k}"]
+    plain_keys = [f"popularity_bias@{k}", f"avg_popularity@{k}"]
+    known = {*percent_keys, *plain_keys, "examples", "by_length"}
     extra = [key for key in first if key not in known and isinstance(first[key], (int, float))]
 
-    header = ["model", *(f"{key} %" for key in percent_keys), bias_key, *extra]
+    header = ["model", *(f"{key} %" for key in percent_keys), *plain_keys, *extra]
     rows = []
     for name, result in results.items():
         row = [name, *(_number(result.get(key), True) for key in percent_keys)]
-        row.append(_number(result.get(bias_key), False))
+        row.extend(_number(result.get(key), False) for key in plain_keys)
         row.extend(_number(float(result.get(key, float("nan"))), False) for key in extra)
         rows.append(row)
     overall = _format_rows(header, rows)
@@ -75,7 +78,9 @@ def format_table(results: dict[str, dict]) -> str:
     n = first.get("examples", "?")
     return (
         f"Top-{k} metrics over {n} examples (percent; popularity bias = mean popularity "
-        f"percentile of recommended items, 0.5 = uniform)\n{overall}\n\n"
+        f"percentile of recommended items, 0.5 = uniform; avg_popularity = their mean training "
+        f"clicks; long tail = items outside the most popular ones that make 80% of training "
+        f"clicks)\n{overall}\n\n"
         f"HR@{k} / MRR@{k} (percent) by session length (prefix clicks)\n{by_bucket}"
     )
 

@@ -182,7 +182,8 @@ def log_evaluation(run_id: str, results: dict[str, dict], *, split: str, candida
     tracking = registry.client()
     ours = results[candidate]
     metrics: dict[str, Any] = {}
-    for key in (f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", f"coverage@{k}", f"popularity_bias@{k}"):
+    for key in (f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", f"coverage@{k}", f"popularity_bias@{k}",
+                f"avg_popularity@{k}", f"long_tail@{k}", f"long_tail_HR@{k}"):
         metrics[f"{split}_{metric_name(key)}"] = ours.get(key)
     metrics[f"{split}_examples"] = ours["examples"]
     for name, row in results.items():
