@@ -223,7 +223,7 @@ class GraphParquetReader:
 
     def batches(self, epoch: int = 0) -> Iterator[GraphBatch]:
         """The batches of one epoch, in the order fixed by ``(seed, epoch)`` (with a ``part``,
-        this rank's local batches)."""
+        this rank's local batches, without the placeholder rows of :meth:`steps`)."""
         for batch, rows, _ in self.steps(epoch):
             if rows:
                 yield batch
@@ -264,9 +264,9 @@ class GraphParquetReader:
         A batch of ``n`` rows is cut into ``world_size`` consecutive parts whose sizes differ
         by at most one, in rank order, so the parts of all ranks together are that batch.
         Yields ``(batch, rows, batch_rows)``: this rank's rows, how many they are, and the
-        rows of the whole batch. A rank whose part is empty (``n < world_size``) gets the
-        batch's first row with ``rows = 0``, so that every rank takes every step; it must
-        weigh that row by zero.
+        rows of the whole batch. A rank whose part is empty (``n < world_size``) gets the one
+        row of the batch where its part would start (row ``rank * n // world_size``) with
+        ``rows = 0``, so that every rank takes every step; it must weigh that row by zero.
         """
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}.")

@@ -254,8 +254,10 @@ def train(
         output_dir: folder for ``checkpoint.pt`` and ``best_model.pt``; ``None`` keeps
             everything in memory (no resume possible).
         resume: continue from ``output_dir/checkpoint.pt`` when it exists (a fresh start
-            otherwise). The checkpoint's settings must match ``config`` except for
-            ``epochs``, ``patience``, ``progress``, ``num_threads`` and ``eval_batch_size``.
+            otherwise). The checkpoint's settings must match ``config`` except for those in
+            :data:`srgnn.training.checkpoints.RESUMABLE_CHANGES`; the softmax settings are
+            compared by the loss they choose for ``num_items``
+            (:func:`~srgnn.training.checkpoints.load_checkpoint`).
         on_epoch_end: called with each epoch's :class:`EpochStats` after its checkpoint is
             written (e.g. to log metrics as they come).
         replicas: how the processes of a data-parallel training share it (:class:`Replicas`;
