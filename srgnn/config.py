@@ -433,6 +433,18 @@ class TrainConfig:
     negatives: int = option(2048, minimum=1,
                             help="Sampled softmax: negatives drawn per step, shared by the "
                                  "batch's examples.")
+    popularity_penalty: float = option(0.0, minimum=0,
+                                       help="Against popularity bias: adds lambda * the expected "
+                                            "normalised log-popularity of the predicted "
+                                            "distribution to the loss (0 = off). Full softmax "
+                                            "only: refused with sampled softmax.")
+    propensity_weighting: float = option(0.0, minimum=0,
+                                         help="Against popularity bias: weighs each training "
+                                              "example by (target count + 1)^-p, clipped, mean 1 "
+                                              "per batch (p in [0, 1]; 0 = off). Both softmaxes.")
+    propensity_clip: float = option(10.0, minimum=1,
+                                    help="With propensity_weighting: no weight above this many "
+                                         "times the median weight of the training examples.")
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "steps", "batch_size", "lr_decay_step", "epochs", "patience",
@@ -477,6 +489,20 @@ class TrainConfig:
                              f"got {self.candidates!r}.")
         if self.softmax not in SOFTMAX:
             raise ValueError(f"softmax must be one of {', '.join(SOFTMAX)}, got {self.softmax!r}.")
+        if not self.popularity_penalty >= 0:
+            raise ValueError(f"popularity_penalty must be non-negative, "
+                             f"got {self.popularity_penalty}.")
+        if not 0 <= self.propensity_weighting <= 1:
+            raise ValueError(f"propensity_weighting must be in [0, 1], "
+                             f"got {self.propensity_weighting}.")
+        if not self.propensity_clip >= 1:
+            raise ValueError(f"propensity_clip must be at least 1, got {self.propensity_clip}.")
+        if self.popularity_penalty > 0 and self.softmax == "sampled":
+            raise ValueError("popularity_penalty needs the full softmax (it weighs every item's "
+                             "probability): use softmax full, or popularity_penalty 0.")
+        if (self.popularity_penalty > 0 or self.propensity_weighting > 0) and self.processes > 1:
+            raise ValueError("popularity_penalty and propensity_weighting train in one process: "
+                             "use processes 1.")
 
     def softmax_for(self, num_items: int) -> str:
         """``"full"`` or ``"sampled"``: the loss this config trains with on ``num_items`` items."""

@@ -202,11 +202,18 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
     (the cosine models' loss; ``s_b`` comes scaled already), and the backward turns the rows'
     gradient ``g_j`` into the table's, ``(g_j - (g_j . u_j) u_j) / ||E_j||``, in place.
 
+    Against popularity bias (:mod:`srgnn.model.popularity`; both off by default, and then none
+    of this runs): ``weights`` (B,) turn the mean into ``mean_b w_b ce_b``, and ``penalty``
+    ``lambda > 0`` with ``log_popularity`` ``a`` (N,) adds ``lambda * mean_b sum_j p_bj a_j``,
+    whose score gradient ``lambda / B * p_bj (a_j - sum_i p_bi a_i)`` joins the cross-entropy's
+    in the same backward.
+
     Shapes: ``session`` (B, d), ``table`` (N + 1, d), ``columns`` (B,) in ``0..N-1`` -> ().
     """
 
     @staticmethod
-    def forward(ctx, session, table, columns, shared=None, dtype=torch.float32, normalize=False):
+    def forward(ctx, session, table, columns, shared=None, dtype=torch.float32, normalize=False,
+                weights=None, penalty=0.0, log_popularity=None):
         ctx.normalize = normalize
         norms = units = None
         if normalize:
@@ -231,7 +238,15 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
         ctx.save_for_backward(session, table, columns, probs, items, norms, units)
         ctx.shared = shared
         ctx.consumed = False
-        return losses.mean()
+        ctx.weights, ctx.penalty = weights, None
+        if weights is None and not penalty:
+            return losses.mean()
+        loss = losses.mean() if weights is None else (losses * weights).mean()
+        if penalty:
+            expected = probs @ log_popularity  # (B,): sum_j p_bj a_j
+            ctx.penalty = (penalty, log_popularity, expected)
+            loss = loss + penalty * expected.mean()
+        return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
@@ -240,7 +255,16 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
         ctx.consumed = True
         session, table, columns, grad_scores, items, norms, units = ctx.saved_tensors
         rows = torch.arange(len(columns), device=columns.device)
+        popularity_grad = None
+        if ctx.penalty is not None:  # lambda p_bj (a_j - sum_i p_bi a_i), before p is overwritten
+            penalty, log_popularity, expected = ctx.penalty
+            popularity_grad = (log_popularity - expected.unsqueeze(1)).mul_(grad_scores).mul_(penalty)
         grad_scores[rows, columns] -= 1.0  # (B, N) softmax - onehot, over the saved softmax
+        if ctx.weights is not None:
+            grad_scores.mul_(ctx.weights.unsqueeze(1))
+        if popularity_grad is not None:
+            grad_scores.add_(popularity_grad)
+            del popularity_grad
         scale = grad_loss / len(columns)  # the mean's 1/B, applied to the small factors
         low = items.dtype != torch.float32
         if low:
@@ -261,7 +285,7 @@ class _CatalogueCrossEntropy(torch.autograd.Function):
                 rows.addcmul_(unit_rows, along, value=-1).div_(norms[1:])
             if ctx.shared is not None:  # the item lookup adds its rows here (_ItemLookup)
                 ctx.shared["grad_table"] = grad_table
-        return grad_session, grad_table, None, None, None, None
+        return grad_session, grad_table, None, None, None, None, None, None, None
 
 
 class _ItemLookup(torch.autograd.Function):

@@ -538,7 +538,8 @@ class SRGNN(nn.Module):
         """Scores of every item for every session: (B, N)."""
         return self.score_items(self.session_embedding(batch))
 
-    def loss(self, batch: GraphBatch | PaddedGraphBatch, precision: str = "float32") -> torch.Tensor:
+    def loss(self, batch: GraphBatch | PaddedGraphBatch, precision: str = "float32",
+             popularity=None) -> torch.Tensor:
         """Mean cross-entropy of the next items over the whole catalogue (the training loss).
 
         Equal to ``F.cross_entropy(self(batch), batch.targets - 1)`` (a test checks values and
@@ -553,6 +554,8 @@ class SRGNN(nn.Module):
                 every parameter stay float32. Where the CPU multiplies bfloat16 natively
                 (:func:`srgnn.cpu.native_bfloat16`) the products run faster (the README has the
                 figures).
+            popularity: a :class:`srgnn.model.popularity.PopularityLoss` (penalty and example
+                weights against popularity bias), or ``None`` for the plain cross-entropy.
         """
         if precision not in CATALOGUE_PRECISIONS:
             raise ValueError(
@@ -563,12 +566,14 @@ class SRGNN(nn.Module):
         if targets.numel() and not _within(targets, 1, num_items):
             raise ValueError(f"targets must be item indices in 1..{num_items}.")
         shared: dict = {}
+        extra = () if popularity is None else (popularity.weights(targets), popularity.penalty,
+                                               popularity.log_popularity)
         if self.config.normalize:  # unit item rows, normalised inside the loss's own node
             return _CatalogueCrossEntropy.apply(
                 self.query_vectors(self.session_embedding(batch, shared)), self.embedding.weight,
-                targets - 1, shared, CATALOGUE_PRECISIONS[precision], True,
+                targets - 1, shared, CATALOGUE_PRECISIONS[precision], True, *extra,
             )
         return _CatalogueCrossEntropy.apply(
             self.session_embedding(batch, shared), self.embedding.weight, targets - 1, shared,
-            CATALOGUE_PRECISIONS[precision],
+            CATALOGUE_PRECISIONS[precision], *((False, *extra) if extra else ()),
         )

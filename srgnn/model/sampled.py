@@ -121,7 +121,8 @@ class NegativeSampler:
 
 
 def sampled_loss(model, batch: GraphBatch, sampler: NegativeSampler,
-                 negatives: torch.Tensor | None = None) -> torch.Tensor:
+                 negatives: torch.Tensor | None = None,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
     """The batch's mean sampled-softmax cross-entropy (the module docstring has the formula).
 
     Args:
@@ -129,6 +130,8 @@ def sampled_loss(model, batch: GraphBatch, sampler: NegativeSampler,
         batch: a training batch (with targets).
         sampler: the proposal; it draws the negatives unless ``negatives`` are given.
         negatives: ``(K,)`` item indices to use instead of a draw (tests).
+        weights: ``(B,)`` example weights (inverse propensity, :mod:`srgnn.model.popularity`):
+            the loss is then ``mean_b w_b ce_b``.
 
     The table's gradient is sparse (the rows of the node items, targets and negatives); every
     other parameter's is dense. A model that normalises (``normalize``) is scored here as in
@@ -156,16 +159,19 @@ def sampled_loss(model, batch: GraphBatch, sampler: NegativeSampler,
     count = len(targets)
     target_rows = rows.index_select(0, inverse[:count])  # (B, d)
     negative_rows = rows.index_select(0, inverse[count:])  # (K, d)
-    return sampled_cross_entropy(session, target_rows, negative_rows, targets, negatives, sampler)
+    return sampled_cross_entropy(session, target_rows, negative_rows, targets, negatives, sampler,
+                                 weights)
 
 
 def sampled_cross_entropy(session: torch.Tensor, target_rows: torch.Tensor,
                           negative_rows: torch.Tensor, targets: torch.Tensor,
-                          negatives: torch.Tensor, sampler: NegativeSampler) -> torch.Tensor:
+                          negatives: torch.Tensor, sampler: NegativeSampler,
+                          weights: torch.Tensor | None = None) -> torch.Tensor:
     """The mean sampled-softmax cross-entropy from the embeddings themselves.
 
     Shapes: ``session`` (B, d), ``target_rows`` (B, d) the targets' embeddings,
-    ``negative_rows`` (K, d), ``targets`` (B,) and ``negatives`` (K,) their item indices -> ().
+    ``negative_rows`` (K, d), ``targets`` (B,) and ``negatives`` (K,) their item indices,
+    ``weights`` (B,) or ``None`` -> ().
     """
     target_logits = (session * target_rows).sum(1) - sampler.log_expected_count(targets)
     negative_logits = session @ negative_rows.T - sampler.log_expected_count(negatives)
@@ -173,4 +179,6 @@ def sampled_cross_entropy(session: torch.Tensor, target_rows: torch.Tensor,
     negative_logits = negative_logits.masked_fill(hits, -torch.inf)
     logits = torch.cat([target_logits.unsqueeze(1), negative_logits], dim=1)  # (B, 1 + K)
     zeros = torch.zeros(len(targets), dtype=torch.long, device=logits.device)
-    return F.cross_entropy(logits, zeros)
+    if weights is None:
+        return F.cross_entropy(logits, zeros)
+    return (F.cross_entropy(logits, zeros, reduction="none") * weights).mean()

@@ -70,6 +70,7 @@ from srgnn.evaluation.evaluate import metric_table
 from srgnn.evaluation.metrics import ranks_from_scores
 from srgnn.model.batching import GraphBatch
 from srgnn.model.network import SRGNN, ModelConfig
+from srgnn.model.popularity import PopularityLoss
 from srgnn.model.reader import GraphParquetReader, parquet_files
 from srgnn.model.sampled import NegativeSampler, sampled_loss, target_counts
 from srgnn.training.checkpoints import (CHECKPOINT_NAME, STOP_EPOCHS, STOP_LR_FLOOR,
@@ -135,19 +136,25 @@ class TrainResult:
 
 def training_step(
     model: SRGNN, optimizer: torch.optim.Optimizer, batch: GraphBatch, precision: str = "float32",
-    sampler: NegativeSampler | None = None,
+    sampler: NegativeSampler | None = None, popularity: PopularityLoss | None = None,
 ) -> float:
     """One optimizer step on ``batch``; returns the batch's mean cross-entropy.
 
     ``precision`` is the operand type of the catalogue products (:meth:`SRGNN.loss`). With a
     ``sampler`` the loss is the sampled softmax (:func:`srgnn.model.sampled.sampled_loss`),
     whose table gradient is sparse (use the optimizer of :func:`_make_optimizer` for it).
+    ``popularity``: the penalty and example weights against popularity bias
+    (:mod:`srgnn.model.popularity`; the sampled loss takes the weights only).
     """
     optimizer.zero_grad(set_to_none=True)
     if sampler is None:
-        loss = model.loss(batch, precision)  # cross-entropy over all N items
-    else:
-        loss = sampled_loss(model, batch, sampler)  # the target against K shared negatives
+        if popularity is None:
+            loss = model.loss(batch, precision)  # cross-entropy over all N items
+        else:
+            loss = model.loss(batch, precision, popularity)
+    else:  # the target against K shared negatives
+        weights = None if popularity is None else popularity.weights(batch.targets)
+        loss = sampled_loss(model, batch, sampler, weights=weights)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
@@ -355,10 +362,16 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end,
     softmax = config.softmax_for(shape.num_items)
     if not replicas.sampled_softmax:
         refuse_sampled_softmax(config, shape.num_items, replicas.world_size)
-    sampler = None
+    sampler = popularity = None
+    if softmax == "sampled" and config.popularity_penalty > 0:
+        raise ValueError(f"popularity_penalty needs the full softmax, but {shape.num_items} items "
+                         "train with sampled softmax: set softmax full.")
+    if softmax == "sampled" or config.popularity_penalty > 0 or config.propensity_weighting > 0:
+        counts = target_counts(train_data, shape.num_items)
+        popularity = PopularityLoss.from_counts(counts, config.popularity_penalty,
+                                                config.propensity_weighting, config.propensity_clip)
     if softmax == "sampled":
-        sampler = NegativeSampler.from_counts(target_counts(train_data, shape.num_items),
-                                              config.negatives)
+        sampler = NegativeSampler.from_counts(counts, config.negatives)
         logger.info("sampled softmax: %d negatives a step over %d items, lazy Adam on the "
                     "item table", config.negatives, shape.num_items)
     optimizer = _make_optimizer(model, config, softmax)
@@ -376,7 +389,7 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end,
         started = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
         loss, examples, train_seconds = _train_epoch(trained, optimizer, shard, epoch, config,
-                                                     sampler)
+                                                     sampler, popularity)
         loss, examples = replicas.epoch_totals(loss, examples)
         if valid_reader is None:
             hit_rate = mrr = math.nan
@@ -461,7 +474,7 @@ def _make_optimizer(model: SRGNN, config: TrainConfig, softmax: str = "full") ->
 
 
 def _train_epoch(model, optimizer, reader: GraphParquetReader, epoch: int, config: TrainConfig,
-                 sampler: NegativeSampler | None = None):
+                 sampler: NegativeSampler | None = None, popularity: PopularityLoss | None = None):
     from tqdm.auto import tqdm
 
     model.train()
@@ -477,7 +490,7 @@ def _train_epoch(model, optimizer, reader: GraphParquetReader, epoch: int, confi
         if sampler is not None:
             sampler.reseed(config.seed, epoch)  # the epoch's draws: a resume repeats them
         for step, batch in enumerate(reader.batches(epoch - 1)):
-            loss = training_step(model, optimizer, batch, precision, sampler)
+            loss = training_step(model, optimizer, batch, precision, sampler, popularity)
             total_loss += loss * batch.batch_size
             examples += batch.batch_size
             bar.update(1)
