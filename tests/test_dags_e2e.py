@@ -70,7 +70,7 @@ def e2e(tmp_path_factory):
             *[{"dag": "scoring", "logical_date": day,
                "env": {"SRGNN_WAREHOUSE_URL": f"duckdb:///{backfill_warehouse}"}}
               for day in [*SCORE_DAYS, RERUN_DAY]],
-        ], timeout=300)
+        ], timeout=480)  # the training DAG refits twice (train + valid, then every day)
         # The training run's `train` task once more, in the same DAG run: a retry.
         retried = airflow_env.test_task(env, "srgnn_training", "train", runs[0]["run_id"])
         yield SimpleNamespace(retried=retried,
@@ -156,7 +156,8 @@ def test_training_dag_run_succeeds_and_publishes_the_champion(e2e):
     run = e2e.training
     assert run["state"] == "success"
     assert run["tasks"] == {"prepare": "success", "train": "success", "evaluate": "success",
-                            "gate": "success", "publish_champion": "success"}
+                            "gate": "success", "final_refit": "success",
+                            "publish_champion": "success"}
     _, version = champion()
     assert version is not None
     assert [event["uri"] for event in run["asset_events"]] == [CHAMPION_URI]
