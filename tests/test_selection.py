@@ -137,6 +137,16 @@ def test_a_saved_blend_loads_with_identical_recommendations(tmp_path):
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
 
 
+def test_a_model_folder_is_labelled_with_its_kind_before_and_after_loading(tmp_path):
+    from srgnn.serving.models import locate_model, resolve_model
+
+    Recommender(BaselineRanker(fitted("sknn")), vocabulary()).save(tmp_path / "rec")
+    settings = Settings(home=tmp_path / "home")
+    assert locate_model(settings, str(tmp_path / "rec")).label == "sknn:local"
+    recommender, ref = resolve_model(settings, str(tmp_path / "rec"))
+    assert ref.label == "sknn:local" and recommender.kind == "sknn"
+
+
 def test_a_folder_saved_before_kinds_still_loads_as_srgnn(tmp_path):
     recommender = Recommender(untrained_scorer(NUM_ITEMS), vocabulary())
     recommender.save(tmp_path / "rec")
