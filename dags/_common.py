@@ -125,8 +125,8 @@ def params(config_class, only=None, **defaults) -> dict[str, Param]:
             schema["enum"] = list(opt.choices)
         if opt.minimum is not None:
             schema["minimum"] = opt.minimum
-        if opt.type is str and not opt.optional:
-            schema["minLength"] = 1
+        if opt.type is str and not opt.optional and opt.default != "":
+            schema["minLength"] = 1  # (an empty default, e.g. search, means "none")
         default = defaults.get(opt.name, config.env_value(opt))
         out[opt.name] = Param(str(default) if isinstance(default, Path) else default,
                               description=opt.help, **schema)

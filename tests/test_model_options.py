@@ -416,8 +416,10 @@ def test_a_checkpoint_from_before_the_options_resumes_with_them_off(tmp_path):
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3)
     save_checkpoint(tmp_path, RunState(epoch=1), TrainConfig(), shape, model, optimizer, scheduler)
     checkpoint = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
-    for name in ("normalize", "scale", "position_embeddings", "dropout", "star_node"):
-        del checkpoint["config"][name]  # as a checkpoint written before the options has them
+    for name in ("normalize", "scale", "position_embeddings", "dropout", "star_node",
+                 "popularity_penalty", "propensity_weighting", "propensity_clip", "search",
+                 "search_trials", "candidates", "short_augment"):
+        del checkpoint["config"][name]  # as a checkpoint written before these settings has it
     for name in ("normalize", "scale", "position_embeddings", "max_position", "dropout",
                  "star_node"):
         del checkpoint["model_config"][name]

@@ -32,7 +32,8 @@ BEST_MODEL_NAME = "best_model.pt"
 # long or how visibly the run goes, or what follows the training, not what any epoch computes.
 RESUMABLE_CHANGES = {"epochs", "patience", "progress", "num_threads", "eval_batch_size",
                       "short_fallback", "short_augment", "processes", "min_improvement",
-                      "lr_floor", "refit", "final_refit"}
+                      "lr_floor", "refit", "final_refit", "search", "search_trials",
+                      "candidates"}
 
 # Why a training ended (RunState.stop_reason, TrainResult.stop_reason).
 STOP_PATIENCE = "patience"  # patience epochs without a better validation HR@K
@@ -147,9 +148,11 @@ def _loss(values: dict, num_items: int) -> tuple:
 
 
 # Settings that came after the first checkpoints, with the value an older checkpoint ran with
-# (float32 only, none of the model options).
+# (float32 only, none of the model or popularity options).
 _EARLIER_VALUES = {"precision": "float32", "normalize": False, "scale": 12.0,
-                   "position_embeddings": False, "dropout": 0.0, "star_node": False}
+                   "position_embeddings": False, "dropout": 0.0, "star_node": False,
+                   "popularity_penalty": 0.0, "propensity_weighting": 0.0,
+                   "propensity_clip": 10.0}
 
 
 def load_checkpoint(out, config, model_config, model, optimizer, scheduler) -> RunState:
