@@ -39,7 +39,7 @@ ROWS = {
 }
 
 
-def measure(name: str, items: int, sessions: int, warmup: int, count: int) -> dict:
+def measure(name: str, items: int, sessions: int, warmup: int, count: int, threads: int) -> dict:
     """Train the row ``name`` in this process; its figures."""
     import torch
 
@@ -50,7 +50,11 @@ def measure(name: str, items: int, sessions: int, warmup: int, count: int) -> di
     from srgnn.model.batching import collate
     from srgnn.model.network import SRGNN, ModelConfig
     from srgnn.training.loop import training_step
+    from srgnn.training.memory import retain_freed_memory
 
+    retain_freed_memory()  # as srgnn.training.loop.train does
+    if threads:
+        torch.set_num_threads(threads)
     values, offsets = sessions_to_arrays(
         clustered_sessions(items, sessions, cluster_size=20, mean_length=5.0, seed=0))
     prefix_values, prefix_offsets, targets, _ = expand_prefixes(values, offsets)
@@ -100,24 +104,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=8_000, help="generated sessions")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--batches", type=int, default=40, help="timed steps per row")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (0: torch's default); 1 holds up best on a busy machine")
     parser.add_argument("--row", choices=list(ROWS), help=argparse.SUPPRESS)  # a child's row
     args = parser.parse_args(argv)
     if args.row:
-        print(json.dumps(measure(args.row, args.items, args.sessions, args.warmup, args.batches)))
+        print(json.dumps(measure(args.row, args.items, args.sessions, args.warmup, args.batches,
+                                 args.threads)))
         return
 
     import torch
 
     from common import machine, text_table
 
-    print(f"{machine()} at start; {args.items:,} items, hidden 100, batch 100, "
+    print(f"{machine()} at start; {args.threads or 'default'} torch thread(s) per row; "
+          f"{args.items:,} items, hidden 100, batch 100, "
           f"{args.batches} timed steps per row, each row in its own process")
     results = {}
     for name in ROWS:
         done = subprocess.run(
             [sys.executable, __file__, "--row", name, "--items", str(args.items),
              "--sessions", str(args.sessions), "--warmup", str(args.warmup),
-             "--batches", str(args.batches)],
+             "--batches", str(args.batches), "--threads", str(args.threads)],
             capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"row {name!r} failed:\n{done.stderr[-3000:]}")
