@@ -5,6 +5,8 @@
     .venv/bin/python bench/bench_accuracy.py --epochs 6 --refit --lr-decay-step 2   # and the best
     .venv/bin/python bench/bench_accuracy.py --epochs 1 --max-examples 20000  # a quick check
     .venv/bin/python bench/bench_accuracy.py --run-dir var/bench/accuracy/run --epochs 5
+    .venv/bin/python bench/bench_accuracy.py --search 2h --epochs 8 --refit  # choices on validation
+    .venv/bin/python bench/bench_accuracy.py --ablation --epochs 2 --max-examples 150000
 
 What it runs, as production does:
 
@@ -59,6 +61,9 @@ from srgnn.model.baselines import BASELINES, make_baseline
 
 # Published HR@20 / MRR@20 (percent) on the same 60,858 prefixes, and our row for each.
 PUBLISHED = [
+    ("SGNN-HN (Pan et al. 2020)", 55.67, 19.45, None),
+    ("GCE-GNN (Wang et al. 2020)", 54.22, 19.04, None),
+    ("NISER+ (Gupta et al. 2019)", 53.39, 18.72, None),
     ("SR-GNN (paper)", 50.73, 17.59, "srgnn"),
     ("NARM", 49.70, 16.17, None),
     ("STAMP", 45.64, 14.32, None),
@@ -90,6 +95,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr-decay-step", type=int, default=3,
                    help="epochs between learning-rate decays (x0.1); the authors' code decays "
                         "after 2 epochs first, then every 3")
+    p.add_argument("--lr-decay-rate", type=float, default=0.1)
+    p.add_argument("--steps", type=int, default=1, help="propagation steps")
+    p.add_argument("--normalize", action="store_true", help="NISER: scale x cosine scores")
+    p.add_argument("--scale", type=float, default=12.0)
+    p.add_argument("--position-embeddings", action="store_true")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--star-node", action="store_true")
+    p.add_argument("--search", default="",
+                   help="time budget of the search on validation (srgnn train --search), e.g. 2h")
+    p.add_argument("--search-trials", type=int, default=None)
+    p.add_argument("--candidates", choices=["srgnn", "auto"], default="srgnn",
+                   help="auto: register the best on validation of SR-GNN, the baselines and "
+                        "their blend, as srgnn train does by default")
+    p.add_argument("--ablation", action="store_true",
+                   help="instead of the test figures: train the configuration given, then each "
+                        "model option alone on top of it, and print validation HR/MRR, "
+                        "examples/s and seconds per epoch (no MLflow)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     p.add_argument("--precision", choices=list(PRECISIONS), default="auto",
                    help="operands of the loss's catalogue products (TrainConfig.precision)")
@@ -155,15 +177,25 @@ def main(argv=None) -> None:
     from srgnn.training.run import run_training
 
     config = TrainConfig(hidden_size=args.hidden_size, batch_size=args.batch_size, lr=args.lr,
-                         lr_decay_step=args.lr_decay_step, epochs=args.epochs,
+                         lr_decay_step=args.lr_decay_step, lr_decay_rate=args.lr_decay_rate,
+                         steps=args.steps, normalize=args.normalize, scale=args.scale,
+                         position_embeddings=args.position_embeddings, dropout=args.dropout,
+                         star_node=args.star_node, epochs=args.epochs,
                          patience=args.patience, top_k=k,
                          num_threads=args.threads, max_examples_per_epoch=args.max_examples,
                          max_valid_examples=args.max_valid_examples, progress=False,
-                         precision=args.precision)
+                         precision=args.precision, search=args.search,
+                         search_trials=args.search_trials, candidates=args.candidates,
+                         refit=False)  # --refit below refits and scores that model too
+    if args.ablation:
+        ablation(run_dir, config, k)
+        return
     started = time.perf_counter()
     trained = run_training(settings, run_dir, config, k=k, resume=args.resume)
     timings["train"] = time.perf_counter() - started
-    print(f"train: version {trained['version']}, {trained['epochs']} "
+    if trained.get("search"):
+        print(f"search: {trained['search']}", flush=True)
+    print(f"train: version {trained['version']} ({trained.get('kind', 'srgnn')}), {trained['epochs']} "
           f"epoch(s), best epoch {trained['best_epoch']}, valid HR@{k} "
           f"{100 * trained['metrics'][f'best_valid_hr_at_{k}']:.2f}", flush=True)
 
@@ -253,6 +285,46 @@ def main(argv=None) -> None:
                      rows))
     print()
     print(format_table(results))
+
+
+# One row per option, each alone on top of the configuration given (--ablation).
+ABLATION = [
+    ("as given", {}),
+    ("normalize (scale 12)", {"normalize": True, "scale": 12.0}),
+    ("position embeddings", {"position_embeddings": True}),
+    ("dropout 0.1", {"dropout": 0.1}),
+    ("star node", {"star_node": True}),
+    ("steps 2", {"steps": 2}),
+]
+
+
+def ablation(run_dir: Path, base, k: int) -> None:
+    """Validation HR/MRR@k, examples/s and seconds per epoch of each :data:`ABLATION` row,
+    trained in memory on the run folder (the epoch chosen on validation, as usual)."""
+    from dataclasses import replace
+
+    from srgnn.training.loop import train
+
+    run = RunFolder(run_dir)
+    rows = []
+    for label, change in ABLATION:
+        config = replace(base, **change, search="", refit=False)
+        started = time.perf_counter()
+        result = train(run.graphs("train"), run.graphs("valid"), run.num_items, config)
+        seconds = time.perf_counter() - started
+        speed = np.mean([s.examples_per_second for s in result.history])
+        epoch_seconds = np.mean([s.seconds for s in result.history])
+        rows.append([label, f"{100 * result.best_valid_hit_rate:.2f}",
+                     f"{100 * result.best_valid_mrr:.2f}", str(result.best_epoch),
+                     f"{speed:,.0f}", f"{epoch_seconds:.0f}", f"{seconds:.0f}"])
+        print(f"  {label}: valid HR@{k} {rows[-1][1]}  MRR@{k} {rows[-1][2]}  "
+              f"({rows[-1][4]} examples/s)", flush=True)
+    print()
+    print(f"Ablation on the validation split of {run_dir}: each option alone on top of "
+          f"{', '.join(f'{n}={getattr(base, n)}' for n in ('hidden_size', 'lr', 'lr_decay_step', 'epochs', 'max_examples_per_epoch'))}")
+    print(machine())
+    print(text_table(["option", f"valid HR@{k} %", f"valid MRR@{k} %", "best epoch",
+                      "examples/s", "s/epoch", "total s"], rows))
 
 
 if __name__ == "__main__":

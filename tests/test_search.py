@@ -98,6 +98,7 @@ def test_srgnn_train_search_logs_its_trials_as_child_runs(run, tmp_path):
     kept = json.loads((folder / "search.json").read_text())
     assert len(kept["trials"]) == 3 and kept["trials"][0]["params"]["hidden_size"] == 8
     trained = json.loads((folder / "training.json").read_text())
+    assert trained["search"]["trials"] == 3 and trained["search"]["chosen"] == kept["chosen"]
     client = mlflow.MlflowClient(Settings(home=home).tracking_uri)
     parent = client.get_run(trained["run_id"])
     children = client.search_runs([parent.info.experiment_id],

@@ -217,12 +217,22 @@ def run_training(
         "reused": False,
         "kind": chosen.kind,
         "selection": selection,
+        "search": _search_summary(run, train_config),
     })
     run.write_json("training.json", out)
     return out
 
 
 SEARCH_FILE = "search.json"  # in the run folder and the MLflow run
+
+
+def _search_summary(run: RunFolder, config: TrainConfig) -> dict | None:
+    """The search's trials, seconds and choice, when the training searched."""
+    kept = run.read_json(SEARCH_FILE) if parse_budget(config.search) > 0 else None
+    if kept is None:
+        return None
+    return {"trials": len(kept["trials"]), "seconds": kept["seconds"], "chosen": kept["chosen"],
+            "budget_seconds": kept["budget_seconds"]}
 
 
 def _searched(run: RunFolder, config: TrainConfig, resume: bool) -> TrainConfig:
