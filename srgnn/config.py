@@ -353,6 +353,17 @@ class TrainConfig:
     star_node: bool = option(False, help="SGNN-HN: a star node per session, linked to every item, "
                                          "updated by attention each step, and a highway gate "
                                          "between the embeddings and the propagated states.")
+    attention_edges: bool = option(False, help="Graph attention in the gated cell: each message "
+                                               "weighed by learned attention over the node's in- "
+                                               "(out-) neighbours instead of 1 / degree.")
+    temporal_edges: bool = option(False, help="Edge weights also by a learned weight of the "
+                                              "log2-bucketed seconds between the edge's two "
+                                              "clicks (graphs from a prepare that writes "
+                                              "edge_gap; scoring uses gap 0).")
+    multitask_weight: float = option(0.0, minimum=0, help="Weight of an auxiliary loss (Poisson, "
+                                                          "on the session's clicks after the "
+                                                          "target) from the session vector; 0 = "
+                                                          "off. Scores do not use it.")
     batch_size: int = option(100, minimum=1, help="Training examples per optimizer step.")
     lr: float = option(0.001, help="Adam learning rate.")
     lr_decay_step: int = option(3, minimum=1, help="Multiply the learning rate by lr_decay_rate "
@@ -463,7 +474,7 @@ class TrainConfig:
             raise ValueError(f"scale must be positive, got {self.scale}.")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        for name in ("min_improvement", "lr_floor"):
+        for name in ("min_improvement", "lr_floor", "multitask_weight"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")
         if self.num_threads < 0:

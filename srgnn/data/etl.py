@@ -211,16 +211,32 @@ def _with_indices(batch, events, flat, parents, positions):
     items_list = to_arrow(index[keep].astype(np.int32), offsets)
     indexed_from = pa.array(np.diff(np.asarray(events.offsets)).astype(np.int32))
     return pa.RecordBatch.from_arrays(
-        [batch.column("session_id"), batch.column("split"), items_list, start, end, indexed_from],
-        names=["session_id", "split", "items", "start_ts", "end_ts", "indexed_from"])
+        [batch.column("session_id"), batch.column("split"), items_list, start, end, indexed_from,
+         to_arrow(_click_gaps(ts, offsets), offsets, pa.float32())],
+        names=["session_id", "split", "items", "start_ts", "end_ts", "indexed_from", "gaps"])
+
+
+def _click_gaps(ts, offsets):
+    """float32 seconds from the previous kept click of the session to each kept click (0 for
+    a session's first)."""
+    import numpy as np
+    import pyarrow as pa
+
+    micros = np.asarray(ts.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False),
+                        dtype=np.int64)
+    gaps = np.zeros(len(micros), dtype=np.float64)
+    gaps[1:] = np.diff(micros) / 1e6
+    gaps[np.asarray(offsets[:-1])[np.diff(offsets) > 0]] = 0.0  # every session's first click
+    return np.maximum(gaps, 0.0).astype(np.float32)
 
 
 def index_sessions(sessions: DataFrame, vocab: DataFrame) -> DataFrame:
     """Map every click to its vocabulary index; clicks on unknown items are removed.
 
-    Output: ``session_id, split, items array<int>, start_ts, end_ts, indexed_from int``
-    (``indexed_from`` = clicks before unknown items were removed; the timestamps are those of
-    the first and last kept click). The vocabulary (collected once, ordered by index) is
+    Output: ``session_id, split, items array<int>, start_ts, end_ts, indexed_from int,
+    gaps array<float>`` (``indexed_from`` = clicks before unknown items were removed; the
+    timestamps are those of the first and last kept click; ``gaps``: seconds from the previous
+    kept click to each kept click, 0 for the first). The vocabulary (collected once, ordered by index) is
     broadcast to the Python workers, which map whole Arrow batches: no shuffle.
     """
     ids = [r["item_id"] for r in vocab.orderBy("item_index").select("item_id").collect()]
@@ -230,6 +246,7 @@ def index_sessions(sessions: DataFrame, vocab: DataFrame) -> DataFrame:
         T.StructField("items", T.ArrayType(T.IntegerType())),
         T.StructField("start_ts", T.TimestampType()), T.StructField("end_ts", T.TimestampType()),
         T.StructField("indexed_from", T.IntegerType()),
+        T.StructField("gaps", T.ArrayType(T.FloatType())),
     ])
     return frame.mapInArrow(_lookup_batches(_broadcast_ids(frame, ids), _with_indices), schema)
 
@@ -240,8 +257,10 @@ def prefix_examples(sessions: DataFrame, max_prefix_length: int | None = None) -
 
     With ``max_prefix_length`` ``N``, a prefix keeps only the last ``N`` clicks before its
     target, ``[v(k-N+1)..vk]`` when ``k > N``; every target stays an example. Input
-    ``session_id, split, items``; output ``session_id, split, prefix, target, prefix_length``
-    (the length kept).
+    ``session_id, split, items`` and optionally ``gaps`` (:func:`index_sessions`); output
+    ``session_id, split, prefix, target, prefix_length`` (the length kept), ``remaining`` (the
+    session's clicks after the target, ``n - k - 1``) and, with ``gaps``, ``prefix_gaps`` (the
+    prefix clicks' gaps).
     """
     if max_prefix_length is not None and max_prefix_length < 1:
         raise ValueError(f"max_prefix_length must be at least 1, got {max_prefix_length}.")
@@ -252,16 +271,21 @@ def prefix_examples(sessions: DataFrame, max_prefix_length: int | None = None) -
         else:
             start = F.greatest(F.lit(1), k - max_prefix_length + 1)
             length = F.least(k, F.lit(max_prefix_length))
+        gaps = [F.slice("gaps", start, length).alias("prefix_gaps")] if timed else []
         return F.struct(F.slice("items", start, length).alias("prefix"),
                         F.element_at("items", k + 1).alias("target"),
-                        length.cast("int").alias("prefix_length"))
+                        length.cast("int").alias("prefix_length"),
+                        (F.size("items") - k - 1).cast("int").alias("remaining"), *gaps)
+
+    timed = "gaps" in sessions.columns
 
     # The examples are built inside the session's row and then exploded, so that no example
     # row carries the whole session (which would copy n clicks for each of its n examples).
     examples = F.transform(F.sequence(F.lit(1), F.size("items") - 1), example)
     return (sessions.where(F.size("items") >= 2)
             .select("session_id", "split", F.explode(examples).alias("e"))
-            .select("session_id", "split", "e.prefix", "e.target", "e.prefix_length"))
+            .select("session_id", "split", "e.prefix", "e.target", "e.prefix_length",
+                    "e.remaining", *(["e.prefix_gaps"] if timed else [])))
 
 
 GRAPH_FIELDS = ("nodes", "alias", "edge_src", "edge_dst")
@@ -271,18 +295,23 @@ def _graph_batches(batches):
     """mapInArrow body: add the graph columns to each Arrow batch of examples."""
     import pyarrow as pa
 
+    import numpy as np
+
     for batch in batches:
-        graphs = graphs_to_arrow(build_graphs(*from_arrow(batch.column("prefix"))))
+        gaps = (from_arrow(batch.column("prefix_gaps"), np.float32)[0]
+                if "prefix_gaps" in batch.schema.names else None)
+        graphs = graphs_to_arrow(build_graphs(*from_arrow(batch.column("prefix")), gaps))
         arrays = [batch.column(name) for name in batch.schema.names]
         names = list(batch.schema.names)
-        for name in GRAPH_FIELDS:
+        for name in GRAPH_FIELDS + (("edge_gap",) if gaps is not None else ()):
             arrays.append(graphs[name])
             names.append(name)
         yield pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def add_graph_columns(examples: DataFrame) -> DataFrame:
-    """Add ``nodes, alias, edge_src, edge_dst`` (see docs/contracts.md) to prefix examples.
+    """Add ``nodes, alias, edge_src, edge_dst`` (see docs/contracts.md) to prefix examples,
+    and ``edge_gap`` (``array<float>``) when they have ``prefix_gaps``.
 
     Runs :func:`srgnn.data.graph.build_graphs` on whole Arrow batches inside Spark's Python
     workers (``mapInArrow``): no per-row Python.
@@ -290,4 +319,6 @@ def add_graph_columns(examples: DataFrame) -> DataFrame:
     examples = examples.withColumn("prefix", F.col("prefix").cast(T.ArrayType(T.IntegerType())))
     schema = T.StructType(examples.schema.fields + [
         T.StructField(name, T.ArrayType(T.IntegerType())) for name in GRAPH_FIELDS])
+    if "prefix_gaps" in examples.columns:
+        schema = schema.add(T.StructField("edge_gap", T.ArrayType(T.FloatType())))
     return examples.mapInArrow(_graph_batches, schema)

@@ -14,7 +14,9 @@ item indices (``values``) and ``offsets`` such that session ``s`` is
 * ``edge_src`` / ``edge_dst``: the distinct directed edges ``alias[t] -> alias[t + 1]`` between
   consecutive clicks, as node indices, sorted by (src, dst). A repeated consecutive click
   ``B, B`` gives the self-loop ``B -> B``; a revisit such as ``A, B, C, B`` keeps both
-  ``B -> C`` and ``C -> B``.
+  ``B -> C`` and ``C -> B``;
+* ``edge_gap`` (only when the clicks' time gaps are given): for every edge, the seconds between
+  its two clicks; an edge taken several times keeps the gap of its latest transition.
 
 Nothing here loops over sessions in Python: every step is a whole-array numpy operation.
 
@@ -50,6 +52,8 @@ class SessionGraphs:
         edge_src: (total_edges,) source node index (within its session) of every edge.
         edge_dst: (total_edges,) destination node index of every edge.
         edge_offsets: (S + 1,) session ``s`` owns edges ``edge_offsets[s]:edge_offsets[s+1]``.
+        edge_gap: (total_edges,) float32 seconds between the two clicks of every edge (its
+            latest transition), or ``None`` when the clicks' times were not given.
     """
 
     nodes_values: np.ndarray
@@ -59,6 +63,7 @@ class SessionGraphs:
     edge_src: np.ndarray
     edge_dst: np.ndarray
     edge_offsets: np.ndarray
+    edge_gap: np.ndarray | None = None
 
     @property
     def num_sessions(self) -> int:
@@ -71,26 +76,38 @@ class SessionGraphs:
             return values[begin:end], offsets[start : stop + 1] - begin
 
         edge_src, edge_offsets = rows(self.edge_src, self.edge_offsets)
+        edge_gap = None if self.edge_gap is None else rows(self.edge_gap, self.edge_offsets)[0]
         return SessionGraphs(*rows(self.nodes_values, self.nodes_offsets),
                              *rows(self.alias_values, self.alias_offsets),
-                             edge_src, rows(self.edge_dst, self.edge_offsets)[0], edge_offsets)
+                             edge_src, rows(self.edge_dst, self.edge_offsets)[0], edge_offsets,
+                             edge_gap)
 
 
-def build_graphs(values: np.ndarray, offsets: np.ndarray) -> SessionGraphs:
+def build_graphs(values: np.ndarray, offsets: np.ndarray,
+                 gaps: np.ndarray | None = None) -> SessionGraphs:
     """Build the SR-GNN graph of every session in a batch.
 
     Args:
         values: (total_clicks,) non-negative integer item indices, sessions concatenated.
         offsets: (S + 1,) non-decreasing, ``offsets[0] == 0`` and ``offsets[-1] == len(values)``.
             Empty sessions are allowed (they get no nodes and no edges).
+        gaps: (total_clicks,) seconds from the previous click of the session to each click
+            (the first click's value is not used), or ``None``: the graphs then have no
+            ``edge_gap``.
 
     Returns:
         The :class:`SessionGraphs` of the batch.
 
     Raises:
-        ValueError: if the offsets do not describe ``values`` or an item index is negative.
+        ValueError: if the offsets do not describe ``values``, an item index is negative or
+            ``gaps`` is not one value per click.
     """
     values, offsets, lengths = check_lists(values, offsets)
+    if gaps is not None:
+        gaps = np.asarray(gaps, dtype=np.float32)
+        if gaps.shape != values.shape:
+            raise ValueError(f"gaps must hold one value per click ({len(values)}), got shape "
+                             f"{gaps.shape}.")
     if len(values) and values.min() < 0:
         raise ValueError("item indices must be non-negative.")
     num_sessions = len(lengths)
@@ -111,30 +128,41 @@ def build_graphs(values: np.ndarray, offsets: np.ndarray) -> SessionGraphs:
     dst = alias_values[1:][same_session]
     session_of_edge = session_of_click[:-1][same_session]
     node_span = int(np.diff(nodes_offsets).max()) + 1 if num_sessions else 1
-    edge_keys = np.unique((session_of_edge * node_span + src) * node_span + dst)
+    edge_keys, edge_of_transition = np.unique(
+        (session_of_edge * node_span + src) * node_span + dst, return_inverse=True)
     edge_dst = edge_keys % node_span
     edge_src = (edge_keys // node_span) % node_span
     session_of_unique_edge = edge_keys // (node_span * node_span)
     edge_offsets = counts_to_offsets(np.bincount(session_of_unique_edge, minlength=num_sessions))
+    edge_gap = None
+    if gaps is not None:  # each edge's latest transition: the largest click position
+        latest = np.zeros(len(edge_keys), dtype=np.int64)
+        np.maximum.at(latest, edge_of_transition.reshape(-1),
+                      np.flatnonzero(same_session) + 1)  # the transition's second click
+        edge_gap = gaps[latest]
 
     return SessionGraphs(nodes_values, nodes_offsets, alias_values, offsets, edge_src, edge_dst,
-                         edge_offsets)
+                         edge_offsets, edge_gap)
 
 
 def graphs_to_arrow(graphs: SessionGraphs):
     """The graph columns of the session-graph Parquet contract, as ``list<int32>`` Arrow arrays.
 
-    Returns a dict ``{"nodes", "alias", "edge_src", "edge_dst"}`` of ``pyarrow.ListArray``.
+    Returns a dict ``{"nodes", "alias", "edge_src", "edge_dst"}`` of ``pyarrow.ListArray``,
+    with ``edge_gap`` (``list<float32>``) too when the graphs have it.
     """
     def as_list(flat: np.ndarray, offsets: np.ndarray):
         return to_arrow(flat.astype(np.int32), offsets)
 
-    return {
+    columns = {
         "nodes": as_list(graphs.nodes_values, graphs.nodes_offsets),
         "alias": as_list(graphs.alias_values, graphs.alias_offsets),
         "edge_src": as_list(graphs.edge_src, graphs.edge_offsets),
         "edge_dst": as_list(graphs.edge_dst, graphs.edge_offsets),
     }
+    if graphs.edge_gap is not None:
+        columns["edge_gap"] = to_arrow(graphs.edge_gap.astype(np.float32), graphs.edge_offsets)
+    return columns
 
 
 def normalized_adjacency(num_nodes: int, edge_src: np.ndarray, edge_dst: np.ndarray) -> np.ndarray:

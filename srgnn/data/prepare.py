@@ -246,10 +246,11 @@ def _prepare(spark, raw, clicks_path: str, out_dir: str, config: PrepareConfig,
             part = part.coalesce(max(files, spark.sparkContext.defaultParallelism))
         part.select("session_id", "items", "start_ts", "end_ts").write.mode("overwrite").parquet(
             _out_path(out_dir, "sessions", name))
-        examples = etl.add_graph_columns(etl.prefix_examples(part.select("session_id", "split", "items"),
-                                                             config.max_prefix_length))
+        examples = etl.add_graph_columns(etl.prefix_examples(
+            part.select("session_id", "split", "items", "gaps"), config.max_prefix_length))
         (examples.select("session_id", "prefix", "nodes", "alias", "edge_src", "edge_dst",
-                         F.col("target").cast("int").alias("target"), "prefix_length")
+                         F.col("target").cast("int").alias("target"), "prefix_length",
+                         "edge_gap", "remaining")
          .write.mode("overwrite").parquet(_out_path(out_dir, "graphs", name)))
     for frame in persisted:
         frame.unpersist()

@@ -50,7 +50,11 @@ class _TensorBatch:
 
     def to(self, device: torch.device | str):
         """The same batch with every tensor on ``device``."""
-        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return type(self)(**{f.name: _moved(getattr(self, f.name), device) for f in fields(self)})
+
+
+def _moved(tensor: torch.Tensor | None, device):
+    return None if tensor is None else tensor.to(device)
 
 
 @dataclass
@@ -83,6 +87,10 @@ class GraphBatch(_TensorBatch):
         last_nodes: (B,) int64 global node of every session's last click.
         route_sources, route_targets, route_weights: the graph cell's message routes, see
             :meth:`message_routes`.
+        edge_gap: (E,) float32 seconds between the two clicks of every edge (the graph
+            Parquet's optional ``edge_gap``), or ``None`` when the graphs do not carry it.
+        remaining: (B,) float32 clicks of the session after every example's target (the
+            optional ``remaining`` column), or ``None``.
 
     The last six are derived from the others in :func:`collate` (numpy, with the batch),
     so that a training step does not rebuild them with a dozen small tensor operations.
@@ -105,6 +113,8 @@ class GraphBatch(_TensorBatch):
     route_sources: torch.Tensor
     route_targets: torch.Tensor
     route_weights: torch.Tensor
+    edge_gap: torch.Tensor | None = None
+    remaining: torch.Tensor | None = None
 
     def message_routes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Both directions' messages as one gather and one scatter over ``(2T, d)`` rows.
@@ -184,13 +194,15 @@ class PaddedGraphBatch(_TensorBatch):
 
 
 
-def collate(graphs: SessionGraphs, targets: np.ndarray | None = None) -> GraphBatch:
+def collate(graphs: SessionGraphs, targets: np.ndarray | None = None,
+            remaining: np.ndarray | None = None) -> GraphBatch:
     """Stack the graphs of ``B`` sessions into one block-diagonal :class:`GraphBatch`.
 
     Args:
         graphs: the sessions' graphs as built by :func:`srgnn.data.graph.build_graphs` (or read
             back from the session-graph Parquet). Every session needs at least one click.
         targets: (B,) item index of each session's next click; ``None`` (scoring) gives zeros.
+        remaining: (B,) clicks after each target (``GraphBatch.remaining``), or ``None``.
 
     Returns:
         The batch, every tensor on the CPU.
@@ -217,6 +229,8 @@ def collate(graphs: SessionGraphs, targets: np.ndarray | None = None) -> GraphBa
     targets = np.asarray(targets, dtype=np.int64)
     if targets.shape != (batch_size,):
         raise ValueError(f"expected {batch_size} targets, got an array of shape {targets.shape}.")
+    if remaining is not None and np.shape(remaining) != (batch_size,):
+        raise ValueError(f"expected {batch_size} remaining counts, got shape {np.shape(remaining)}.")
 
     node_base = node_offsets[:-1]  # (B,) first global node of each session
     alias_values = np.asarray(graphs.alias_values, dtype=np.int64)
@@ -274,4 +288,8 @@ def collate(graphs: SessionGraphs, targets: np.ndarray | None = None) -> GraphBa
         route_sources=torch.from_numpy(np.concatenate([src2, dst2 + 1])),
         route_targets=torch.from_numpy(np.concatenate([dst2, src2 + 1])),
         route_weights=torch.from_numpy(np.concatenate([edge_weight_in, edge_weight_out])[:, None]),
+        edge_gap=None if graphs.edge_gap is None else torch.from_numpy(
+            np.array(graphs.edge_gap, dtype=np.float32)),  # a copy: Arrow's views are read-only
+        remaining=None if remaining is None else torch.from_numpy(
+            np.asarray(remaining, dtype=np.float32)),
     )

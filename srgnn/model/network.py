@@ -54,6 +54,26 @@ the same parameters, state-dict keys and outputs):
   (``h_i <- (1 - a_i) h_i + a_i s``, ``a_i = sigmoid((W_q h_i) . (W_k s) / sqrt(d))``); after
   the last step a highway gate mixes in the embeddings: ``h = g * h0 + (1 - g) * h``,
   ``g = sigmoid(W_g [h0 ; h] + b_g)`` (:class:`StarNode`). Block-diagonal batches only.
+* ``attention_edges`` (a graph-attention variant of the gated cell, after GAT, Velickovic et
+  al. 2018): the fixed ``1 / indeg(i)`` and ``1 / outdeg(i)`` of ``A_in`` / ``A_out`` become
+  learned attention over node ``i``'s in- (out-) neighbours ``j``::
+
+      e_ij = LeakyReLU(a^T [W h_i ; W h_j])     (a_in for in-messages, a_out for out-messages)
+      A_in[i, j] = softmax_j(e_ij)              (over i's in-neighbours; out: out-neighbours)
+
+  recomputed from the node states at every step; the gated update is unchanged. With equal
+  logits (``a = 0``, its initial value) the weights are the degree normalisation
+  (:class:`EdgeWeights`). Block-diagonal batches only.
+* ``temporal_edges``: every edge's weight is the degree normalisation times
+  ``softplus(w[bucket(gap)])``, renormalised over the node's in- (out-) edges, where ``gap``
+  is the seconds between the edge's two clicks (its latest transition; the graph Parquet's
+  ``edge_gap``), ``bucket = min(floor(log2(1 + gap)), 23)`` and ``w`` a learned value per
+  bucket and direction (initially all equal: the baseline weights). With
+  ``attention_edges`` too, the two multiply before the renormalisation. Block-diagonal
+  batches with ``edge_gap`` only.
+* ``multitask_weight`` ``w > 0``: a linear head predicts the log-rate of the session's clicks
+  after the target (``remaining``) from ``s_h``; the training loss adds ``w`` times its Poisson
+  negative log-likelihood (:meth:`SRGNN.remaining_loss`). Scores do not use the head.
 
 The options use ordinary torch operations where the fused kernels of
 :mod:`srgnn.model.kernels` do not cover them (positions: the composed readout; the star node);
@@ -80,8 +100,12 @@ from torch import nn
 from srgnn.model.batching import GraphBatch, PaddedGraphBatch
 from srgnn.model.kernels import _AttentionStep, _CatalogueCrossEntropy, _GatedCellStep, _ItemLookup
 
-__all__ = ["ModelConfig", "GatedGraphCell", "AttentionReadout", "StarNode", "SRGNN",
-           "CATALOGUE_PRECISIONS"]
+__all__ = ["ModelConfig", "GatedGraphCell", "AttentionReadout", "StarNode", "EdgeWeights",
+           "SRGNN", "CATALOGUE_PRECISIONS", "GAP_BUCKETS"]
+
+# Time-gap buckets of temporal_edges: floor(log2(1 + seconds)), the last one shared (2^23 s
+# is about 97 days).
+GAP_BUCKETS = 24
 
 # Operand type of the training loss's catalogue products (SRGNN.loss's ``precision``).
 CATALOGUE_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -101,6 +125,9 @@ class ModelConfig:
     max_position: int = 50  # reversed positions 0..max_position - 1 (the last one shared)
     dropout: float = 0.0  # on the graph cell's input embeddings and on s_h, training only
     star_node: bool = False  # SGNN-HN star node and highway gate
+    attention_edges: bool = False  # learned attention over neighbours instead of 1 / degree
+    temporal_edges: bool = False  # edge weights also by the bucketed time gap of the edge
+    multitask_weight: float = 0.0  # weight of the remaining-length loss (0: no head)
 
     def __post_init__(self) -> None:
         if self.num_items < 1:
@@ -115,12 +142,16 @@ class ModelConfig:
             raise ValueError(f"max_position must be a positive integer, got {self.max_position}.")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if not self.multitask_weight >= 0:
+            raise ValueError(f"multitask_weight must be non-negative, got {self.multitask_weight}.")
 
     @property
     def options(self) -> list[str]:
         """The names of the options that are on (empty for the reference SR-GNN)."""
         flags = {"normalize": self.normalize, "position_embeddings": self.position_embeddings,
-                 "dropout": self.dropout > 0, "star_node": self.star_node}
+                 "dropout": self.dropout > 0, "star_node": self.star_node,
+                 "attention_edges": self.attention_edges, "temporal_edges": self.temporal_edges,
+                 "multitask_weight": self.multitask_weight > 0}
         return [name for name, on in flags.items() if on]
 
 
@@ -164,7 +195,12 @@ class GatedGraphCell(nn.Module):
     def reset_parameters(self) -> None:
         _uniform_(self, self.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``weights``: (2E, 1) learned route weights in place of the batch's degree
+        normalisation (:class:`EdgeWeights`; block-diagonal batches), or ``None``."""
+        if weights is not None:
+            return self.gates(hidden, self.messages(hidden, batch, weights))
         if isinstance(batch, GraphBatch) and hidden.dim() == 2:
             # the same arithmetic as gates(messages(...)) in one autograd node (_GatedCellStep)
             source_rows, target_rows, weights = batch.message_routes()
@@ -176,21 +212,24 @@ class GatedGraphCell(nn.Module):
             )
         return self.gates(hidden, self.messages(hidden, batch))
 
-    def messages(self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
+    def messages(self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
         """``[A_in (h W_in^T + b_in) ; A_out (h W_out^T + b_out)]``: (T, 2d) or (B, n, 2d).
 
         Both edge maps are one product with the stacked weights ``[W_in ; W_out]``. On a
         block-diagonal batch its ``(T, 2d)`` result is viewed as ``(2T, d)`` rows, so that both
         directions take one gather, one weighting and one scatter
         (:meth:`~srgnn.model.batching.GraphBatch.message_routes`) and the scatter's output is
-        already the concatenation the gates read.
+        already the concatenation the gates read. ``weights`` (2E, 1) replace the routes' degree
+        normalisation (block-diagonal batches).
         """
         d = self.hidden_size
         weight = torch.cat([self.edge_in.weight, self.edge_out.weight])  # (2d, d)
         bias = torch.cat([self.edge_in.bias, self.edge_out.bias])  # (2d,)
         messages = F.linear(hidden, weight, bias)  # (T, 2d) or (B, n, 2d)
         if isinstance(batch, GraphBatch):
-            source_rows, target_rows, weights = batch.message_routes()
+            source_rows, target_rows, degree_weights = batch.message_routes()
+            weights = degree_weights if weights is None else weights
             rows = messages.view(-1, d)  # (2T, d): row 2t in-message, 2t + 1 out-message
             gathered = rows.index_select(0, source_rows) * weights  # (2E, d)
             return torch.zeros_like(rows).index_add_(0, target_rows, gathered).view(messages.shape)
@@ -383,11 +422,7 @@ class StarNode(nn.Module):
         for _ in range(steps):
             logits = (self.star_query(star).index_select(0, sessions)
                       * self.node_key(hidden)).sum(1) * scale  # (T,)
-            largest = logits.detach().new_full((len(counts),), -math.inf).scatter_reduce_(
-                0, sessions, logits.detach(), "amax")
-            weights = torch.exp(logits - largest.index_select(0, sessions))
-            totals = weights.new_zeros(len(counts)).index_add_(0, sessions, weights)
-            weights = weights / totals.index_select(0, sessions)  # softmax within each session
+            weights = segment_softmax(logits, sessions, len(counts))  # within each session
             star = torch.zeros_like(star).index_add_(0, sessions, weights.unsqueeze(1) * hidden)
             hidden = cell(hidden, batch)
             star_rows = star.index_select(0, sessions)  # (T, d)
@@ -396,6 +431,74 @@ class StarNode(nn.Module):
             hidden = torch.lerp(hidden, star_rows, share)  # (1 - a) h + a s
         gate = torch.sigmoid(self.highway(torch.cat([initial, hidden], dim=1)))  # g
         return torch.lerp(hidden, initial, gate)  # g h0 + (1 - g) h
+
+
+def segment_softmax(logits: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """The softmax of ``logits`` (n,) within each group (``groups`` (n,) in ``0..num_groups-1``)."""
+    largest = logits.detach().new_full((num_groups,), -math.inf).scatter_reduce_(
+        0, groups, logits.detach(), "amax")
+    weights = torch.exp(logits - largest.index_select(0, groups))
+    totals = weights.new_zeros(num_groups).index_add_(0, groups, weights)
+    return weights / totals.index_select(0, groups)
+
+
+class EdgeWeights(nn.Module):
+    r"""Learned weights of the gated cell's message routes: attention over the neighbours
+    (``attention_edges``) and/or a weight per time-gap bucket (``temporal_edges``).
+
+    For the in-message of edge ``j -> i`` (and the out-message of ``i -> j``) the route's
+    logit is::
+
+        e = LeakyReLU(a_1 . W h_i + a_2 . W h_j)          # attention (a = [a_1; a_2], per direction)
+          + log softplus(w[bucket(gap_ij)])               # temporal (w per direction)
+
+    and the weights are the softmax of the logits over the routes into the same node and
+    direction, so equal logits give exactly ``1 / indeg(i)`` (``1 / outdeg(i)``): the
+    reference normalisation. ``a`` and ``w`` start at zero, which gives equal logits.
+
+    Shapes: ``hidden`` (T, d) of a block-diagonal batch -> (2E, 1), ordered as
+    :meth:`~srgnn.model.batching.GraphBatch.message_routes`.
+    """
+
+    def __init__(self, hidden_size: int, attention: bool, temporal: bool) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        # W and the rows [a_in target; a_in source; a_out target; a_out source]
+        self.attention_map = nn.Linear(hidden_size, hidden_size, bias=False) if attention else None
+        self.attention_vectors = nn.Parameter(torch.empty(4, hidden_size)) if attention else None
+        self.gap_weights = nn.Parameter(torch.empty(2, GAP_BUCKETS)) if temporal else None  # in, out
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _uniform_(self, self.hidden_size)
+        for parameter in (self.attention_vectors, self.gap_weights):
+            if parameter is not None:
+                nn.init.zeros_(parameter)
+
+    def logits(self, hidden: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+        """The routes' logits before the softmax: (2E,)."""
+        src, dst = batch.edge_src, batch.edge_dst
+        logits = hidden.new_zeros(2 * len(src))
+        if self.attention_map is not None:
+            parts = F.linear(self.attention_map(hidden), self.attention_vectors)  # (T, 4)
+            incoming = parts[:, 0].index_select(0, dst) + parts[:, 1].index_select(0, src)
+            outgoing = parts[:, 2].index_select(0, src) + parts[:, 3].index_select(0, dst)
+            logits = logits + F.leaky_relu(torch.cat([incoming, outgoing]), 0.2)
+        if self.gap_weights is not None:
+            if batch.edge_gap is None:
+                raise ValueError(
+                    "temporal_edges needs the graphs' edge_gap column, which this batch lacks: "
+                    "run srgnn prepare again to write it.")
+            buckets = torch.log2(1.0 + batch.edge_gap.clamp(min=0)).floor().long().clamp_(
+                max=GAP_BUCKETS - 1)  # (E,)
+            weights = F.softplus(self.gap_weights)  # (2, buckets)
+            logits = logits + torch.log(torch.cat([weights[0].index_select(0, buckets),
+                                                   weights[1].index_select(0, buckets)]))
+        return logits
+
+    def forward(self, hidden: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+        targets = batch.route_targets
+        return segment_softmax(self.logits(hidden, batch), targets, 2 * len(hidden)).unsqueeze(1)
 
 
 def _within(indices: torch.Tensor, low: int, high: int) -> bool:
@@ -425,11 +528,19 @@ class SRGNN(nn.Module):
             config.hidden_size, nonhybrid=config.nonhybrid,
             max_position=config.max_position if config.position_embeddings else 0)
         self.star = StarNode(config.hidden_size) if config.star_node else None
+        self.edges = (EdgeWeights(config.hidden_size, config.attention_edges,
+                                  config.temporal_edges)
+                      if config.attention_edges or config.temporal_edges else None)
+        self.remaining_head = (nn.Linear(config.hidden_size, 1) if config.multitask_weight > 0
+                               else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Every parameter uniform in ``[-1/sqrt(d), 1/sqrt(d)]``, as the reference code does."""
+        """Every parameter uniform in ``[-1/sqrt(d), 1/sqrt(d)]``, as the reference code does
+        (the edge weights' attention vectors and gap weights: zero)."""
         _uniform_(self, self.config.hidden_size)
+        if self.edges is not None:
+            self.edges.reset_parameters()
 
     def session_embedding(self, batch: GraphBatch | PaddedGraphBatch, _shared: dict | None = None,
                           _lookup=None) -> torch.Tensor:
@@ -447,6 +558,9 @@ class SRGNN(nn.Module):
         elif isinstance(batch, PaddedGraphBatch):
             if self.star is not None:
                 raise ValueError("the star node needs a block-diagonal GraphBatch, not a "
+                                 "PaddedGraphBatch.")
+            if self.edges is not None:
+                raise ValueError("learned edge weights need a block-diagonal GraphBatch, not a "
                                  "PaddedGraphBatch.")
             items = batch.items  # (B, n)
         else:
@@ -489,11 +603,37 @@ class SRGNN(nn.Module):
     def propagate(self, hidden: torch.Tensor, batch: GraphBatch | PaddedGraphBatch) -> torch.Tensor:
         """The node states after the ``steps`` propagation steps (with the star node and its
         highway gate when ``star_node``), from the input states ``hidden``: (T, d) or (B, n, d)."""
+        cell = self.gnn
+        if self.edges is not None:  # the cell with the learned weights of each step's states
+            def cell(states, graphs):
+                return self.gnn(states, graphs, self.edges(states, graphs))
         if self.star is not None:
-            return self.star(hidden, batch, self.gnn, self.config.steps)
+            return self.star(hidden, batch, cell, self.config.steps)
         for _ in range(self.config.steps):
-            hidden = self.gnn(hidden, batch)
+            hidden = cell(hidden, batch)
         return hidden
+
+    def remaining_loss(self, session_embedding: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+        """Mean Poisson negative log-likelihood of ``batch.remaining`` (the clicks after each
+        target) with log-rate ``head(s_h)``, the auxiliary loss of ``multitask_weight``.
+
+        Raises:
+            ValueError: without the head (``multitask_weight`` 0) or without ``remaining``.
+        """
+        if self.remaining_head is None:
+            raise ValueError("this model has no remaining-length head (multitask_weight is 0).")
+        if batch.remaining is None:
+            raise ValueError("multitask_weight needs the graphs' remaining column, which this "
+                             "batch lacks: run srgnn prepare again to write it.")
+        log_rate = self.remaining_head(session_embedding).squeeze(1)  # (B,)
+        return F.poisson_nll_loss(log_rate, batch.remaining, log_input=True, full=False)
+
+    def with_auxiliary(self, loss: torch.Tensor, session_embedding: torch.Tensor,
+                       batch: GraphBatch) -> torch.Tensor:
+        """``loss + multitask_weight * remaining_loss``; ``loss`` itself without the head."""
+        if self.remaining_head is None:
+            return loss
+        return loss + self.config.multitask_weight * self.remaining_loss(session_embedding, batch)
 
     def query_vectors(self, session_embedding: torch.Tensor) -> torch.Tensor:
         """What the item vectors are multiplied with: ``s_h``, or ``scale * s_h / ||s_h||`` when
@@ -568,12 +708,15 @@ class SRGNN(nn.Module):
         shared: dict = {}
         extra = () if popularity is None else (popularity.weights(targets), popularity.penalty,
                                                popularity.log_popularity)
+        session = self.session_embedding(batch, shared)
         if self.config.normalize:  # unit item rows, normalised inside the loss's own node
-            return _CatalogueCrossEntropy.apply(
-                self.query_vectors(self.session_embedding(batch, shared)), self.embedding.weight,
+            loss = _CatalogueCrossEntropy.apply(
+                self.query_vectors(session), self.embedding.weight,
                 targets - 1, shared, CATALOGUE_PRECISIONS[precision], True, *extra,
             )
-        return _CatalogueCrossEntropy.apply(
-            self.session_embedding(batch, shared), self.embedding.weight, targets - 1, shared,
-            CATALOGUE_PRECISIONS[precision], *((False, *extra) if extra else ()),
-        )
+        else:
+            loss = _CatalogueCrossEntropy.apply(
+                session, self.embedding.weight, targets - 1, shared,
+                CATALOGUE_PRECISIONS[precision], *((False, *extra) if extra else ()),
+            )
+        return self.with_auxiliary(loss, session, batch)

@@ -35,10 +35,13 @@ from srgnn.data.graph import SessionGraphs
 from srgnn.data.ragged import from_arrow
 from srgnn.model.batching import GraphBatch, collate
 
-__all__ = ["GraphParquetReader", "GRAPH_COLUMNS", "parquet_files"]
+__all__ = ["GraphParquetReader", "GRAPH_COLUMNS", "OPTIONAL_COLUMNS", "parquet_files"]
 
 # Columns of the session-graph Parquet (docs/contracts.md) that training needs.
 GRAPH_COLUMNS = ("nodes", "alias", "edge_src", "edge_dst", "target")
+# Columns that later prepares write and the readers supply when a folder has them
+# (GraphBatch.edge_gap, GraphBatch.remaining); older folders lack them.
+OPTIONAL_COLUMNS = ("edge_gap", "remaining")
 
 
 def parquet_files(*sources: str | Path) -> list[str]:
@@ -68,16 +71,28 @@ class _Rows:
 
     graphs: SessionGraphs
     target: np.ndarray
+    remaining: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.target)
 
     @classmethod
     def from_table(cls, table) -> "_Rows":
+        names = table.schema.names
         edge_src, edge_offsets = from_arrow(table.column("edge_src"))
+        edge_gap = (from_arrow(table.column("edge_gap"), np.float32)[0]
+                    if "edge_gap" in names else None)
         graphs = SessionGraphs(*from_arrow(table.column("nodes")), *from_arrow(table.column("alias")),
-                               edge_src, from_arrow(table.column("edge_dst"))[0], edge_offsets)
-        return cls(graphs, table.column("target").to_numpy().astype(np.int64))
+                               edge_src, from_arrow(table.column("edge_dst"))[0], edge_offsets,
+                               edge_gap)
+        remaining = (table.column("remaining").to_numpy().astype(np.float32)
+                     if "remaining" in names else None)
+        return cls(graphs, table.column("target").to_numpy().astype(np.int64), remaining)
+
+    def collate(self, low: int, high: int) -> GraphBatch:
+        """The batch of rows ``low:high``."""
+        remaining = None if self.remaining is None else self.remaining[low:high]
+        return collate(self.graphs.slice(low, high), self.target[low:high], remaining)
 
 
 class GraphParquetReader:
@@ -139,6 +154,9 @@ class GraphParquetReader:
         if not dataset.files:
             raise FileNotFoundError(f"no Parquet file found in {source}.")
         missing = [name for name in GRAPH_COLUMNS if name not in dataset.schema.names]
+        # what every batch reads: the graph columns and the optional ones the folder has
+        self.columns = list(GRAPH_COLUMNS) + [
+            name for name in OPTIONAL_COLUMNS if name in dataset.schema.names]
         if missing:
             raise ValueError(
                 f"{source} is not a session-graph dataset: the columns {missing} are missing "
@@ -164,6 +182,10 @@ class GraphParquetReader:
         self._placeholder: GraphBatch | None = None
         if part is not None:
             self._take_part(*part)
+
+    def has_column(self, name: str) -> bool:
+        """Whether the Parquet holds the optional column ``name`` (:data:`OPTIONAL_COLUMNS`)."""
+        return name in self.columns
 
     def part_of(self, rank: int, world_size: int) -> "GraphParquetReader":
         """This reader restricted to rank ``rank`` of ``world_size`` (the ``part`` argument)."""
@@ -251,10 +273,9 @@ class GraphParquetReader:
     def _first_row(self) -> GraphBatch:
         if self._placeholder is None:
             index = next(i for i, rows in enumerate(self._fragment_rows) if rows)
-            table = self._fragments[index].head(1, columns=list(GRAPH_COLUMNS))
+            table = self._fragments[index].head(1, columns=self.columns)
             self.rows_read += table.num_rows
-            rows = _Rows.from_table(table)
-            self._placeholder = collate(rows.graphs, rows.target)
+            self._placeholder = _Rows.from_table(table).collate(0, table.num_rows)
         return self._placeholder
 
     def shard(self, epoch: int, rank: int, world_size: int) -> Iterator[tuple[GraphBatch, int, int]]:
@@ -309,7 +330,7 @@ class GraphParquetReader:
                     high = start + (rank + 1) * (end - start) // world_size
                 own = high - low
                 high = max(high, low + 1)  # an empty share serves one row, weighed 0
-                batch = collate(rows.graphs.slice(low, high), rows.target[low:high])
+                batch = rows.collate(low, high)
                 budget -= end - start
                 yield batch, own, end - start
                 if budget <= 0:
@@ -322,7 +343,7 @@ class GraphParquetReader:
         threshold = self.shuffle_buffer if self.shuffle else 1
         for index in order:
             fragment, first, end = self._pieces[index]
-            reads = self._fragments[fragment].to_batches(columns=list(GRAPH_COLUMNS),
+            reads = self._fragments[fragment].to_batches(columns=self.columns,
                                                          batch_size=self.read_rows)
             offset = 0  # of the record batch in the row group
             for record_batch in reads:

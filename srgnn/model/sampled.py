@@ -154,13 +154,15 @@ def sampled_loss(model, batch: GraphBatch, sampler: NegativeSampler,
         looked_up["rows"], looked_up["inverse"] = rows, inverse[len(flat):]
         return rows.index_select(0, inverse[: len(flat)]).view(*items.shape, -1)
 
-    session = model.query_vectors(model.session_embedding(batch, _lookup=lookup))  # (B, d)
+    embedding = model.session_embedding(batch, _lookup=lookup)  # (B, d)
+    session = model.query_vectors(embedding)
     rows, inverse = model.scored_rows(looked_up["rows"]), looked_up["inverse"]
     count = len(targets)
     target_rows = rows.index_select(0, inverse[:count])  # (B, d)
     negative_rows = rows.index_select(0, inverse[count:])  # (K, d)
-    return sampled_cross_entropy(session, target_rows, negative_rows, targets, negatives, sampler,
-                                 weights)
+    return model.with_auxiliary(  # plus multitask_weight times the remaining-length loss
+        sampled_cross_entropy(session, target_rows, negative_rows, targets, negatives, sampler,
+                              weights), embedding, batch)
 
 
 def sampled_cross_entropy(session: torch.Tensor, target_rows: torch.Tensor,

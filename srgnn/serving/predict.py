@@ -93,6 +93,10 @@ class TopK:
 class Scorer:
     """Holds a trained model and returns top-K items for batches of prefixes.
 
+    Prefixes come as item lists without click times, so a model with ``temporal_edges`` is
+    scored with every edge's time gap taken as 0 (one bucket for all edges: the degree
+    normalisation), a known limitation of scoring that model.
+
     Args:
         model: a trained :class:`SRGNN` (put in eval mode here).
         batch_size: prefixes per forward pass.
@@ -227,7 +231,10 @@ class Scorer:
         for start in range(0, len(unique_rows), self.batch_size):
             chunk = unique_rows[start : start + self.batch_size]
             graphs = build_graphs(*gather_lists(values, offsets, chunk))
-            top_scores, top_items = self._top_k_batch(collate(graphs).to(self.device), k)
+            batch = collate(graphs)
+            if self.model.config.temporal_edges:  # no click times here: every gap counts as 0
+                batch.edge_gap = torch.zeros(len(batch.edge_src))
+            top_scores, top_items = self._top_k_batch(batch.to(self.device), k)
             unique_items[start : start + len(chunk)] = top_items
             unique_scores[start : start + len(chunk)] = top_scores
         items[rows] = unique_items[inverse]

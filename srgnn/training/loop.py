@@ -104,7 +104,20 @@ def model_config(config: TrainConfig, num_items: int) -> ModelConfig:
     return ModelConfig(num_items=num_items, hidden_size=config.hidden_size, steps=config.steps,
                        nonhybrid=config.nonhybrid, normalize=config.normalize, scale=config.scale,
                        position_embeddings=config.position_embeddings, dropout=config.dropout,
-                       star_node=config.star_node)
+                       star_node=config.star_node, attention_edges=config.attention_edges,
+                       temporal_edges=config.temporal_edges,
+                       multitask_weight=config.multitask_weight)
+
+
+def check_graph_columns(config: TrainConfig, reader: GraphParquetReader, source) -> None:
+    """Refuse, in one line, graphs without the optional column an option needs (``edge_gap``
+    for temporal_edges, ``remaining`` for multitask_weight): folders prepared before them."""
+    needs = {"temporal_edges": ("edge_gap", config.temporal_edges),
+             "multitask_weight": ("remaining", config.multitask_weight > 0)}
+    for option, (column, on) in needs.items():
+        if on and not reader.has_column(column):
+            raise SettingError(f"{option} needs the {column} column, which the graphs in {source} "
+                             "lack (prepared before it): run srgnn prepare again.")
 
 
 def torch_threads(config: TrainConfig) -> int:
@@ -356,6 +369,9 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end,
             valid_reader = None
     if train_reader.num_examples == 0:
         raise ValueError(f"the training split {train_data} holds no examples.")
+    check_graph_columns(config, train_reader, train_data)
+    if valid_reader is not None:
+        check_graph_columns(replace(config, multitask_weight=0.0), valid_reader, valid_data)
 
     torch.manual_seed(config.seed)  # the initial weights
     model = SRGNN(shape)
