@@ -62,3 +62,67 @@ def test_category_input_that_does_not_fit_is_refused(recommender):
         plain.with_categories(ItemCategories(CATEGORIES[:4], CLICKS[:4]))
     with pytest.raises(ValueError, match="2 entries for 3 sessions"):
         with_categories.recommend([["z"], ["a"], []], k=2, last_categories=["shoes", None])
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("engine", ["local", "spark"])
+def test_scoring_a_day_with_a_category_column_serves_and_counts_cold_start_sessions(
+        spark, tmp_path, recommender, engine):
+    from conftest import write_text
+    from srgnn.serving.score import score_day
+    from test_score import DAY, T, settings_for, stored
+
+    plain, with_categories = recommender
+    with_categories.save(tmp_path / "rec")
+    lines = ["session_id,timestamp,item_id,category",
+             f"cold,{T},a,shoes", f"cold,{T + 60},new-shoe,shoes",  # last click new, shoes known
+             f"warm,{T},new-shoe,shoes", f"warm,{T + 60},d,bags",  # last click known: the model
+             f"hat,{T},new-hat,hats",  # a category training never saw: popularity
+             f"bare,{T},new-bag,"]  # no category on the click
+    day = write_text(tmp_path / "day" / "day.csv", "\n".join(lines) + "\n")
+    settings = settings_for(tmp_path / engine)
+    result = score_day(settings, day, DAY, model_uri=str(tmp_path / "rec"), top_k=4, spark=spark,
+                       engine=engine)
+    assert result["category_fallbacks"] == 1 and result["fallbacks"] == 3
+    rows = stored(settings.warehouse)
+    versions = {r[0]: r[4] for r in rows}
+    assert versions == {"cold": "fallback:category", "warm": "srgnn:local", "hat": "fallback:pop",
+                        "bare": "fallback:pop"}
+    assert [r[2] for r in rows if r[0] == "cold"][:3] == ["c", "a", "e"]
+
+    # The same day without the column: as before (popularity for the unknown last clicks).
+    without = write_text(tmp_path / "plain" / "day.csv", "\n".join(
+        [lines[0].rsplit(",", 1)[0]] + [line.rsplit(",", 1)[0] for line in lines[1:]]) + "\n")
+    settings = settings_for(tmp_path / f"{engine}-plain")
+    result = score_day(settings, without, DAY, model_uri=str(tmp_path / "rec"), top_k=4, spark=spark,
+                       engine=engine)
+    assert result["category_fallbacks"] == 0
+    assert {r[0]: r[4] for r in stored(settings.warehouse)}["cold"] == "srgnn:local"
+
+
+@pytest.mark.spark
+def test_prepare_keeps_the_category_each_vocabulary_item_was_clicked_with_most(spark, tmp_path):
+    from conftest import write_text
+    from srgnn.config import PrepareConfig
+    from srgnn.data.prepare import run_prepare
+    from srgnn.data.runfolder import RunFolder
+
+    day = 86_400
+    start = 1_700_000_000
+    # (session, day, [(item, category), ...]); b is "bags" twice and "shoes" once.
+    sessions = [("s1", 0, [("a", "shoes"), ("b", "bags")]), ("s2", 0, [("b", "bags"), ("c", "")]),
+                ("s3", 1, [("a", "shoes"), ("b", "shoes"), ("c", "")]), ("s4", 1, [("b", "bags"), ("a", "shoes")]),
+                ("s5", 2, [("a", "shoes"), ("c", "")])]
+    lines = ["session_id,timestamp,item_id,category"]
+    for sid, d, clicks in sessions:
+        lines += [f"{sid},{start + d * day + 60 * k},{item},{category}" for k, (item, category) in enumerate(clicks)]
+    with_column = write_text(tmp_path / "with" / "clicks.csv", "\n".join(lines) + "\n")
+    config = PrepareConfig(min_item_support=1, test_days=1, valid_days=0)
+    run = RunFolder(run_prepare(spark, with_column, str(tmp_path / "run"), config).out_dir)
+    categories = run.item_categories()
+    by_item = dict(zip(run.vocabulary.item_ids, categories[1:]))
+    assert by_item == {"a": "shoes", "b": "bags", "c": None}
+
+    without = write_text(tmp_path / "without" / "clicks.csv", "\n".join(
+        line.rsplit(",", 1)[0] for line in lines) + "\n")
+    assert RunFolder(run_prepare(spark, without, str(tmp_path / "run2"), config).out_dir).item_categories() is None

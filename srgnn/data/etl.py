@@ -34,21 +34,23 @@ from srgnn.data.ragged import counts_to_offsets, from_arrow, to_arrow
 SPLITS = ("train", "valid", "test")
 
 
-def sessionize(clicks: DataFrame) -> DataFrame:
+def sessionize(clicks: DataFrame, last_category: bool = False) -> DataFrame:
     """Group clicks into sessions ordered by time, removing exact duplicate events.
 
     Input: ``session_id, ts, item_id, user_id, event_type, _seq``. Output: ``session_id,
     events array<struct<ts timestamp, item_id string>>, raw_clicks int`` where ``raw_clicks``
     counts the clicks before duplicates were removed. Ties on ``ts`` keep input order
     (``_seq``). Two events are duplicates when session, time, item, user and event type are
-    all equal; the first one is kept.
+    all equal; the first one is kept. With ``last_category`` the input also has ``category``
+    and the output adds ``last_category string``, the category of the session's last click.
     """
     # Sorted by the event and then input order, a duplicate directly follows the event's first
     # occurrence: one comparison with the previous element finds it (sorts and a linear pass,
     # however long the session).
     key = ("ts", "item_id", "user_id", "event_type")
+    carried = ("category",) if last_category else ()
     grouped = clicks.groupBy("session_id").agg(
-        F.sort_array(F.collect_list(F.struct(*key, "_seq"))).alias("_ev"))
+        F.sort_array(F.collect_list(F.struct(*key, "_seq", *carried))).alias("_ev"))
 
     def first_of_its_kind(event, i):
         previous = F.col("_ev")[i - 1]
@@ -59,11 +61,14 @@ def sessionize(clicks: DataFrame) -> DataFrame:
 
     kept = F.filter("_ev", first_of_its_kind)
     in_time_order = F.sort_array(F.transform(kept, lambda e: F.struct(
-        e["ts"].alias("ts"), e["_seq"].alias("_seq"), e["item_id"].alias("item_id"))))
+        e["ts"].alias("ts"), e["_seq"].alias("_seq"), e["item_id"].alias("item_id"),
+        *[e[name].alias(name) for name in carried])))
+    extra = [F.element_at(in_time_order, -1)["category"].alias("last_category")] if last_category else []
     return grouped.select(
         "session_id",
         F.transform(in_time_order, lambda e: F.struct(e["ts"].alias("ts"), e["item_id"].alias("item_id"))).alias("events"),
         F.size("_ev").alias("raw_clicks"),
+        *extra,
     )
 
 

@@ -22,7 +22,7 @@ import zlib
 from srgnn.config import FORMATS
 
 REQUIRED_COLUMNS = ("session_id", "timestamp", "item_id")
-OPTIONAL_COLUMNS = ("user_id", "event_type")
+OPTIONAL_COLUMNS = ("user_id", "event_type", "category")
 DIGINETICA_HEADER = ("session_id", "user_id", "item_id", "timeframe", "eventdate")
 YOOCHOOSE_COLUMNS = ("session_id", "timestamp", "item_id", "category")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from srgnn.config import PrepareConfig, config_dict
 from srgnn.data.readers import InputError, read_clicks, spark_input_errors
-from srgnn.data.runfolder import IN_PROGRESS, SUMMARY
+from srgnn.data.runfolder import CATEGORIES_FILE, IN_PROGRESS, SUMMARY
 
 logger = logging.getLogger(__name__)
 # On a cluster the split frames keep the shuffle's partitions (dozens for a small day); each
@@ -203,6 +203,15 @@ def _prepare(spark, raw, clicks_path: str, out_dir: str, config: PrepareConfig,
         raise InputError(f"{clicks_path}: the training window is empty (all sessions fall in the last "
                          f"{config.test_days + config.valid_days} days); lower --test-days/--valid-days")
 
+    # The vocabulary's categories (the optional ``category`` column): the category each item
+    # was clicked with most (ties: the smaller name); empty without the column.
+    counted = (raw.clicks.where(F.col("category").isNotNull())
+               .groupBy("item_id", "category").agg(F.count(F.lit(1)).alias("n"))
+               .join(vocab.select("item_id", "item_index"), "item_id"))
+    (counted.groupBy("item_index")
+     .agg(F.min(F.struct((-F.col("n")).alias("n"), F.col("category")))["category"].alias("category"))
+     .orderBy("item_index").coalesce(1).write.mode("overwrite")
+     .parquet(_out_path(out_dir, CATEGORIES_FILE)))
     stage("split_and_vocab")
 
     # 4. item indices; items unseen in the training window leave test sessions; per-split counts.

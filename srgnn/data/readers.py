@@ -3,7 +3,7 @@
 Every reader turns its input into the same two DataFrames:
 
 * ``clicks``: ``session_id string, ts timestamp, item_id string, user_id string,
-  event_type string, _seq long`` (``_seq`` is the row's position in the input, used as a
+  event_type string, category string, _seq long`` (``_seq`` is the row's position in the input, used as a
   stable tie-break when two clicks of a session share a timestamp);
 * ``quarantine``: ``source_file string, raw string, reason string``: rows that could not be
   parsed, with their raw values, so that nothing is lost silently.
@@ -12,11 +12,13 @@ Formats (``--format``):
 
 ``csv`` / ``json`` / ``parquet``
     the generic schema: ``session_id``, ``timestamp``, ``item_id`` and optional ``user_id``,
-    ``event_type``. CSV files have a header line and may be gzip-compressed; JSON files hold
+    ``event_type``, ``category`` (the item's category: scoring answers a click on an item
+    the model does not know with the popular items of its category). CSV files have a header line and may be gzip-compressed; JSON files hold
     one object per line. ``timestamp`` is epoch seconds, epoch milliseconds (told apart by
     magnitude: values of 1e11 and above are milliseconds) or ISO-8601 text.
 ``yoochoose``
-    RecSys Challenge 2015 clicks: no header, ``session_id,timestamp(ISO),item_id,category``.
+    RecSys Challenge 2015 clicks: no header, ``session_id,timestamp(ISO),item_id,category``
+    (category ``0``, no information, reads as none).
 ``diginetica``
     CIKM Cup 2016 item views: ``;``-separated, header
     ``session_id;user_id;item_id;timeframe;eventdate``; the click time is ``eventdate`` plus
@@ -122,7 +124,7 @@ def read_clicks(spark, path: str, fmt: str = "auto", encoding: str = "utf-8", *,
 
 
 # --- readers: each returns the "raw" frame -------------------------------------------------
-# Raw frame columns (all strings): session_id, ts_raw, item_id, user_id, event_type,
+# Raw frame columns (all strings): session_id, ts_raw, item_id, user_id, event_type, category,
 # _corrupt (the whole line when it could not be split into fields, else null),
 # _raw (a struct of the raw values, written as JSON text for quarantined rows only), _file,
 # _hint (a reader's own reason), _bad_encoding (boolean), _seq.
@@ -160,7 +162,7 @@ def _string_schema(names, corrupt: bool = True):
     return T.StructType(fields)
 
 
-def _finish_raw(df, session, ts, item, user=None, event=None, raw_cols=(), hint=None):
+def _finish_raw(df, session, ts, item, user=None, event=None, raw_cols=(), hint=None, category=None):
     from pyspark.sql import functions as F
 
     def clean(col):
@@ -178,6 +180,7 @@ def _finish_raw(df, session, ts, item, user=None, event=None, raw_cols=(), hint=
         clean(item).alias("item_id"),
         clean(user).alias("user_id"),
         clean(event).alias("event_type"),
+        clean(category).alias("category"),
         corrupt.alias("_corrupt"),
         raw_values.alias("_raw"),
         F.input_file_name().alias("_file"),
@@ -207,7 +210,7 @@ def _read_generic_csv(spark, files, text: _Text):
     df = _csv(spark, files, _string_schema(header), text)
     opt = {c: (F.col(c) if c in header else None) for c in OPTIONAL_COLUMNS}
     return _finish_raw(df, F.col("session_id"), F.col("timestamp"), F.col("item_id"),
-                       opt["user_id"], opt["event_type"], raw_cols=header)
+                       opt["user_id"], opt["event_type"], raw_cols=header, category=opt["category"])
 
 
 def _read_generic_json(spark, files, text: _Text):
@@ -218,7 +221,8 @@ def _read_generic_json(spark, files, text: _Text):
     df = spark.read.json(files, schema=_string_schema(names), mode="PERMISSIVE",
                          columnNameOfCorruptRecord="_corrupt", **text.json_options())
     return _finish_raw(df, F.col("session_id"), F.col("timestamp"), F.col("item_id"),
-                       F.col("user_id"), F.col("event_type"), raw_cols=names)
+                       F.col("user_id"), F.col("event_type"), raw_cols=names,
+                       category=F.col("category"))
 
 
 def _read_generic_parquet(spark, files, text: _Text):
@@ -243,15 +247,17 @@ def _read_generic_parquet(spark, files, text: _Text):
     opt = {c: (F.col(c) if c in df.columns else None) for c in OPTIONAL_COLUMNS}
     present = [c for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in df.columns]
     return _finish_raw(df, F.col("session_id"), ts, F.col("item_id"),
-                       opt["user_id"], opt["event_type"], raw_cols=present)
+                       opt["user_id"], opt["event_type"], raw_cols=present, category=opt["category"])
 
 
 def _read_yoochoose(spark, files, text: _Text):
     from pyspark.sql import functions as F
 
     df = _csv(spark, files, _string_schema(YOOCHOOSE_COLUMNS), text, header=False)
+    # "0" is Yoochoose's "no category information"
+    category = F.when(F.trim(F.col("category")) == "0", None).otherwise(F.col("category"))
     return _finish_raw(df, F.col("session_id"), F.col("timestamp"), F.col("item_id"),
-                       raw_cols=YOOCHOOSE_COLUMNS)
+                       raw_cols=YOOCHOOSE_COLUMNS, category=category)
 
 
 def _read_diginetica(spark, files, text: _Text):
@@ -338,7 +344,7 @@ def split_checked(checked):
     from pyspark.sql import functions as F
 
     clicks = checked.where(F.col("_reason").isNull()).select(
-        "session_id", "ts", "item_id", "user_id", "event_type", "_seq")
+        "session_id", "ts", "item_id", "user_id", "event_type", "category", "_seq")
     quarantine = checked.where(F.col("_reason").isNotNull()).select(
         F.col("_file").alias("source_file"),
         F.make_valid_utf8(F.coalesce(F.col("_corrupt"), F.to_json(F.col("_raw")))).alias("raw"),

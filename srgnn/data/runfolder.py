@@ -38,6 +38,7 @@ SPLITS = ("train", "valid", "test")
 CHECKPOINT_DIR = "model"  # training checkpoints, under the run folder
 SUMMARY = "summary.json"  # prepare's counts, written last
 IN_PROGRESS = "_PREPARING"  # present from the start of prepare until summary.json is written
+CATEGORIES_FILE = "item_categories.parquet"  # the vocabulary's categories (optional input column)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,24 @@ class RunFolder:
     @cached_property
     def vocabulary(self) -> Vocabulary:
         return Vocabulary.read(self._existing(self.path / "vocab.parquet"))
+
+    def item_categories(self):
+        """(N + 1,) object array: the category of each item index from the input's
+        ``category`` column (``None`` where none); ``None`` when the input had no categories
+        (or the folder predates them)."""
+        import numpy as np
+        import pyarrow.dataset as pads
+
+        path = self.path / CATEGORIES_FILE
+        if not path.exists():
+            return None
+        table = pads.dataset(str(path), format="parquet").to_table()
+        if table.num_rows == 0:
+            return None
+        out = np.full(self.vocabulary.num_items + 1, None, dtype=object)
+        out[table.column("item_index").to_numpy().astype(np.int64)] = (
+            table.column("category").to_numpy(zero_copy_only=False))
+        return out
 
     @property
     def num_items(self) -> int:

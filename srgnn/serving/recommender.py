@@ -329,6 +329,13 @@ class Recommender:
         """The same recommender with the training items' categories (or none)."""
         return type(self)(self.ranker, self.vocabulary, self.short_fallback, categories)
 
+    def with_item_categories(self, categories) -> "Recommender":
+        """With the categories of a run folder (:meth:`srgnn.data.runfolder.RunFolder.item_categories`:
+        one per item index, or ``None``: this recommender as it is)."""
+        if categories is None:
+            return self
+        return self.with_categories(ItemCategories(categories, self.vocabulary.popularity))
+
     @property
     def kind(self) -> str:
         """What ranks: ``srgnn``, a baseline's name, or ``blend:srgnn+<baseline>``."""
@@ -441,7 +448,9 @@ class Recommender:
 
     def _by_category(self, items, scores, source, last_unknown, last_categories) -> None:
         """Put, in place, the category's most clicked items first in the rows whose last
-        click is unknown and of a known category; the row's answer fills the rest."""
+        click is unknown and of a known category; the row's answer fills the rest. Scores:
+        the items' training click shares, then the row's scores capped at the last share (a
+        list's scores never increase)."""
         last_categories = np.asarray(last_categories, dtype=object)
         if len(last_categories) != len(source):
             raise ValueError(f"last_categories has {len(last_categories)} entries for "
@@ -453,7 +462,8 @@ class Recommender:
             top, shares = self.categories.top(last_categories[row], k_eff)
             rest = ~np.isin(items[row], top)
             items[row] = np.concatenate([top, items[row][rest]])[:k_eff]
-            scores[row] = np.concatenate([shares, scores[row][rest]])[:k_eff]
+            # non-increasing: the usual scores after the shares are capped at the last share
+            scores[row] = np.minimum.accumulate(np.concatenate([shares, scores[row][rest]])[:k_eff])
             source[row] = SOURCE_CATEGORY
 
 
@@ -488,15 +498,20 @@ def load_ranker(path: Path, spec: dict, **scorer_options):
     return BaselineRanker.load(path, spec)
 
 
-def recommend_batches(recommender, sessions, k: int = K,
-                      batch_size: int = SESSION_BATCH) -> Iterator[tuple[int, Recommendations]]:
+def recommend_batches(recommender, sessions, k: int = K, batch_size: int = SESSION_BATCH, *,
+                      last_categories=None) -> Iterator[tuple[int, Recommendations]]:
     """``(start, recommendations)`` for ``sessions[start:start + batch_size]``, batch by batch.
 
-    ``sessions`` is a pyarrow list array of raw ids (or anything with ``len`` and ``slice``).
-    The batch size bounds the memory of the score matrices.
+    ``sessions`` is a pyarrow list array of raw ids (or anything with ``len`` and ``slice``);
+    ``last_categories``, if given, the category of each session's last click
+    (:meth:`Recommender.recommend`). The batch size bounds the memory of the score matrices.
     """
     for start in range(0, len(sessions), batch_size):
-        yield start, recommender.recommend(sessions.slice(start, batch_size), k)
+        part = sessions.slice(start, batch_size)
+        if last_categories is None:
+            yield start, recommender.recommend(part, k)
+        else:
+            yield start, recommender.recommend(part, k, last_categories[start:start + len(part)])
 
 
 def recommend_all(recommender, sessions, k: int = K,

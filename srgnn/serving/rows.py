@@ -27,11 +27,11 @@ import numpy as np
 from srgnn.config import Settings
 from srgnn.cpu import set_torch_threads
 from srgnn.serving.models import resolve_model
-from srgnn.serving.recommender import SOURCE_MODEL, recommend_batches
+from srgnn.serving.recommender import SOURCE_CATEGORY, SOURCE_MODEL, recommend_batches
 
 # Columns of the scored rows that only feed the run's counts (one value per session).
 COUNT_COLUMNS = ("unknown_clicks", "raw_clicks", "duplicate_clicks")
-SESSION_COLUMNS = ("session_id", "items", "raw_clicks")  # what the engines score
+SESSION_COLUMNS = ("session_id", "items", "raw_clicks", "last_category")  # what the engines score
 
 _ROWS_SCHEMA = None
 
@@ -62,7 +62,10 @@ def recommend_table(recommender, sessions, k: int, model_label: str):
     kept = pc.list_value_length(items).to_numpy(zero_copy_only=False).astype(np.int32)
     raw = (sessions.column("raw_clicks").to_numpy().astype(np.int32)
            if "raw_clicks" in sessions.column_names else kept)
-    for start, out in recommend_batches(recommender, items, k):
+    last_categories = None
+    if "last_category" in sessions.column_names and sessions.column("last_category").null_count < len(sessions):
+        last_categories = sessions.column("last_category").to_numpy(zero_copy_only=False)
+    for start, out in recommend_batches(recommender, items, k, last_categories=last_categories):
         n, kk = out.item_ids.shape
         version = np.where(out.source == SOURCE_MODEL, model_label, out.source).astype(object)
         part_ids = session_ids.slice(start, n).to_numpy(zero_copy_only=False)
@@ -171,12 +174,13 @@ def score_files(recommender, sessions: Iterable[Path], out: Path, k: int, model_
 
 def count_rows(files: list[Path], model_label: str) -> dict[str, int]:
     """The run's counts over the rank-1 rows of the scored ``files``, batch by batch:
-    ``sessions``, ``fallbacks`` (sessions not answered by ``model_label``), and the sums of
+    ``sessions``, ``fallbacks`` (sessions not answered by ``model_label``),
+    ``category_fallbacks`` (those answered by ``fallback:category``) and the sums of
     :data:`COUNT_COLUMNS`."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
-    counts = dict.fromkeys(("sessions", "fallbacks", *COUNT_COLUMNS), 0)
+    counts = dict.fromkeys(("sessions", "fallbacks", "category_fallbacks", *COUNT_COLUMNS), 0)
     if not files:
         return counts
     dataset = pads.dataset([str(path) for path in files], format="parquet", schema=rows_schema())
@@ -186,6 +190,8 @@ def count_rows(files: list[Path], model_label: str) -> dict[str, int]:
         counts["sessions"] += batch.num_rows
         counts["fallbacks"] += int(pc.sum(pc.not_equal(batch.column("model_version"),
                                                        model_label)).as_py() or 0)
+        counts["category_fallbacks"] += int(pc.sum(pc.equal(batch.column("model_version"),
+                                                            SOURCE_CATEGORY)).as_py() or 0)
         for name in COUNT_COLUMNS:
             counts[name] += int(pc.sum(batch.column(name)).as_py() or 0)
     return counts

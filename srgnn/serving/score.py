@@ -9,12 +9,15 @@ the model exists (:func:`locate_model`: the registry version an alias points to,
 folder); read the day's clicks with the same readers and quarantine as ``prepare``; order each
 session's clicks and drop exact duplicates (:func:`srgnn.data.etl.sessionize`); score every
 session with the model's :class:`~srgnn.serving.recommender.Recommender` (unknown items skipped and
-counted; sessions without a known item get the popularity fallback); replace the day in the
+counted; sessions without a known item get the popularity fallback; with a ``category``
+column, a session whose last click is on an unknown item of a category the model knows gets
+that category's popular items first, ``fallback:category``); replace the day in the
 warehouse in one transaction, with the SQL checks, and log the run.
 
 What a run reads and drops is counted, in its result and in ``scoring_runs``: ``clicks_read``
 (input rows: parsed clicks plus quarantined rows), ``quarantined``, ``duplicates_dropped``
-(exact duplicate clicks), ``unknown_clicks`` (clicks on items the model does not know).
+(exact duplicate clicks), ``unknown_clicks`` (clicks on items the model does not know); the
+result adds ``category_fallbacks`` (sessions answered by ``fallback:category``).
 
 The day's quarantine (``<home>/quarantine/scoring/ds=DAY``) is replaced together with its
 rows: it is written to a staging folder and moved into place only after the warehouse
@@ -264,9 +267,9 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
                 quarantined = _parquet_rows(staging)
                 stage("read_and_quarantine")
 
-                sessions = etl.sessionize(raw.clicks).select(
+                sessions = etl.sessionize(raw.clicks, last_category=True).select(
                     "session_id", F.transform("events", lambda e: e["item_id"]).alias("items"),
-                    "raw_clicks")
+                    "raw_clicks", "last_category")
                 rows_dir = rows_staging / "rows"
                 if engine == "local":
                     sessions.write.parquet(str(rows_staging / "sessions"))
@@ -291,6 +294,9 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
     rows = parquet_files(rows_dir, allow_empty=True)
     totals = count_rows(rows, model.label)
     sessions_in, fallbacks = totals["sessions"], totals["fallbacks"]
+    if totals["category_fallbacks"]:
+        logger.info("score %s: %d session(s) whose last click is on an unknown item got the "
+                    "popular items of its category", ds, totals["category_fallbacks"])
     counts = {"clicks_read": totals["raw_clicks"] + int(quarantined), "quarantined": int(quarantined),
               "duplicates_dropped": totals["duplicate_clicks"], "unknown_clicks": totals["unknown_clicks"]}
     run = {"model_name": model.name, "model_version": model.label, "sessions_in": sessions_in,
@@ -317,7 +323,7 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
         "clicks_read": counts["clicks_read"], "quarantined": counts["quarantined"],
         "duplicates_dropped": counts["duplicates_dropped"], "unknown_clicks_skipped": counts["unknown_clicks"],
         "sessions_in": sessions_in, "sessions_scored": sessions_in, "fallbacks": fallbacks,
-        "rows_written": result.rows_written, "rows_replaced": result.rows_replaced, "top_k": k_eff,
+        "category_fallbacks": totals["category_fallbacks"], "rows_written": result.rows_written, "rows_replaced": result.rows_replaced, "top_k": k_eff,
         "warehouse": warehouse.url, "quarantine": str(quarantine_dir), "run_id": result.run_id,
         "seconds": round(time.time() - clock, 1), "stage_seconds": stages,
         # exact, or the approximate index and its recall (over the executors' on ``spark``)
