@@ -44,6 +44,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", choices=("synth", "diginetica"), default="synth")
     p.add_argument("--penalties", type=float, nargs="*", default=[0.1, 0.3, 1.0])
     p.add_argument("--powers", type=float, nargs="*", default=[0.25, 0.5])
+    return data_arguments(p).parse_args(argv)
+
+
+def data_arguments(p: argparse.ArgumentParser, **defaults) -> argparse.ArgumentParser:
+    """The data, training-size and machine arguments these benchmarks share (``defaults``
+    change theirs, e.g. ``sessions=6000``)."""
     p.add_argument("--sessions", type=int, default=20_000, help="synth: sessions generated")
     p.add_argument("--items", type=int, default=2_000, help="synth: catalogue size")
     p.add_argument("--days", type=int, default=7, help="synth: days of clicks")
@@ -58,7 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hidden-size", type=int, default=100)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all usable cores)")
     p.add_argument("--k", type=int, default=20)
-    return p.parse_args(argv)
+    p.set_defaults(**defaults)
+    return p
 
 
 def prepare(args, run_dir: Path) -> None:
@@ -83,6 +90,44 @@ def prepare(args, run_dir: Path) -> None:
                "--clicks", str(clicks), "--out", str(run_dir), *tail]
     print("prepare:", " ".join(command[1:]), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
+
+
+def start(args, name: str):
+    """``(run, base TrainConfig, load average)``: torch threads set, the run folder of
+    ``var/bench/<name>/<data>`` (or ``--home``) prepared, and the settings every row shares."""
+    from srgnn.logs import configure
+
+    configure()
+    if args.data == "diginetica" and not (args.diginetica / "train_clicks.csv.gz").exists():
+        sys.exit(f"Diginetica not found under {args.diginetica.resolve()}")
+    import torch
+
+    from srgnn.config import TrainConfig
+    from srgnn.cpu import torch_threads
+    from srgnn.data.runfolder import RunFolder
+
+    torch.set_num_threads(torch_threads(args.threads))
+    load = os.getloadavg()[0]
+    args.home = (args.home or ROOT / "var" / "bench" / name / args.data).resolve()
+    args.home.mkdir(parents=True, exist_ok=True)
+    os.environ["SRGNN_HOME"] = str(args.home)
+    prepare(args, args.home / "run")
+    base = TrainConfig(hidden_size=args.hidden_size, epochs=args.epochs,
+                       max_examples_per_epoch=args.max_examples,
+                       max_valid_examples=args.max_valid_examples, num_threads=args.threads,
+                       progress=False, precision="float32", softmax="full", top_k=args.k)
+    return RunFolder(args.home / "run"), base, load
+
+
+def describe(args, run, load: float, units: str) -> None:
+    """Print the machine and what was trained on, before a table."""
+    print()
+    print(f"{machine()} at the end, {load:.2f} at start")
+    described = (f"generated clickstream ({args.sessions:,} sessions, {args.items:,} items)"
+                 if args.data == "synth" else "Diginetica, test = the 60,858 published prefixes")
+    print(f"\n{described}; {run.num_items:,} items in the vocabulary, {args.epochs} epoch(s)"
+          + (f" of at most {args.max_examples:,} examples" if args.max_examples else "")
+          + f", hidden size {args.hidden_size}. {units}")
 
 
 def held_out_sets(args, run):
@@ -142,35 +187,14 @@ def choose_default(results: list[tuple[str, dict]], k: int) -> str:
 
 
 def main(argv=None) -> None:
-    from srgnn.logs import configure
-
-    configure()
     args = parse_args(argv)
-    if args.data == "diginetica" and not (args.diginetica / "train_clicks.csv.gz").exists():
-        sys.exit(f"Diginetica not found under {args.diginetica.resolve()}")
-    import torch
-
-    from srgnn.config import TrainConfig
-    from srgnn.cpu import torch_threads
-    from srgnn.data.runfolder import RunFolder
     from srgnn.evaluation.evaluate import evaluate
     from srgnn.serving.recommender import Recommender
     from srgnn.training.loop import train
 
-    torch.set_num_threads(torch_threads(args.threads))
-    load = os.getloadavg()[0]
-    args.home = (args.home or ROOT / "var" / "bench" / "popularity" / args.data).resolve()
-    args.home.mkdir(parents=True, exist_ok=True)
-    os.environ["SRGNN_HOME"] = str(args.home)
-    run_dir = args.home / "run"
-    prepare(args, run_dir)
-    run = RunFolder(run_dir)
+    run, base, load = start(args, "popularity")
     sets = held_out_sets(args, run)
     k = args.k
-    base = TrainConfig(hidden_size=args.hidden_size, epochs=args.epochs,
-                       max_examples_per_epoch=args.max_examples,
-                       max_valid_examples=args.max_valid_examples, num_threads=args.threads,
-                       progress=False, precision="float32", softmax="full", top_k=k)
     results, rows = [], []
     for label, changes in settings(args):
         started = time.perf_counter()
@@ -185,13 +209,7 @@ def main(argv=None) -> None:
         print(f"  {label}: valid HR@{k} {100 * figures['valid'][f'HR@{k}']:.2f}, coverage@{k} "
               f"{100 * figures['valid'][f'coverage@{k}']:.2f}, {seconds:.0f} s", flush=True)
 
-    print()
-    print(f"{machine()} at the end, {load:.2f} at start")
-    described = (f"generated clickstream ({args.sessions:,} sessions, {args.items:,} items)"
-                 if args.data == "synth" else "Diginetica, test = the 60,858 published prefixes")
-    print(f"\n{described}; {run.num_items:,} items in the vocabulary, {args.epochs} epoch(s)"
-          + (f" of at most {args.max_examples:,} examples" if args.max_examples else "")
-          + f", hidden size {args.hidden_size}. Percent, except avg pop (training clicks).")
+    describe(args, run, load, "Percent, except avg pop (training clicks).")
     names = ["HR", "MRR", "cov", "avg pop", "LT share", "LT HR"]
     header = (["setting"] + [f"valid {n}" for n in names] + [f"test {n}" for n in names]
               + ["seconds"])

@@ -70,11 +70,13 @@ def test_prepare_small_log_accounts_for_every_click(spark, tmp_path):
     assert [(r["session_id"], r["prefix"], r["target"]) for r in test] == [("g", [1], 2)]
     train = pq.read_table(out / "graphs" / "train")
     assert train.schema.names == ["session_id", "prefix", "nodes", "alias", "edge_src", "edge_dst",
-                                  "target", "prefix_length"]
+                                  "target", "prefix_length", "edge_gap", "remaining"]
     rows = {(r["session_id"], r["prefix_length"]): r for r in train.to_pylist()}
     b3 = rows[("b", 3)]  # b c a -> next b
     assert (b3["prefix"], b3["nodes"], b3["alias"], b3["target"]) == ([2, 3, 1], [1, 2, 3], [1, 2, 0], 2)
     assert list(zip(b3["edge_src"], b3["edge_dst"])) == [(1, 2), (2, 0)]
+    assert (b3["edge_gap"], b3["remaining"]) == ([60.0, 60.0], 0)  # a click a minute
+    assert [rows[("b", n)]["remaining"] for n in (1, 2)] == [2, 1]
     sessions = pq.read_table(out / "sessions" / "valid").to_pylist()
     assert [(r["session_id"], r["items"]) for r in sessions] == [("f", [1, 2, 3, 1])]
     quarantine = pq.read_table(out / "quarantine").to_pylist()

@@ -196,6 +196,31 @@ def test_an_untrained_srgnn_loses_to_markov_on_a_first_order_stream(first_order_
     assert "\n" not in line and line.endswith("-> markov") and "markov " in line
 
 
+def test_selection_scores_the_first_max_examples_of_validation_and_says_so(first_order_run):
+    from srgnn.evaluation import heldout
+
+    run = first_order_run
+    srgnn = Recommender(untrained_scorer(run.num_items), run.vocabulary)
+    every = heldout.from_run(run, "valid")
+    first = heldout.from_run(run, "valid", max_examples=300)
+    assert len(every) == run.count_examples("valid") > 300 and len(first) == 300
+    assert first.targets.tolist() == every.targets[:300].tolist()  # the split's order
+    assert first.sessions.to_pylist() == every.sessions.slice(0, 300).to_pylist()
+    assert "first 300 examples" in first.description
+    assert len(heldout.from_run(run, "valid", max_examples=10 ** 9)) == len(every)
+
+    capped = select_candidate(run, srgnn, srgnn, baselines=("markov", "pop"), max_examples=300)
+    record = capped.as_dict()
+    assert record["examples"] == 300 and record["max_examples"] == 300
+    assert {row["examples"] for row in record["candidates"].values()} == {300}
+    assert "on 300 examples" in capped.reason
+    whole = select_candidate(run, srgnn, srgnn, baselines=("markov", "pop")).as_dict()
+    assert whole["examples"] == len(every) and whole["max_examples"] is None
+    assert {row["examples"] for row in whole["candidates"].values()} == {len(every)}
+    with pytest.raises(ValueError, match="max_examples must be positive"):
+        heldout.from_run(run, "valid", max_examples=0)
+
+
 def test_candidates_srgnn_keeps_srgnn_without_evaluating(first_order_run):
     run = first_order_run
     srgnn = Recommender(untrained_scorer(run.num_items), run.vocabulary)

@@ -18,6 +18,7 @@ from srgnn.data.runfolder import RunFolder
 from srgnn.evaluation import gate as gates
 from srgnn.pipeline import evaluate_step, gate_step
 from srgnn.serving import registry
+from srgnn.serving.recommender import Recommender
 from srgnn.training.run import run_training
 from test_registry import synthetic_splits, write_run_folder
 
@@ -362,4 +363,112 @@ def test_which_splits_the_final_refit_trains_on(tmp_path):
     assert final_splits(no_test, {"trained_on": "train"}, off) == (("train", "valid"), "")
     assert final_splits(full, {"trained_on": "train+valid+test"}, on)[0] == ()
     assert final_splits(full, {}, TrainConfig(refit=False)) == ((), "refit is off")
-    assert final_splits(full, {"kind": "markov"}, on)[0] == ()
+    every = ("train", "valid", "test")
+    for kind in ("markov", "pop", "blend:srgnn+sknn"):  # baselines and blends are refitted too
+        assert final_splits(full, {"kind": kind, "trained_on": "train+valid"}, on) == (every, "")
+    assert final_splits(full, {"kind": "blend:srgnn+nothing"}, on) == (
+        (), "the candidate is blend:srgnn+nothing, which the final refit cannot fit")
+
+
+def with_test_only_transition(splits: dict) -> tuple[dict, str, str]:
+    """``splits`` with sessions ``[a, b]`` added to test, where ``a`` is a training item, ``b``
+    the least clicked training item that never follows ``a`` in train or valid (so no
+    popularity filler either), and the copies outnumber every other next item of ``a``: a
+    transition that only the test days hold, ``a``'s most frequent once they are seen."""
+    from collections import Counter
+
+    pairs = Counter(pair for split in ("train", "valid", "test") for session in splits[split]
+                    for pair in zip(session, session[1:]))
+    seen = {pair for split in ("train", "valid") for session in splits[split]
+            for pair in zip(session, session[1:])}
+    clicks = Counter(item for session in splits["train"] for item in session)
+    a = max(clicks, key=lambda item: (sum(n for (x, _), n in pairs.items() if x == item), item))
+    b = min((item for item in clicks if item != a and (a, item) not in seen),
+            key=lambda item: (clicks[item], item))
+    copies = 1 + max(n for (x, _), n in pairs.items() if x == a)
+    return {**splits, "test": splits["test"] + [[a, b]] * copies}, a, b
+
+
+@pytest.mark.slow
+def test_a_promoted_markov_candidate_is_refitted_on_every_day(trained, tmp_path):
+    """A first-order stream where Markov beats a barely trained SR-GNN on validation: the
+    champion after the final refit is Markov fitted on train + valid + test."""
+    from srgnn.pipeline import final_refit_step
+    from test_selection import first_order_splits
+
+    settings = trained[0]
+    splits, a, b = with_test_only_transition(first_order_splits(sessions=3000, items=300))
+    run_dir = write_run_folder(tmp_path / "run", splits)
+    config = replace(CONFIG, hidden_size=8, epochs=1, max_examples_per_epoch=200, refit=True,
+                     candidates="auto", max_valid_examples=250)
+    candidate, evaluated, gate = train_evaluate_gate(settings, run_dir, config, baselines=(),
+                                                     model_name="srgnn-markov")
+    assert candidate["kind"] == "markov" and candidate["trained_on"] == "train+valid"
+    # Selection scored the validation examples the training validated on: the first 250.
+    assert candidate["selection"]["examples"] == 250 < examples_of(run_dir, "valid")
+    assert candidate["selection"]["max_examples"] == 250
+    assert {row["examples"] for row in candidate["selection"]["candidates"].values()} == {250}
+    assert gate["promoted"] and evaluated["split"] == "test"
+    before, _ = registry.load_recommender(candidate["model_uri"])
+    assert b not in before.recommend([[a]], k=5).item_ids[0].tolist()  # never saw a -> b
+
+    final = final_refit_step(candidate, gate, config, settings=settings)
+    assert final["final_refit"]["done"] and final["final_refit"]["kind"] == "markov"
+    assert final["final_refit"]["epochs"] == 0 and final["version"] != gate["version"]
+    tracking = registry.client()
+    holder = registry.champion_version(model_name="srgnn-markov")
+    assert str(holder.version) == final["version"]
+    assert holder.tags["kind"] == "markov" and holder.tags["refit_of"] == gate["version"]
+    assert holder.tags["trained_on"] == "train+valid+test"
+    assert holder.tags["trained_days"] == days_of(run_dir, "train", "valid", "test")
+    assert holder.tags["gate.candidate_version"] == gate["version"]
+    run = tracking.get_run(final["run_id"]).data
+    assert run.tags["kind"] == "markov" and run.tags["final_refit"] == "true"
+    assert "epochs" not in run.params and run.params["num_items"] == str(RunFolder(run_dir).num_items)
+    assert not (run_dir / "model" / "final").exists()  # nothing trained
+    after, _ = registry.load_recommender(final["model_uri"])
+    assert after.kind == "markov"
+    assert after.recommend([[a]], k=1).item_ids[0].tolist() == [b]  # the test days' transition
+
+    again = final_refit_step(candidate, gate, config, settings=settings)
+    assert again["version"] == final["version"]
+    assert len(tracking.search_model_versions("name='srgnn-markov'")) == 2
+
+
+@pytest.mark.slow
+def test_a_promoted_blend_is_refitted_on_every_day_with_its_weight(trained, tmp_path):
+    """The candidate's selection record says a blend of SR-GNN and Markov won at weight 0.25
+    (which kind wins is validation's choice, tested in test_selection): the final refit trains
+    SR-GNN and fits Markov on every day and blends them at that weight."""
+    from srgnn.pipeline import final_refit_step
+
+    settings = trained[0]
+    splits, a, b = with_test_only_transition(synthetic_splits(num_sessions=600, seed=11))
+    run_dir = write_run_folder(tmp_path / "run", splits)
+    config = replace(CONFIG, hidden_size=16, refit=True)
+    candidate, _, gate = train_evaluate_gate(settings, run_dir, config, baselines=(),
+                                             model_name="srgnn-blend")
+    assert gate["promoted"]
+    tracking = registry.client()
+    kind = "blend:srgnn+markov"
+    tracking.set_tag(candidate["run_id"], "select.blend_weight", "0.25")
+    tracking.set_model_version_tag("srgnn-blend", str(candidate["version"]), "kind", kind)
+    declared = {key: value for key, value in candidate.items() if key not in ("kind", "selection")}
+
+    final = final_refit_step(declared, gate, config, settings=settings)
+    assert final["final_refit"]["done"] and final["final_refit"]["blend_weight"] == 0.25
+    assert final["final_refit"]["kind"] == kind
+    assert final["final_refit"]["epochs"] == candidate["best_epoch"] >= 1
+    holder = registry.champion_version(model_name="srgnn-blend")
+    assert str(holder.version) == final["version"]
+    assert holder.tags["kind"] == kind and holder.tags["trained_on"] == "train+valid+test"
+    assert tracking.get_run(final["run_id"]).data.tags["select.blend_weight"] == "0.25"
+    recommender, _ = registry.load_recommender(final["model_uri"])
+    assert recommender.kind == kind and recommender.ranker.weight == 0.25
+    weights = torch.load(run_dir / "model" / "final" / "checkpoint.pt", weights_only=True)["model"]
+    assert torch.equal(recommender.ranker.srgnn.model.embedding.weight.detach(),
+                       weights["embedding.weight"])
+    history = torch.load(run_dir / "model" / "final" / "checkpoint.pt", weights_only=True)["history"]
+    assert {h["train_examples"] for h in history} == {examples_of(run_dir, "train", "valid", "test")}
+    markov = Recommender(recommender.ranker.baseline, recommender.vocabulary)
+    assert markov.recommend([[a]], k=1).item_ids[0].tolist() == [b]  # fitted on the test days

@@ -46,14 +46,25 @@ class HeldOut:
         return len(self.targets)
 
 
-def from_run(run: RunFolder | str, split: str | None = None) -> HeldOut:
+def from_run(run: RunFolder | str, split: str | None = None, *,
+             max_examples: int | None = None) -> HeldOut:
     """The examples of ``graphs/<split>`` of a run folder (default: its held-out split), in raw
-    ids through the run's vocabulary; the catalogue is the run's."""
+    ids through the run's vocabulary; the catalogue is the run's.
+
+    ``max_examples`` keeps the first that many in the split's order: the examples the training
+    loop validates on under ``TrainConfig.max_valid_examples`` (``None``: all of them).
+    """
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples must be positive or None, got {max_examples}.")
     run = run if isinstance(run, RunFolder) else RunFolder(run)
     split = split or run.held_out_split()
     sessions, targets, lengths = run.raw_examples(split)
-    return HeldOut(sessions, targets, lengths, run.vocabulary,
-                   description=f"{split} split of {run.path}")
+    description = f"{split} split of {run.path}"
+    if max_examples is not None and max_examples < len(targets):
+        sessions, targets, lengths = (sessions.slice(0, max_examples), targets[:max_examples],
+                                      lengths[:max_examples])
+        description = f"first {max_examples} examples of the {description}"
+    return HeldOut(sessions, targets, lengths, run.vocabulary, description=description)
 
 
 def from_clicks(spark, clicks: str, targets: str, catalogue: Vocabulary,

@@ -21,6 +21,11 @@ and registers SR-GNN, as before.
 Every candidate's validation figures go to the training's MLflow run (metrics
 ``select.<candidate>.valid_hr_at_20`` / ``..._mrr_at_20``, tag ``kind``, artifact
 ``selection.json``) and to ``selection.json`` in the run folder (:func:`log_selection`).
+
+``max_examples`` caps the validation examples scored, as ``TrainConfig.max_valid_examples``
+caps the training's validation (:func:`srgnn.training.run.run_training` passes it): the first
+that many in the split's order, the training loop's own validation examples. The record says
+how many were used (``examples``) and the cap (``max_examples``).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class Selection:
         blend_weight: SR-GNN's share in the winning blend (``None`` otherwise).
         mode: ``TrainConfig.candidates``.
         reason: why this kind, in words.
+        examples: validation examples every candidate was scored on (0 when none was).
+        max_examples: the cap on them (``None``: the whole split).
     """
 
     kind: str
@@ -66,11 +73,14 @@ class Selection:
     blend_weight: float | None = None
     mode: str = "auto"
     reason: str = ""
+    examples: int = 0
+    max_examples: int | None = None
 
     def as_dict(self, k: int = K) -> dict:
         return json_safe({
             "kind": self.kind, "mode": self.mode, "blend_weight": self.blend_weight,
-            "reason": self.reason, "split": "valid",
+            "reason": self.reason, "split": "valid", "examples": self.examples,
+            "max_examples": self.max_examples,
             "candidates": {name: {key: row.get(key) for key in (f"HR@{k}", f"MRR@{k}", "examples")}
                            for name, row in self.results.items()},
         })
@@ -82,7 +92,8 @@ def _blend_name(baseline: str, weight: float) -> str:
 
 def select_candidate(run, final: Recommender, selection: Recommender, *, mode: str = "auto",
                      training_splits=("train",), baselines=CANDIDATE_BASELINES,
-                     weights=BLEND_WEIGHTS, k: int = K) -> Selection:
+                     weights=BLEND_WEIGHTS, max_examples: int | None = None,
+                     k: int = K) -> Selection:
     """The recommender to register (module docstring).
 
     Args:
@@ -97,6 +108,7 @@ def select_candidate(run, final: Recommender, selection: Recommender, *, mode: s
         baselines: baseline names to try (those unknown to :mod:`srgnn.model.baselines` are
             skipped).
         weights: SR-GNN's shares tried for the blend.
+        max_examples: score only the first that many validation examples (``None``: all).
     """
     from srgnn.model.baselines import BASELINES
 
@@ -104,10 +116,12 @@ def select_candidate(run, final: Recommender, selection: Recommender, *, mode: s
         raise ValueError(f"candidates must be one of {', '.join(CANDIDATES)}, got {mode!r}.")
     if mode == KIND_SRGNN:
         return Selection(KIND_SRGNN, final, mode=mode, reason="SR-GNN only (candidates=srgnn)")
-    valid = heldout.from_run(run, "valid") if run.count_examples("valid") > 0 else None
+    valid = (heldout.from_run(run, "valid", max_examples=max_examples)
+             if run.count_examples("valid") > 0 else None)
     if valid is None or len(valid) == 0:
-        return Selection(KIND_SRGNN, final, mode=mode,
+        return Selection(KIND_SRGNN, final, mode=mode, max_examples=max_examples,
                          reason="no validation examples to compare candidates on")
+    scored = {"examples": len(valid), "max_examples": max_examples}
     names = [name for name in baselines if name in BASELINES]
     fitted, _ = fit_baselines(run, names)
     ours = selection
@@ -131,17 +145,18 @@ def select_candidate(run, final: Recommender, selection: Recommender, *, mode: s
         if is_better(results[name], results[winner], k):
             winner = name
     hr = f"HR@{k}"
-    reason = (f"best validation {hr} of {len(results)} candidates: {winner} "
-              f"{100 * results[winner][hr]:.2f} vs srgnn {100 * results[KIND_SRGNN][hr]:.2f}")
+    reason = (f"best validation {hr} of {len(results)} candidates on {len(valid)} examples: "
+              f"{winner} {100 * results[winner][hr]:.2f} vs srgnn "
+              f"{100 * results[KIND_SRGNN][hr]:.2f}")
     if winner == KIND_SRGNN:
-        return Selection(KIND_SRGNN, final, results, mode=mode, reason=reason)
+        return Selection(KIND_SRGNN, final, results, mode=mode, reason=reason, **scored)
     if "@" in winner:  # a blend
         weight = float(winner.rsplit("@", 1)[1])
         baseline = _refitted(run, fitted, best_baseline, training_splits)
         chosen = Recommender(BlendRanker(final.ranker, baseline.ranker, weight), final.vocabulary)
-        return Selection(chosen.kind, chosen, results, weight, mode, reason)
+        return Selection(chosen.kind, chosen, results, weight, mode, reason, **scored)
     chosen = _refitted(run, fitted, winner, training_splits)
-    return Selection(winner, chosen, results, mode=mode, reason=reason)
+    return Selection(winner, chosen, results, mode=mode, reason=reason, **scored)
 
 
 def _refitted(run, fitted: dict, name: str, training_splits) -> Recommender:
@@ -185,7 +200,7 @@ def log_selection(selection: Selection, run, k: int = K) -> dict:
     if metrics:
         mlflow.log_metrics(metrics)
     tags = {"kind": selection.kind, "select.mode": selection.mode,
-            "select.reason": selection.reason[:5000]}
+            "select.reason": selection.reason[:5000], "select.examples": str(selection.examples)}
     if selection.blend_weight is not None:
         tags["select.blend_weight"] = f"{selection.blend_weight:g}"
     mlflow.set_tags(tags)

@@ -3,24 +3,33 @@
 The gate decides on a model that did not see the held-out days (:mod:`srgnn.training.run`
 registers the refit on train + valid when there are test days, the selection model trained on
 train otherwise). Those held-out days are the most recent ones, so once the candidate has won,
-:func:`final_refit` trains the same settings from the same initial weights on every split with
-examples (train + valid + test) for the epoch count validation chose
-(:func:`srgnn.training.loop.refit`), registers that model as a new version and moves the
-champion alias to it. It runs when the candidate was promoted and ``TrainConfig.refit`` is on,
-and:
+:func:`final_refit` fits the same recommender on every split with examples (train + valid +
+test), registers it as a new version and moves the champion alias to it. What is fitted
+depends on the candidate's ``kind`` (:mod:`srgnn.evaluation.selection`):
+
+* ``srgnn``: the same settings from the same initial weights, for the epoch count validation
+  chose (:func:`srgnn.training.loop.refit`);
+* a baseline (``markov``, ``iknn``, ``sknn``, ``vsknn``, ``spop``, ``pop``): the baseline
+  fitted on every split (:func:`srgnn.evaluation.evaluate.fit_baselines`; no epochs);
+* ``blend:srgnn+<baseline>``: both of the above, blended with the weight validation chose (the
+  candidate's selection record, :func:`blend_weight`).
+
+It runs when the candidate was promoted and ``TrainConfig.refit`` is on, and:
 
 * with ``TrainConfig.final_refit`` (the default) whenever some day is still unseen; or
 * without test days even when ``final_refit`` is off: the refit on train + valid that
   :mod:`srgnn.training.run` could not do before the gate (valid was the held-out split).
 
-The new version's MLflow run (``final-refit-<run folder>``) holds the training params, the
-per-epoch ``refit_train_loss`` and the tags ``trained_on`` (``train+valid+test``),
-``trained_days`` (``YYYY-MM-DD..YYYY-MM-DD``) and ``refit_of`` (the gated version); the version
-carries ``trained_on``, ``trained_days``, ``refit_of`` and the gate's tags of the candidate
-(``gate.*``, the figures being the candidate's, ``gate.candidate_version`` saying so). Its
-short-session fallback routes the lengths the candidate routed, with item-KNN fitted on every
-day. The settings are the candidate's own (``config.json`` of its MLflow run: those a search
-chose, say), only ``refit``, ``final_refit`` and how the training runs (``progress``,
+The new version's MLflow run (``final-refit-<run folder>``) holds the training params (for a
+baseline only ``num_items`` and the data's), the per-epoch ``refit_train_loss`` (SR-GNN and a
+blend) and the tags ``kind``, ``trained_on`` (``train+valid+test``), ``trained_days``
+(``YYYY-MM-DD..YYYY-MM-DD``), ``refit_of`` (the gated version) and for a blend
+``select.blend_weight``; the version carries ``kind``, ``trained_on``, ``trained_days``,
+``refit_of`` and the gate's tags of the candidate (``gate.*``, the figures being the
+candidate's, ``gate.candidate_version`` saying so). An SR-GNN champion's short-session
+fallback routes the lengths the candidate routed, with item-KNN fitted on every day. SR-GNN's
+settings are the candidate's own (``config.json`` of its MLflow run: those a search chose,
+say), only ``refit``, ``final_refit`` and how the training runs (``progress``,
 ``num_threads``, ``processes``) come from the caller. The final refit trains in this process,
 whatever ``TrainConfig.processes`` says.
 
@@ -43,7 +52,7 @@ from srgnn.config import K, Settings, TrainConfig, json_safe
 from srgnn.data.runfolder import SPLITS, RunFolder
 
 __all__ = ["FINAL_DIR", "FINAL_RECORD", "CALLER_SETTINGS", "final_refit", "final_splits",
-           "candidate_config"]
+           "candidate_config", "refit_parts", "blend_weight"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +63,28 @@ FINAL_RECORD = "final_refit.json"  # in the run folder
 CALLER_SETTINGS = ("refit", "final_refit", "progress", "num_threads", "processes")
 
 
+def refit_parts(kind: str) -> tuple[bool, str | None] | None:
+    """What the final refit of a candidate of ``kind`` fits: ``(SR-GNN?, baseline name or
+    None)``; ``None`` for a kind it cannot fit."""
+    from srgnn.model.baselines import BASELINES
+    from srgnn.serving.blend import blend_kind
+
+    if kind == "srgnn":
+        return True, None
+    if kind in BASELINES:
+        return False, kind
+    blended = [name for name in BASELINES if kind == blend_kind(name)]
+    return (True, blended[0]) if blended else None
+
+
 def final_splits(run: RunFolder, trained: dict, config: TrainConfig) -> tuple[tuple[str, ...], str]:
     """``(splits, why)``: the splits the final refit trains on, or ``()`` and why it does not
     run, for the candidate ``trained`` (:func:`srgnn.training.run.run_training`'s result)."""
     if not config.refit:
         return (), "refit is off"
-    if trained.get("kind", "srgnn") != "srgnn":
-        return (), f"the candidate is {trained['kind']}, not SR-GNN"
+    kind = trained.get("kind", "srgnn")
+    if refit_parts(kind) is None:
+        return (), f"the candidate is {kind}, which the final refit cannot fit"
     every = tuple(split for split in SPLITS if run.count_examples(split) > 0)
     seen = tuple(str(trained.get("trained_on") or "train").split("+"))
     if set(every) <= set(seen):
@@ -78,14 +102,15 @@ def final_refit(settings: Settings, trained: dict, gate: dict, train_config: Tra
     Args:
         settings: where MLflow lives.
         trained: :func:`srgnn.training.run.run_training`'s result (``run_dir``, ``version``,
-            ``best_epoch``, ``trained_on``, ``short_fallback``, ...).
+            ``kind``, ``best_epoch``, ``trained_on``, ``short_fallback``, ``selection``, ...).
         gate: :func:`srgnn.pipeline.gate_step`'s result.
         train_config: the candidate's training settings (``refit``, ``final_refit``).
 
     Returns:
         ``gate`` with ``final_refit`` (``done``, ``reason``, and when done ``candidate_version``,
-        ``trained_on``, ``trained_days``, ``epochs``); when done, ``version``, ``model_uri``,
-        ``run_id`` and ``champion_version`` are the new version's.
+        ``kind``, ``trained_on``, ``trained_days``, ``epochs`` (0 for a baseline), for a blend
+        ``blend_weight``); when done, ``version``, ``model_uri``, ``run_id`` and
+        ``champion_version`` are the new version's.
     """
     import mlflow
 
@@ -95,10 +120,13 @@ def final_refit(settings: Settings, trained: dict, gate: dict, train_config: Tra
     registry.configure(settings, experiment_name)
     if not gate.get("promoted"):
         return _skipped(gate, "the candidate was not promoted")
+    model_name = trained.get("model_name", registry.MODEL_NAME)
+    if "kind" not in trained:  # a result rebuilt from MLflow: the version's tag says
+        tags = registry.client().get_model_version(model_name, str(trained["version"])).tags
+        trained = {**trained, "kind": tags.get("kind", "srgnn")}
     splits, why = final_splits(run, trained, train_config)
     if not splits:
         return _skipped(gate, why)
-    model_name = trained.get("model_name", registry.MODEL_NAME)
     earlier = run.read_json(FINAL_RECORD)
     if earlier and earlier.get("candidate_version") == str(trained["version"]) and \
             _exists(model_name, earlier["version"]):
@@ -109,32 +137,38 @@ def final_refit(settings: Settings, trained: dict, gate: dict, train_config: Tra
 
     from srgnn.training.run import trained_on_tags
 
-    epochs = int(trained["best_epoch"])
+    kind = trained["kind"]
+    trains_srgnn, baseline = refit_parts(kind)
+    weight = blend_weight(run, trained) if trains_srgnn and baseline else None
+    epochs = int(trained["best_epoch"]) if trains_srgnn else 0
     tags = trained_on_tags(run, splits)
-    config = candidate_config(trained, train_config)
+    config = candidate_config(trained, train_config) if trains_srgnn else None
     with mlflow.start_run(run_name=f"final-refit-{run.path.name}") as mlflow_run:
-        version = _train_and_register(run, trained, config, splits, epochs, tags, model_name, k)
+        version = _train_and_register(run, trained, config, splits, epochs, tags, model_name, k,
+                                      weight)
         mlflow.set_tag("model_version", version)
     tracking = registry.client()
     candidate = tracking.get_model_version(model_name, str(trained["version"]))
     version_tags = {**{key: value for key, value in candidate.tags.items()
                        if key.startswith("gate.")},
                     "gate.candidate_version": str(trained["version"]),
-                    "refit_of": str(trained["version"]), **tags}
+                    "refit_of": str(trained["version"]), "kind": kind, **tags}
     for key, value in version_tags.items():
         tracking.set_model_version_tag(model_name, version, key, value)
     registry.promote(version, model_name=model_name)
     tracking.set_model_version_tag(model_name, str(trained["version"]), "final_refit.version",
                                    version)
-    logger.info("final refit of %s version %s on %s (%s), %d epoch(s): version %s is the "
-                "champion", model_name, trained["version"], tags["trained_on"],
+    logger.info("final refit of %s version %s (%s) on %s (%s), %d epoch(s): version %s is the "
+                "champion", model_name, trained["version"], kind, tags["trained_on"],
                 tags["trained_days"], epochs, version)
+    done = {"done": True, "reason": f"promoted version {trained['version']}, refitted on "
+            f"{tags['trained_on']}", "candidate_version": str(trained["version"]), "kind": kind,
+            "epochs": epochs, **tags}
+    if weight is not None:
+        done["blend_weight"] = weight
     out = json_safe({
         **gate, "version": version, "model_uri": f"models:/{model_name}/{version}",
-        "run_id": mlflow_run.info.run_id, "champion_version": version,
-        "final_refit": {"done": True, "reason": f"promoted version {trained['version']}, "
-                        f"refitted on {tags['trained_on']}", "candidate_version":
-                        str(trained["version"]), "epochs": epochs, **tags},
+        "run_id": mlflow_run.info.run_id, "champion_version": version, "final_refit": done,
     })
     run.write_json(FINAL_RECORD, {"candidate_version": str(trained["version"]),
                                   "version": version, "gate": out})
@@ -156,35 +190,85 @@ def candidate_config(trained: dict, config: TrainConfig) -> TrainConfig:
     return replace(config, **{name: value for name, value in saved.items() if name in names})
 
 
-def _train_and_register(run: RunFolder, trained: dict, config: TrainConfig, splits, epochs: int,
-                        tags: dict, model_name: str, k: int) -> str:
-    """In the active MLflow run: train on ``splits``, log and register; returns the version."""
+def blend_weight(run: RunFolder, trained: dict) -> float:
+    """SR-GNN's share in the blend candidate ``trained``: from its selection record (the
+    result's ``selection``, else its MLflow run's tag ``select.blend_weight``, else the run
+    folder's ``selection.json`` when it names the same kind).
+
+    Raises:
+        ValueError: when none of them holds it.
+    """
     import mlflow
 
+    from srgnn.evaluation.selection import SELECTION_FILE
+    from srgnn.serving import registry
+
+    record = trained.get("selection") or {}
+    if record.get("blend_weight") is not None:
+        return float(record["blend_weight"])
+    try:
+        tag = registry.client().get_run(trained["run_id"]).data.tags.get("select.blend_weight")
+    except (KeyError, mlflow.exceptions.MlflowException):
+        tag = None
+    if tag is not None:
+        return float(tag)
+    record = run.read_json(SELECTION_FILE) or {}
+    if record.get("kind") == trained["kind"] and record.get("blend_weight") is not None:
+        return float(record["blend_weight"])
+    raise ValueError(f"the blend weight of candidate version {trained.get('version')} is not "
+                     f"recorded (selection, MLflow tag select.blend_weight, {SELECTION_FILE}).")
+
+
+def _train_and_register(run: RunFolder, trained: dict, config: TrainConfig | None, splits,
+                        epochs: int, tags: dict, model_name: str, k: int,
+                        weight: float | None = None) -> str:
+    """In the active MLflow run: fit the candidate's kind on ``splits`` (SR-GNN for ``epochs``,
+    a baseline, or both blended with ``weight``), log and register; returns the version."""
+    import mlflow
+
+    from srgnn.evaluation.evaluate import fit_baselines
+    from srgnn.serving.blend import BlendRanker
     from srgnn.serving.recommender import Recommender
     from srgnn.training import tracking
     from srgnn.training.loop import refit
 
-    tracking.log_params_once(tracking.training_params(config, run.num_items, run.summary()))
+    kind = trained["kind"]
+    trains_srgnn, baseline = refit_parts(kind)
     mlflow.set_tags({"run_dir": str(run.path.resolve()), "refit": "true", "final_refit": "true",
-                     "refit_of": str(trained["version"]), "refit_epochs": str(epochs), **tags})
-    logger.info("final refit on %s for %d epoch(s)", "+".join(splits), epochs)
-    result = refit([run.graphs(split) for split in splits], run.num_items, epochs, config,
-                   output_dir=run.checkpoint_dir / FINAL_DIR, resume=True,
-                   on_epoch_end=lambda stats: mlflow.log_metric(
-                       "refit_train_loss", stats.train_loss, step=stats.epoch))
-    recommender = Recommender.from_training(result.best_state_dict, result.model_config,
-                                            run.vocabulary)
+                     "refit_of": str(trained["version"]), "kind": kind, **tags})
+    if weight is not None:
+        mlflow.set_tag("select.blend_weight", f"{weight:g}")
+    tracking.log_params_once(tracking.training_params(config, run.num_items, run.summary()))
+    result = None
+    if trains_srgnn:
+        mlflow.set_tag("refit_epochs", str(epochs))
+        logger.info("final refit on %s for %d epoch(s)", "+".join(splits), epochs)
+        result = refit([run.graphs(split) for split in splits], run.num_items, epochs, config,
+                       output_dir=run.checkpoint_dir / FINAL_DIR, resume=True,
+                       on_epoch_end=lambda stats: mlflow.log_metric(
+                           "refit_train_loss", stats.train_loss, step=stats.epoch))
+        recommender = Recommender.from_training(result.best_state_dict, result.model_config,
+                                                run.vocabulary)
+    if baseline is not None:
+        logger.info("final fit of %s on %s", baseline, "+".join(splits))
+        fitted, seconds = fit_baselines(run, [baseline], splits=splits)
+        mlflow.log_metric("fit_seconds", seconds[baseline])
+        recommender = fitted[baseline] if result is None else Recommender(
+            BlendRanker(recommender.ranker, fitted[baseline].ranker, weight), run.vocabulary)
     short = trained.get("short_fallback") or {}
-    if short.get("lengths") or short.get("augmented"):  # validation's routes, item-KNN of every day
-        from srgnn.evaluation.evaluate import fit_baselines
+    if kind == "srgnn" and (short.get("lengths") or short.get("augmented")):
+        # validation's routes, item-KNN of every day
         from srgnn.serving.recommender import ShortSessionFallback
 
         fitted, _ = fit_baselines(run, ["iknn"], splits=splits)
         recommender = recommender.with_short_fallback(ShortSessionFallback.from_summary(
             fitted["iknn"].ranker.baseline, short, short.get("validation_by_length")))
     recommender = recommender.with_item_categories(run.item_categories())
-    info, _ = tracking.log_training_run(result, run, recommender, model_name=model_name, k=k)
+    if result is None:  # a fitted baseline: no training to log
+        info = tracking.log_model(run, recommender, {"kind": kind, **tags},
+                                  model_name=model_name, k=k)
+    else:
+        info, _ = tracking.log_training_run(result, run, recommender, model_name=model_name, k=k)
     return str(info.registered_model_version)
 
 

@@ -185,7 +185,8 @@ def run_training(
         mlflow.set_tag("short_fallback", fallback_text)
         logger.info("short sessions: %s", fallback_text)
         chosen = select_candidate(run, recommender, selected, mode=train_config.candidates, k=k,
-                                  training_splits=("train", "valid") if refit else ("train",))
+                                  training_splits=("train", "valid") if refit else ("train",),
+                                  max_examples=train_config.max_valid_examples)
         selection = log_selection(chosen, run, k)
         recommender = chosen.recommender.with_item_categories(run.item_categories())
         figures = {"plots/training_curve.png": plot_training_curve(result.history, top,

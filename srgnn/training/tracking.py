@@ -34,7 +34,7 @@ from srgnn.serving import registry
 from srgnn.serving.pyfunc import log_recommender
 
 __all__ = ["RUN_RECORD", "open_run", "recorded_run_id", "training_params", "log_params_once",
-           "log_epoch", "log_training_run", "log_evaluation", "metric_name"]
+           "log_epoch", "log_training_run", "log_model", "log_evaluation", "metric_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +67,16 @@ def open_run(checkpoint_dir: Path, resume: bool, run_name: str):
 
 
 def training_params(train_config, num_items: int, summary: dict | None = None) -> dict[str, str]:
-    """MLflow params of a training: the TrainConfig itself (``dataclasses.asdict``),
-    ``num_items``, and from the prepare ``summary.json`` its config (``prepare.*``) and counts
-    (``data.*``)."""
+    """MLflow params of a training: the TrainConfig itself (``dataclasses.asdict``; ``None``
+    for a fitted baseline), ``num_items``, and from the prepare ``summary.json`` its config
+    (``prepare.*``) and counts (``data.*``)."""
     from dataclasses import asdict
 
     summary = summary or {}
-    params: dict[str, Any] = {**asdict(train_config), "num_items": num_items}
-    params["training_precision"] = resolve_precision(train_config.precision)  # "auto" resolved
+    params: dict[str, Any] = {"num_items": num_items}
+    if train_config is not None:  # None: a fitted baseline, nothing trained
+        params.update(asdict(train_config))
+        params["training_precision"] = resolve_precision(train_config.precision)  # "auto" resolved
     params.update({f"prepare.{k}": v for k, v in (summary.get("config") or {}).items()})
     for key in ("input", "format", "last_day", "vocab_size", "clicks_read", "clicks_kept",
                 "sessions_read", "examples", "examples_lost_to_unseen_items"):
@@ -143,22 +145,33 @@ def log_training_run(result, run, recommender, *, figures: dict | None = None,
     mlflow.log_metrics({n: float(v) for n, v in metrics.items() if _finite(v)})
     for path, figure in (figures or {}).items():
         mlflow.log_figure(figure, path)
-    mlflow.log_dict(json_safe({
+    info = log_model(run, recommender, {
         "train_config": asdict(result.config),
         "model_config": asdict(result.model_config),
-        "run_dir": str(run.path.resolve()),
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "stop_reason": result.stop_reason,
         "history": [asdict(stats) for stats in result.history],
-        "prepare_summary": run.summary(),
-    }), "config.json")
+    }, model_name=model_name, k=k)
+    return info, metrics
+
+
+def log_model(run, recommender, details: dict, *,
+              model_name: str | None = registry.MODEL_NAME, k: int = K):
+    """Log any recommender (SR-GNN, a baseline, a blend) to the active MLflow run and register
+    it: ``config.json`` (``details``, with ``run_dir`` and ``prepare_summary``),
+    ``data/vocab.parquet`` and the pyfunc model ``model``. Returns MLflow's ``ModelInfo``.
+
+    :func:`log_training_run` calls it with the training's settings and history; a fitted
+    baseline, which has no training, gives what it was fitted with.
+    """
+    mlflow.log_dict(json_safe({**details, "run_dir": str(run.path.resolve()),
+                               "prepare_summary": run.summary()}), "config.json")
     with tempfile.TemporaryDirectory(prefix="srgnn-vocab-") as tmp:
         run.vocabulary.write(Path(tmp) / "vocab.parquet")
         mlflow.log_artifact(str(Path(tmp) / "vocab.parquet"), "data")
-    info = log_recommender(recommender, _example_sessions(run), name="model",
+    return log_recommender(recommender, _example_sessions(run), name="model",
                            registered_model_name=model_name, k=k)
-    return info, metrics
 
 
 def _example_sessions(run, count: int = 5) -> list[list[str]]:

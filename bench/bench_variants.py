@@ -1,0 +1,132 @@
+"""The SR-GNN variants attention_edges, temporal_edges and multitask_weight against the model
+without them.
+
+    .venv/bin/python bench/bench_variants.py --threads 1                             # generated
+    .venv/bin/python bench/bench_variants.py --data diginetica --epochs 2 \\
+        --max-examples 150000 --max-valid-examples 10000 --threads 1                 # Diginetica
+
+One row per setting: every variant off, then each one on alone (``--multitask-weight`` for the
+third). Each trains SR-GNN with the same settings (``--epochs``, ``--max-examples`` per epoch,
+epoch chosen on validation HR@20, full softmax in float32) and evaluates the chosen model on
+validation and test: HR@20, MRR@20, coverage@20, HR@20 by prefix length (1, 2, 3, 4+; on
+validation) and the training seconds per epoch (training steps only, validation left out).
+
+Data: ``--data synth`` generates a clickstream (:mod:`srgnn.data.synth`) and prepares it with
+``srgnn prepare`` (last day test, the day before validation), as bench/bench_popularity.py does;
+both splits are scored from their session-graph Parquet, whose ``edge_gap`` gives
+temporal_edges the real click gaps. ``--data diginetica`` prepares Diginetica the same way
+(``--valid-days 3``) and tests on the 60,858 published prefixes through the recommender, which
+has no click times (temporal_edges then scores with every gap 0). Run folders are reused from
+``--home`` (default ``var/bench/variants/<data>``).
+
+The last line applies the rule for a default: a variant is on by default only when it beats the
+model without it on validation HR@20 by more than 0.5 point without losing validation MRR@20;
+otherwise every variant stays off.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import numpy as np
+
+from bench_popularity import data_arguments, describe, held_out_sets, start
+from common import text_table
+
+HR_MARGIN = 0.005  # a default must gain more than 0.5 point of validation HR@20
+LENGTHS = ("1", "2", "3", "4+")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", choices=("synth", "diginetica"), default="synth")
+    p.add_argument("--multitask-weight", type=float, default=0.1)
+    return data_arguments(p, sessions=6_000, items=600, epochs=3, hidden_size=64).parse_args(argv)
+
+
+def settings(args) -> list[tuple[str, dict]]:
+    """``(label, TrainConfig changes)`` of every run, every variant off first."""
+    return [("all off", {}), ("attention_edges", {"attention_edges": True}),
+            ("temporal_edges", {"temporal_edges": True}),
+            (f"multitask_weight {args.multitask_weight:g}",
+             {"multitask_weight": args.multitask_weight})]
+
+
+def by_length(figures: dict, k: int) -> list[float]:
+    """HR@K of prefixes of 1, 2, 3 and 4 or more clicks (the longer buckets pooled by their
+    examples)."""
+    buckets = figures["by_length"]
+    out = [buckets[label][f"HR@{k}"] for label in LENGTHS[:3]]
+    longer = [b for label, b in buckets.items() if label not in LENGTHS[:3] and b["examples"]]
+    examples = sum(b["examples"] for b in longer)
+    out.append(sum(b[f"HR@{k}"] * b["examples"] for b in longer) / examples if examples
+               else float("nan"))
+    return out
+
+
+def row_of(label: str, figures: dict, k: int, epoch_seconds: float) -> list[str]:
+    cells = [label]
+    for split in ("valid", "test"):
+        for column in ("HR@{k}", "MRR@{k}", "coverage@{k}"):
+            cells.append(f"{100 * figures[split][column.format(k=k)]:.2f}")
+    cells += [f"{100 * value:.2f}" for value in by_length(figures["valid"], k)]
+    return cells + [f"{epoch_seconds:.1f}"]
+
+
+def choose_default(results: list[tuple[str, dict]], k: int) -> str:
+    """The rule: the variant with the largest validation HR@K gain above the margin that does
+    not lose validation MRR@K; every variant off when none qualifies."""
+    base = results[0][1]["valid"]
+    best, best_gain = None, HR_MARGIN
+    for label, figures in results[1:]:
+        valid = figures["valid"]
+        gain = valid[f"HR@{k}"] - base[f"HR@{k}"]
+        if gain > best_gain and valid[f"MRR@{k}"] >= base[f"MRR@{k}"]:
+            best, best_gain = label, gain
+    if best is None:
+        return (f"no variant gains more than {100 * HR_MARGIN:.1f} point of validation HR@{k}: "
+                "all stay off")
+    return f"{best} (validation HR@{k} +{100 * best_gain:.2f} points)"
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from srgnn.evaluation.evaluate import evaluate, evaluate_graphs
+    from srgnn.serving.recommender import Recommender
+    from srgnn.training.loop import train
+
+    run, base, load = start(args, "variants")
+    popularity = run.vocabulary.popularity
+    k = args.k
+    test_prefixes = held_out_sets(args, run)["test"] if args.data == "diginetica" else None
+    results, rows = [], []
+    for label, changes in settings(args):
+        result = train(run.graphs("train"), run.graphs("valid"), run.num_items,
+                       replace(base, **changes))
+        model = result.best_model()
+        figures = {"valid": evaluate_graphs(model, run.graphs("valid"), popularity, k)}
+        if test_prefixes is None:
+            figures["test"] = evaluate_graphs(model, run.graphs("test"), popularity, k)
+        else:
+            recommender = Recommender.from_training(result.best_state_dict, result.model_config,
+                                                    run.vocabulary)
+            figures["test"] = evaluate(recommender, test_prefixes, k)
+        epoch_seconds = float(np.mean([e.train_examples / e.examples_per_second
+                                       for e in result.history]))
+        results.append((label, figures))
+        rows.append(row_of(label, figures, k, epoch_seconds))
+        print(f"  {label}: valid HR@{k} {100 * figures['valid'][f'HR@{k}']:.2f}, "
+              f"{epoch_seconds:.1f} s/epoch", flush=True)
+
+    describe(args, run, load, "Percent; HR by length on validation.")
+    header = (["setting"] + [f"valid {n}" for n in ("HR", "MRR", "cov")]
+              + [f"test {n}" for n in ("HR", "MRR", "cov")]
+              + [f"HR len {n}" for n in LENGTHS] + ["s/epoch"])
+    print(text_table(header, rows))
+    print(f"\nDefault by the rule (more than {100 * HR_MARGIN:.1f} point of validation HR@{k} "
+          f"without losing validation MRR@{k}): {choose_default(results, k)}")
+
+
+if __name__ == "__main__":
+    main()
