@@ -150,6 +150,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--reuse", action="store_true",
                         help="keep the log and the prepared run folder already under --home")
+    parser.add_argument("--skip-train", action="store_true",
+                        help="with --reuse: score with the model registered by an earlier run")
     args = parser.parse_args()
 
     home = Path(args.home or tempfile.mkdtemp(prefix="bench-scale-")).resolve()
@@ -174,7 +176,9 @@ def main() -> None:
                      f"{summary['clicks_read']:,} clicks -> {summary['vocab_size']:,} items, examples {examples}"])
 
     rates = {}
-    for softmax, count in (("sampled", args.sampled_examples), ("full", args.full_examples)):
+    trainings = () if args.skip_train else (("sampled", args.sampled_examples),
+                                             ("full", args.full_examples))
+    for softmax, count in trainings:
         # Training is idempotent per run folder: each loss trains in its own folder, which
         # links to the prepared data.
         folder = home / f"run-{softmax}"
@@ -202,7 +206,9 @@ def main() -> None:
 
                 logs = home / "cluster-logs"
                 logs.mkdir(exist_ok=True)
-                cluster = start_cluster(logs)
+                # Workers offer 4 GiB each: an executor of 3 GiB (JVM heap) and its Python
+                # worker, the per-process goal.
+                cluster = start_cluster(logs, memory="4g")
                 run_env = cluster.env(**env, SRGNN_SPARK_EXECUTOR_MEMORY="3g")
             with _WorkerSampler() as workers:
                 scored = run_measured(SRGNN + ["score", "--clicks", clicks, "--ds", "2026-11-28",

@@ -68,9 +68,11 @@ class StandaloneCluster:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def start_cluster(logs: Path, workers: int = WORKERS, timeout: float = 120) -> StandaloneCluster:
-    """Start a master and ``workers`` workers; return once all are registered. Raises
-    RuntimeError with the launchers' log tails when they do not come up."""
+def start_cluster(logs: Path, workers: int = WORKERS, timeout: float = 120,
+                  memory: str = WORKER_MEMORY) -> StandaloneCluster:
+    """Start a master and ``workers`` workers (one core and ``memory`` each); return once all
+    are registered. Raises RuntimeError with the launchers' log tails when they do not come
+    up."""
     import pyspark
 
     spark_home = os.path.dirname(pyspark.__file__)
@@ -87,7 +89,7 @@ def start_cluster(logs: Path, workers: int = WORKERS, timeout: float = 120) -> S
     for index in range(workers):
         launches.append((f"worker{index}", [
             "org.apache.spark.deploy.worker.Worker", cluster.master, "--host", "127.0.0.1",
-            "--cores", str(WORKER_CORES), "--memory", WORKER_MEMORY,
+            "--cores", str(WORKER_CORES), "--memory", memory,
             "--webui-port", str(free_port())]))
     for name, args in launches:
         with open(logs / f"{name}.log", "w") as log:
