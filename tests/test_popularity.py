@@ -225,6 +225,15 @@ def test_settings_and_their_refusals():
     TrainConfig(propensity_weighting=0.5, softmax="sampled")  # weights work with both losses
 
 
+def test_a_penalty_on_a_catalogue_that_auto_trains_sampled_is_refused_in_one_line():
+    from srgnn.training.loop import refuse_popularity_penalty
+
+    config = TrainConfig(popularity_penalty=0.1, sampled_softmax_above=100)  # softmax auto
+    refuse_popularity_penalty(config, 100)  # full softmax: fine
+    with pytest.raises(SettingError, match="needs the full softmax.*101 items"):
+        refuse_popularity_penalty(config, 101)
+
+
 # -- behaviour ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def skewed_splits(tmp_path_factory):

@@ -109,3 +109,13 @@ def test_srgnn_train_search_logs_its_trials_as_child_runs(run, tmp_path):
     assert parent.data.params["hidden_size"] == str(chosen["hidden_size"])
     assert parent.data.params["lr"] == str(chosen["lr"])
     assert parent.data.metrics["search_trials"] == 3
+
+
+def test_a_search_without_validation_examples_is_refused_before_any_trial(tmp_path):
+    from srgnn.config import SettingError
+    from srgnn.training.run import _searched
+
+    splits = synthetic_splits(num_sessions=300, seed=8)
+    folder = RunFolder(write_run_folder(tmp_path / "run", {**splits, "valid": []}))
+    with pytest.raises(SettingError, match="no validation examples: prepare it with --valid-days"):
+        _searched(folder, TrainConfig(search="10m"), resume=False)

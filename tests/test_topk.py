@@ -204,10 +204,12 @@ def test_the_workers_reports_add_up_to_the_runs_recall(tmp_path):
                                                    "recall_sessions": 300}))
     (tmp_path / "c-2.json").write_text(json.dumps({**ivf, "nprobe": 5, "recall": None,
                                                    "recall_sessions": 0}))  # scored no session
+    (tmp_path / "d-3.json").write_text(json.dumps({**ivf, "nprobe": None, "recall": None,
+                                                   "recall_sessions": 0}))  # still sampling
     merged = merge_topk_reports(tmp_path)
     # (0.9 * 100 + 0.96 * 300) / 400 = 0.945
     assert merged == {**ivf, "nprobe": [4, 5, 6], "recall": 0.945, "recall_sessions": 400,
-                      "workers": 3}
+                      "workers": 4}
 
 
 def test_the_executor_function_leaves_its_topk_report(tmp_path, monkeypatch):

@@ -148,7 +148,9 @@ def merge_topk_reports(folder: Path) -> dict:
               if sessions else None)
     merged = {key: value for key, value in approximate[0].items()
               if key in ("topk_index", "items", "nlist", "recall_target", "recall_at")}
-    return {**merged, "nprobe": sorted({r["nprobe"] for r in approximate}), "recall": recall,
+    # A worker that scored fewer sessions than the sample has no nprobe yet (all exact).
+    chosen = {r["nprobe"] for r in approximate if r.get("nprobe") is not None}
+    return {**merged, "nprobe": sorted(chosen), "recall": recall,
             "recall_sessions": sessions, "workers": len(reports)}
 
 

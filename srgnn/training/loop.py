@@ -241,6 +241,17 @@ def refuse_sampled_softmax(config: TrainConfig, num_items: int, processes: int) 
             "(--softmax full, SRGNN_SOFTMAX=full) or train in one process.")
 
 
+def refuse_popularity_penalty(config: TrainConfig, num_items: int) -> None:
+    """Raise :class:`~srgnn.config.SettingError` when ``config`` asks for a popularity penalty
+    and trains ``num_items`` items with sampled softmax (the penalty weighs every item's
+    predicted probability, which sampled softmax never computes)."""
+    if config.popularity_penalty > 0 and config.softmax_for(num_items) == "sampled":
+        raise SettingError(
+            f"popularity_penalty needs the full softmax, and these settings choose sampled "
+            f"softmax for {num_items:,} items: set softmax to full (--softmax full, "
+            "SRGNN_SOFTMAX=full) or drop the penalty.")
+
+
 def validate(model: SRGNN, source, *, k: int = 20, batch_size: int = 500,
              max_examples: int | None = None) -> dict:
     """The validation figures (:func:`srgnn.evaluation.evaluate.metric_table`) of ``model`` on
@@ -379,9 +390,7 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end,
     if not replicas.sampled_softmax:
         refuse_sampled_softmax(config, shape.num_items, replicas.world_size)
     sampler = popularity = None
-    if softmax == "sampled" and config.popularity_penalty > 0:
-        raise ValueError(f"popularity_penalty needs the full softmax, but {shape.num_items} items "
-                         "train with sampled softmax: set softmax full.")
+    refuse_popularity_penalty(config, shape.num_items)
     if softmax == "sampled" or config.popularity_penalty > 0 or config.propensity_weighting > 0:
         counts = target_counts(train_data, shape.num_items)
         popularity = PopularityLoss.from_counts(counts, config.popularity_penalty,

@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import time
 
-from srgnn.config import K, Settings, TrainConfig, json_safe, parse_budget
+from srgnn.config import K, Settings, SettingError, TrainConfig, json_safe, parse_budget
 from srgnn.data.runfolder import RunFolder
 
 __all__ = ["REFIT_DIR", "run_training", "check_refit", "trained_on_tags"]
@@ -97,18 +97,19 @@ def run_training(
     """
     import mlflow
 
-    from srgnn.evaluation.selection import log_selection, select_candidate
+    from srgnn.evaluation.selection import KIND_SRGNN, log_selection, select_candidate
     from srgnn.serving import registry
     from srgnn.serving.recommender import Recommender
     from srgnn.training import tracking
     from srgnn.training.fallback import choose_short_fallback, describe_fallback
     from srgnn.training.loop import refit as refit_model
-    from srgnn.training.loop import train
+    from srgnn.training.loop import refuse_popularity_penalty, train
     from srgnn.training.plots import plot_training_curve
 
     train_config = train_config or TrainConfig()
     run = RunFolder(run_dir).require_complete()
     refit = check_refit(run, train_config.refit if refit is None else refit)
+    refuse_popularity_penalty(train_config, run.num_items)  # before MLflow or a search starts
     distributed = train_config.processes > 1 and replicas is None
     if distributed:  # refused before MLflow or Spark starts
         from srgnn.training.distributed import check_processes, launch
@@ -188,6 +189,9 @@ def run_training(
                                   training_splits=("train", "valid") if refit else ("train",),
                                   max_examples=train_config.max_valid_examples)
         selection = log_selection(chosen, run, k)
+        if chosen.kind != KIND_SRGNN and short_fallback is not None:  # SR-GNN's routes only
+            short_fallback, fallback_text = None, f"none (the registered kind is {chosen.kind})"
+            mlflow.set_tag("short_fallback", fallback_text)
         recommender = chosen.recommender.with_item_categories(run.item_categories())
         figures = {"plots/training_curve.png": plot_training_curve(result.history, top,
                                                                     result.best_epoch)}
@@ -247,6 +251,9 @@ def _searched(run: RunFolder, config: TrainConfig, resume: bool) -> TrainConfig:
 
     kept = run.read_json(SEARCH_FILE) if resume else None
     if kept is None:
+        if run.count_examples("valid") == 0:
+            raise SettingError(f"search chooses settings on validation, and {run.path} has no "
+                               "validation examples: prepare it with --valid-days > 0.")
         found = search(run, config, parse_budget(config.search), max_trials=config.search_trials)
         kept = json_safe(found.as_dict())
         run.write_json(SEARCH_FILE, kept)

@@ -39,7 +39,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 
-from srgnn.config import TrainConfig, parse_budget
+from srgnn.config import SettingError, TrainConfig, parse_budget
 
 __all__ = ["SPACE", "SearchResult", "search", "parse_budget", "draw", "trial_table"]
 
@@ -205,7 +205,8 @@ def search(run, base: TrainConfig, budget_seconds: float, *, max_trials: int | N
     scored = [i for i, r in enumerate(records) if r["state"] != "pruned"
               and not math.isnan(r["valid_hit_rate"])]
     if not scored:
-        raise RuntimeError("the search finished no trial: give it a larger budget.")
+        raise SettingError(f"the search scored no trial in {budget_seconds:.0f} s on validation "
+                           "(every trial pruned or without a figure): give it a larger budget.")
     best = max(scored, key=lambda i: (records[i]["valid_hit_rate"], records[i]["valid_mrr"], -i))
     chosen = replace(base, **records[best]["params"])
     seconds = time.monotonic() - started
