@@ -195,6 +195,10 @@ def test_resume_after_registration_registers_nothing_new(trained, tmp_path):
     (run_dir / "training.json").unlink()
     third = run_training(settings, run_dir, config, model_name="srgnn-retry", resume=True)
     assert third["reused"] and third["version"] == first["version"]
+    # rebuilt from MLflow: what the registered model is and saw
+    assert (third["kind"], third["trained_on"], third["trained_days"], third["stop_reason"]) == \
+        (first["kind"], first["trained_on"], first["trained_days"], first["stop_reason"])
+    assert third["best_epoch"] == first["best_epoch"] >= 1
     assert len(registry.client().search_model_versions("name='srgnn-retry'")) == 1
 
 

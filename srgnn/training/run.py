@@ -304,12 +304,17 @@ def _registered(run: RunFolder, model_name: str, experiment_id: str) -> dict | N
     earlier = run.read_json("training.json")
     if earlier and earlier.get("run_id") == run_id and earlier.get("version") == version:
         return {**earlier, "reused": True}
-    metrics = registry.client().get_run(run_id).data.metrics
+    recorded = registry.client().get_run(run_id).data
+    metrics, tags = recorded.metrics, {**recorded.tags, **versions[0].tags}
+    best_epoch = int(metrics.get("best_epoch") or tags.get("refit_epochs") or 0)
     return json_safe({
         "run_id": run_id, "experiment_id": experiment_id, "model_name": model_name,
         "version": version, "model_uri": f"models:/{model_name}/{version}",
         "metrics": {n: v for n, v in metrics.items() if n.startswith(("best_", "valid_"))},
-        "best_epoch": int(metrics.get("best_epoch", 0)), "epochs": None, "refit_epochs": None,
+        "best_epoch": best_epoch, "epochs": None,
+        "refit_epochs": int(tags["refit_epochs"]) if tags.get("refit_epochs") else None,
+        "kind": tags.get("kind", "srgnn"), "trained_on": tags.get("trained_on"),
+        "trained_days": tags.get("trained_days"), "stop_reason": tags.get("stop_reason"),
         "short_fallback": {"lengths": [], "description": "unknown (reused registration)",
                            "validation_by_length": {}},
         "run_dir": str(run.path), "reused": True,
