@@ -167,3 +167,21 @@ def test_a_training_compares_the_three_ways_and_registers_the_routes_it_chose(tm
         recommender, _ = registry.load_recommender(trained["model_uri"])
         assert recommender.short_fallback.summary()["augmented"] == short["augmented"]
         assert recommender.short_fallback.neighbors == 3
+
+
+def test_the_choice_by_length_looks_at_the_first_max_valid_examples(tmp_path):
+    from srgnn.data.runfolder import RunFolder
+    from srgnn.training.fallback import choose_short_fallback
+
+    from test_registry import synthetic_splits, write_run_folder
+
+    run = RunFolder(write_run_folder(tmp_path / "run", synthetic_splits(num_sessions=600, seed=4)))
+    model = Recommender(Scorer(SRGNN(ModelConfig(num_items=run.num_items, hidden_size=8))),
+                        run.vocabulary)
+
+    def compared(max_examples):
+        _, evidence = choose_short_fallback(run, model, max_examples=max_examples)
+        return sum(ways["srgnn"]["examples"] for ways in evidence.values())
+
+    everything = compared(None)
+    assert 0 < compared(40) <= 40 < everything

@@ -79,7 +79,8 @@ def short_fallback_lengths(model_by_length: dict, baseline_by_length: dict, k: i
 
 def choose_short_fallback(run, selection_recommender, *, training_splits=("train",), k: int = K,
                           lengths=SHORT_LENGTHS, min_examples: int = SHORT_MIN_EXAMPLES,
-                          item_knn: bool = True, augment: int = 0):
+                          item_knn: bool = True, augment: int = 0,
+                          max_examples: int | None = None):
     """``(fallback or None, evidence)``: the way each short length is answered, chosen on the
     run's validation split (module docstring).
 
@@ -91,6 +92,8 @@ def choose_short_fallback(run, selection_recommender, *, training_splits=("train
             them.
         item_knn: item-KNN may answer a length.
         augment: neighbours an augmented session gets; 0 leaves augmentation out.
+        max_examples: compare on the first this many validation examples (the training's
+            ``max_valid_examples``, as candidate selection does); ``None``: all.
 
     Returns:
         The fallback, and ``{length: {way: {"HR@K", "MRR@K", "examples"}}}`` of every way
@@ -98,8 +101,9 @@ def choose_short_fallback(run, selection_recommender, *, training_splits=("train
     """
     knn_models, _ = fit_baselines(run, ["iknn"])
     knn_train = knn_models["iknn"].ranker.baseline
-    by_way = compare_short_ways(selection_recommender, knn_train, heldout.from_run(run, "valid"),
-                                k, lengths, use_item_knn=item_knn, augment=augment)
+    valid = heldout.from_run(run, "valid", max_examples=max_examples)
+    by_way = compare_short_ways(selection_recommender, knn_train, valid, k, lengths,
+                                use_item_knn=item_knn, augment=augment)
     evidence = {str(n): {way: table[str(n)] for way, table in by_way.items()}
                 for n in lengths if all(str(n) in table for table in by_way.values())}
     routes = short_session_routes(by_way, k, lengths, min_examples)
@@ -124,6 +128,8 @@ def compare_short_ways(recommender, item_knn, held_out, k: int = K, lengths=SHOR
             items (it answers, and its neighbour lists augment).
         use_item_knn: compare item-KNN too.
         augment: neighbours an augmented session gets; 0 leaves augmentation out.
+        max_examples: compare on the first this many validation examples (the training's
+            ``max_valid_examples``, as candidate selection does); ``None``: all.
     """
     from srgnn.serving.recommender import BaselineRanker, Recommender
 

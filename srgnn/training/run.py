@@ -178,7 +178,8 @@ def run_training(
                 and run.count_examples("valid") > 0):
             short_fallback, evidence = choose_short_fallback(
                 run, selected, training_splits=("train", "valid") if refit else ("train",), k=k,
-                item_knn=train_config.short_fallback, augment=train_config.short_augment)
+                item_knn=train_config.short_fallback, augment=train_config.short_augment,
+                max_examples=train_config.max_valid_examples)
             if short_fallback is not None:
                 recommender = recommender.with_short_fallback(short_fallback)
             mlflow.log_dict(json_safe(evidence), "short_fallback.json")
