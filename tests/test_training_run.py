@@ -429,13 +429,18 @@ def test_a_promoted_markov_candidate_is_refitted_on_every_day(trained, tmp_path)
     run = tracking.get_run(final["run_id"]).data
     assert run.tags["kind"] == "markov" and run.tags["final_refit"] == "true"
     assert "epochs" not in run.params and run.params["num_items"] == str(RunFolder(run_dir).num_items)
-    assert not (run_dir / "model" / "final").exists()  # nothing trained
+    assert not list((run_dir / "model" / "final").glob("*.pt"))  # nothing trained
     after, _ = registry.load_recommender(final["model_uri"])
     assert after.kind == "markov"
     assert after.recommend([[a]], k=1).item_ids[0].tolist() == [b]  # the test days' transition
 
     again = final_refit_step(candidate, gate, config, settings=settings)
     assert again["version"] == final["version"]
+    assert len(tracking.search_model_versions("name='srgnn-markov'")) == 2
+    # An attempt that registered but failed before writing final_refit.json: still no new one.
+    (run_dir / "final_refit.json").unlink()
+    third = final_refit_step(candidate, gate, config, settings=settings)
+    assert third["version"] == final["version"] and third["run_id"] == final["run_id"]
     assert len(tracking.search_model_versions("name='srgnn-markov'")) == 2
 
 

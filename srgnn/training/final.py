@@ -143,10 +143,23 @@ def final_refit(settings: Settings, trained: dict, gate: dict, train_config: Tra
     epochs = int(trained["best_epoch"]) if trains_srgnn else 0
     tags = trained_on_tags(run, splits)
     config = candidate_config(trained, train_config) if trains_srgnn else None
-    with mlflow.start_run(run_name=f"final-refit-{run.path.name}") as mlflow_run:
-        version = _train_and_register(run, trained, config, splits, epochs, tags, model_name, k,
-                                      weight)
-        mlflow.set_tag("model_version", version)
+    from srgnn.training.tracking import open_run, recorded_run_id
+
+    final_dir = run.checkpoint_dir / FINAL_DIR
+    final_dir.mkdir(parents=True, exist_ok=True)
+    run_id = recorded_run_id(final_dir)
+    registered = registry.versions_of_run(run_id, model_name) if run_id else []
+    if registered:  # an attempt registered it and failed before final_refit.json: reuse it
+        version = str(registered[0].version)
+        logger.info("the final refit's MLflow run %s already registered version %s; reusing it",
+                    run_id, version)
+    else:
+        active, _ = open_run(final_dir, True, f"final-refit-{run.path.name}")
+        with active as mlflow_run:
+            version = _train_and_register(run, trained, config, splits, epochs, tags,
+                                          model_name, k, weight)
+            mlflow.set_tag("model_version", version)
+        run_id = mlflow_run.info.run_id
     tracking = registry.client()
     candidate = tracking.get_model_version(model_name, str(trained["version"]))
     version_tags = {**{key: value for key, value in candidate.tags.items()
@@ -168,7 +181,7 @@ def final_refit(settings: Settings, trained: dict, gate: dict, train_config: Tra
         done["blend_weight"] = weight
     out = json_safe({
         **gate, "version": version, "model_uri": f"models:/{model_name}/{version}",
-        "run_id": mlflow_run.info.run_id, "champion_version": version, "final_refit": done,
+        "run_id": run_id, "champion_version": version, "final_refit": done,
     })
     run.write_json(FINAL_RECORD, {"candidate_version": str(trained["version"]),
                                   "version": version, "gate": out})
