@@ -76,7 +76,8 @@ logger = logging.getLogger(__name__)
 
 SLOT_WAIT_SECONDS = 120  # how long launch waits for the executors of a cluster application,
 SLOT_SETTLE_SECONDS = 30  # or for one more after the last one came
-_TIMEOUT = timedelta(minutes=30)  # a collective waiting longer than this fails
+_TIMEOUT = timedelta(minutes=30)  # a collective waiting longer than this fails,
+_RESULT_TIMEOUT = timedelta(hours=12)  # but for rank 0's result after the training
 
 
 class DistributedTrainingError(RuntimeError):
@@ -204,6 +205,9 @@ def _rank_main(settings: Settings, run_dir: str, config: TrainConfig, options: d
     try:
         dist.init_process_group("gloo", timeout=_TIMEOUT)
         try:
+            # After training, rank 0 alone chooses the short-session routes and the candidate,
+            # logs and registers, which may take longer than a step's collective may wait.
+            results = dist.new_group(backend="gloo", timeout=_RESULT_TIMEOUT)
             replicas = DataParallel(rank, world_size)
             outcome = None
             if rank == 0:
@@ -216,7 +220,7 @@ def _rank_main(settings: Settings, run_dir: str, config: TrainConfig, options: d
                 _follow(run_dir, config, replicas, resume=options["resume"],
                         refit=options["refit"])
             box = [outcome]
-            dist.broadcast_object_list(box, src=0)  # the others wait for rank 0's registration
+            dist.broadcast_object_list(box, src=0, group=results)  # rank 0's registration
             return box[0]
         finally:
             dist.destroy_process_group()
