@@ -25,6 +25,11 @@ ranker's files (SR-GNN: ``model.pt``; a baseline: ``baseline.npz``; a blend of b
 ``kind`` names what ranks: ``srgnn``, a baseline's name (``markov``, ``iknn``, ``sknn``...) or
 ``blend:srgnn+<baseline>``. :func:`recommend_batches` is the one loop that gives many
 sessions to a recommender in bounded batches (scoring and evaluation both use it).
+
+Why this module is long: it is the one answer path of every kind of model, with each way a
+session is answered without the ranker (popularity, item-KNN or augmentation for short
+sessions, an unknown item's category) and the folder format that saves and loads them all;
+split, the order in which those ways apply to a session would be spread over several files.
 """
 
 from __future__ import annotations
