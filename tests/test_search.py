@@ -87,7 +87,9 @@ def test_srgnn_train_search_logs_its_trials_as_child_runs(run, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(run.path, folder)
     home = tmp_path / "home"
-    env = {**os.environ, "SRGNN_HOME": str(home)}
+    env = {name: value for name, value in os.environ.items()  # not another test's MLflow
+           if not name.startswith(("MLFLOW_", "SRGNN_"))}
+    env["SRGNN_HOME"] = str(home)
     result = subprocess.run(
         [sys.executable, "-m", "srgnn.cli", "train", "--clicks", str(folder / "unused"),
          "--out", str(folder), "--resume", "--epochs", "2", "--hidden-size", "8",
