@@ -87,9 +87,10 @@ def test_srgnn_train_search_logs_its_trials_as_child_runs(run, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(run.path, folder)
     home = tmp_path / "home"
+    tracking_uri = Settings(home=home).tracking_uri
     env = {name: value for name, value in os.environ.items()  # not another test's MLflow
            if not name.startswith(("MLFLOW_", "SRGNN_"))}
-    env["SRGNN_HOME"] = str(home)
+    env.update(SRGNN_HOME=str(home), MLFLOW_TRACKING_URI=tracking_uri)
     result = subprocess.run(
         [sys.executable, "-m", "srgnn.cli", "train", "--clicks", str(folder / "unused"),
          "--out", str(folder), "--resume", "--epochs", "2", "--hidden-size", "8",
@@ -101,7 +102,7 @@ def test_srgnn_train_search_logs_its_trials_as_child_runs(run, tmp_path):
     assert len(kept["trials"]) == 3 and kept["trials"][0]["params"]["hidden_size"] == 8
     trained = json.loads((folder / "training.json").read_text())
     assert trained["search"]["trials"] == 3 and trained["search"]["chosen"] == kept["chosen"]
-    client = mlflow.MlflowClient(Settings(home=home).tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
     parent = client.get_run(trained["run_id"])
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{trained['run_id']}'")
