@@ -107,6 +107,10 @@ def spark_submit_options(name: str) -> dict:
 
 
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", Path: "string"}
+# The bounds of the settings table under their JSON Schema names: the form refuses what the
+# task would (scale 0, dropout 1).
+_JSON_BOUNDS = {"minimum": "minimum", "exclusive_minimum": "exclusiveMinimum",
+                "maximum": "maximum", "exclusive_maximum": "exclusiveMaximum"}
 
 
 def params(config_class, only=None, **defaults) -> dict[str, Param]:
@@ -123,8 +127,8 @@ def params(config_class, only=None, **defaults) -> dict[str, Param]:
         schema = {"type": [kind, "null"] if opt.optional else kind}
         if opt.choices:
             schema["enum"] = list(opt.choices)
-        if opt.minimum is not None:
-            schema["minimum"] = opt.minimum
+        for name, bound in config.bounds(opt).items():  # minimum, exclusive_maximum, ...
+            schema[_JSON_BOUNDS[name]] = bound
         if opt.type is str and not opt.optional and opt.default != "":
             schema["minLength"] = 1  # (an empty default, e.g. search, means "none")
         default = defaults.get(opt.name, config.env_value(opt))

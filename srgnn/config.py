@@ -28,6 +28,7 @@ to see what one setting is.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -65,13 +66,20 @@ class Option:
     ``name`` is the field name (``min_item_support``); ``flag`` the command-line form
     (``--min-item-support``); ``env`` the environment variable (``SRGNN_MIN_ITEM_SUPPORT``) or
     ``None``; ``type`` one of ``int, float, bool, str, Path``; ``optional`` when ``None`` is
-    a valid value; ``choices`` and ``minimum`` the accepted values.
+    a valid value; ``choices`` and the bounds the accepted values. The bounds mean what the
+    JSON Schema keywords of the same names mean (``minimum <= value``, ``exclusive_minimum <
+    value``, ``value <= maximum``, ``value < exclusive_maximum``): :func:`check` enforces them
+    for the command line, the environment and the dataclasses (:func:`check_fields`), and the
+    DAG params carry them as their schema, so that every way in refuses the same values.
     """
 
     help: str
     env: str | None = None
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    exclusive_minimum: float | None = None
+    maximum: float | None = None
+    exclusive_maximum: float | None = None
     cli: bool = True  # offered as a flag and a DAG param (False: internal or test-only)
     name: str = ""
     type: type = str
@@ -103,14 +111,48 @@ def parse_budget(text: str) -> float:
     return float(match.group(1)) * _BUDGET_UNITS[match.group(2).lower()]
 
 
+_BOUNDS = ("minimum", "exclusive_minimum", "maximum", "exclusive_maximum")
+
+
 def option(default=MISSING, *, help: str, env: str | None | bool = True,
-           choices: tuple[str, ...] | None = None, minimum: float | None = None,
-           cli: bool = True):
-    """A dataclass field with its :class:`Option`. ``env=True`` derives ``SRGNN_<NAME>``."""
+           choices: tuple[str, ...] | None = None, cli: bool = True, **limits: float):
+    """A dataclass field with its :class:`Option`. ``env=True`` derives ``SRGNN_<NAME>``;
+    ``limits`` are among ``minimum``, ``exclusive_minimum``, ``maximum``,
+    ``exclusive_maximum``."""
+    unknown = set(limits) - set(_BOUNDS)
+    if unknown:
+        raise TypeError(f"option() got unknown bound(s) {', '.join(sorted(unknown))}")
     meta = {"option": Option(help=help, env=env if isinstance(env, str) or env is None else None,
-                             choices=choices, minimum=minimum, cli=cli),
+                             choices=choices, cli=cli, **limits),
             "derive_env": env is True}
     return field(default=default, metadata=meta)
+
+
+def bounds(opt: Option) -> dict[str, float]:
+    """The bounds ``opt`` sets, by name (those of :class:`Option`, which are JSON Schema's)."""
+    return {name: getattr(opt, name) for name in _BOUNDS if getattr(opt, name) is not None}
+
+
+def _within(opt: Option, value) -> bool:
+    """Whether ``value`` is within the bounds of ``opt`` (NaN never is, where bounds exist)."""
+    return ((opt.minimum is None or value >= opt.minimum)
+            and (opt.exclusive_minimum is None or value > opt.exclusive_minimum)
+            and (opt.maximum is None or value <= opt.maximum)
+            and (opt.exclusive_maximum is None or value < opt.exclusive_maximum))
+
+
+def _range_text(opt: Option) -> str:
+    """The bounds of ``opt`` in words: ``at least 1``, ``positive``, ``in [0, 1)``."""
+    low = opt.minimum if opt.minimum is not None else opt.exclusive_minimum
+    high = opt.maximum if opt.maximum is not None else opt.exclusive_maximum
+    if low is not None and high is not None:
+        return (f"in {'[' if opt.minimum is not None else '('}{low:g}, "
+                f"{high:g}{']' if opt.maximum is not None else ')'}")
+    if opt.minimum is not None:
+        return f"at least {low:g}"
+    if low is not None:
+        return "positive" if low == 0 else f"greater than {low:g}"
+    return f"at most {high:g}" if opt.maximum is not None else f"less than {high:g}"
 
 
 def options(cls) -> list[Option]:
@@ -123,7 +165,7 @@ def options(cls) -> list[Option]:
             continue
         kind, optional = _base_type(hints[f.name])
         env = f"SRGNN_{f.name.upper()}" if f.metadata.get("derive_env") else meta.env
-        out.append(Option(help=meta.help, env=env, choices=meta.choices, minimum=meta.minimum,
+        out.append(Option(help=meta.help, env=env, choices=meta.choices, **bounds(meta),
                           cli=meta.cli, name=f.name, type=kind, optional=optional,
                           default=None if f.default is MISSING else f.default,
                           required=f.default is MISSING))
@@ -164,9 +206,21 @@ def check(opt: Option, value, where: str | None = None):
         return value
     if opt.choices is not None and value not in opt.choices:
         raise SettingError(f"{where} must be one of {', '.join(opt.choices)}, not {value!r}.")
-    if opt.minimum is not None and value < opt.minimum:
-        raise SettingError(f"{where} must be at least {opt.minimum:g}, not {value!r}.")
+    if not _within(opt, value):
+        raise SettingError(f"{where} must be {_range_text(opt)}, not {value!r}.")
     return value
+
+
+def check_fields(config) -> None:
+    """Raise :class:`SettingError` for the first field of the config dataclass instance
+    ``config`` outside its choices or bounds (the checks of :func:`check`, by field name)."""
+    for opt in _checked(type(config)):
+        check(opt, getattr(config, opt.name))
+
+
+@functools.cache
+def _checked(cls) -> tuple[Option, ...]:
+    return tuple(opt for opt in options(cls) if opt.choices is not None or bounds(opt))
 
 
 def env_value(opt: Option, environ=None):
@@ -252,7 +306,7 @@ class Settings:
         help="Inverted lists the approximate index probes per session (unset: the fewest "
              "reaching SRGNN_APPROXIMATE_RECALL on the first sessions scored).")
     approximate_recall: float = option(
-        0.95, minimum=0.01, cli=False,
+        0.95, minimum=0.01, maximum=1, cli=False,
         help="Top-K recall against exact that the chosen nprobe reaches on the sample sessions.")
     recall_sample: int = option(
         1000, minimum=1, cli=False,
@@ -262,8 +316,7 @@ class Settings:
     def __post_init__(self) -> None:
         if not isinstance(self.home, Path):
             object.__setattr__(self, "home", Path(self.home))
-        if not 0 < self.approximate_recall <= 1:
-            raise ValueError(f"approximate_recall must be in (0, 1], got {self.approximate_recall}.")
+        check_fields(self)
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
@@ -342,14 +395,15 @@ class TrainConfig:
                                          "term).")
     normalize: bool = option(False, help="NISER: L2-normalised item embeddings (graph input and "
                                          "scoring) and session vector; scores are scale x cosine.")
-    scale: float = option(12.0, minimum=0, help="With normalize: the factor of the cosine scores "
-                                                "(12-16 in the literature); positive.")
+    scale: float = option(12.0, exclusive_minimum=0,
+                          help="With normalize: the factor of the cosine scores (12-16 in the "
+                               "literature); positive.")
     position_embeddings: bool = option(False, help="Learned reversed-position embeddings (from the "
                                                    "last click, the 50th on shared) added to the "
                                                    "click states of the attention readout.")
-    dropout: float = option(0.0, minimum=0, help="Dropout on the item embeddings fed to the graph "
-                                                 "cell and on the session vector, in training "
-                                                 "only; in [0, 1).")
+    dropout: float = option(0.0, minimum=0, exclusive_maximum=1,
+                            help="Dropout on the item embeddings fed to the graph cell and on "
+                                 "the session vector, in training only; in [0, 1).")
     star_node: bool = option(False, help="SGNN-HN: a star node per session, linked to every item, "
                                          "updated by attention each step, and a highway gate "
                                          "between the embeddings and the propagated states.")
@@ -365,10 +419,11 @@ class TrainConfig:
                                                           "target) from the session vector; 0 = "
                                                           "off. Scores do not use it.")
     batch_size: int = option(100, minimum=1, help="Training examples per optimizer step.")
-    lr: float = option(0.001, help="Adam learning rate.")
+    lr: float = option(0.001, exclusive_minimum=0, help="Adam learning rate.")
     lr_decay_step: int = option(3, minimum=1, help="Multiply the learning rate by lr_decay_rate "
                                                    "every this many epochs.")
-    lr_decay_rate: float = option(0.1, help="Step decay factor, in (0, 1].")
+    lr_decay_rate: float = option(0.1, exclusive_minimum=0, maximum=1,
+                                  help="Step decay factor, in (0, 1].")
     l2: float = option(1e-5, minimum=0, help="L2 penalty (Adam weight_decay, added to the "
                                              "gradient as in the reference code).")
     epochs: int = option(30, minimum=1, help="Upper bound on training epochs.")
@@ -449,7 +504,7 @@ class TrainConfig:
                                             "normalised log-popularity of the predicted "
                                             "distribution to the loss (0 = off). Full softmax "
                                             "only: refused with sampled softmax.")
-    propensity_weighting: float = option(0.0, minimum=0,
+    propensity_weighting: float = option(0.0, minimum=0, maximum=1,
                                          help="Against popularity bias: weighs each training "
                                               "example by (target count + 1)^-p, clipped, mean 1 "
                                               "per batch (p in [0, 1]; 0 = off). Both softmaxes.")
@@ -458,56 +513,12 @@ class TrainConfig:
                                          "times the median weight of the training examples.")
 
     def __post_init__(self) -> None:
-        positive = ("hidden_size", "steps", "batch_size", "lr_decay_step", "epochs", "patience",
-                    "top_k", "eval_batch_size", "shuffle_buffer", "processes",
-                    "sampled_softmax_above", "negatives")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}.")
-        if not 0 < self.lr_decay_rate <= 1:
-            raise ValueError(f"lr_decay_rate must be in (0, 1], got {self.lr_decay_rate}.")
-        if self.l2 < 0:
-            raise ValueError(f"l2 must be non-negative, got {self.l2}.")
-        if not self.scale > 0:
-            raise ValueError(f"scale must be positive, got {self.scale}.")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        for name in ("min_improvement", "lr_floor", "multitask_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}.")
-        if self.num_threads < 0:
-            raise ValueError(
-                f"num_threads must be 0 (all cores) or positive, got {self.num_threads}."
-            )
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}."
-            )
-        for name in ("max_examples_per_epoch", "max_valid_examples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be a positive integer or None, got {value}.")
+        # Each field's range and choices are in its option (the command line, the environment
+        # and the DAG params check the same ones); the combinations follow.
+        check_fields(self)
         if parse_budget(self.search) > 0 and self.processes > 1:  # (raises when malformed)
             raise ValueError("search trains its trials in one process: use processes 1 (or "
                              "search after choosing the settings with one process).")
-        if self.search_trials is not None and self.search_trials < 1:
-            raise ValueError(f"search_trials must be a positive integer or None, "
-                             f"got {self.search_trials}.")
-        if self.candidates not in CANDIDATES:
-            raise ValueError(f"candidates must be one of {', '.join(CANDIDATES)}, "
-                             f"got {self.candidates!r}.")
-        if self.softmax not in SOFTMAX:
-            raise ValueError(f"softmax must be one of {', '.join(SOFTMAX)}, got {self.softmax!r}.")
-        if not self.popularity_penalty >= 0:
-            raise ValueError(f"popularity_penalty must be non-negative, "
-                             f"got {self.popularity_penalty}.")
-        if not 0 <= self.propensity_weighting <= 1:
-            raise ValueError(f"propensity_weighting must be in [0, 1], "
-                             f"got {self.propensity_weighting}.")
-        if not self.propensity_clip >= 1:
-            raise ValueError(f"propensity_clip must be at least 1, got {self.propensity_clip}.")
         if self.popularity_penalty > 0 and self.softmax == "sampled":
             raise ValueError("popularity_penalty needs the full softmax (it weighs every item's "
                              "probability): use softmax full, or popularity_penalty 0.")
@@ -654,8 +665,8 @@ def json_safe(value):
 __all__ = ["K", "FORMATS", "PRECISIONS", "ENGINES", "Option", "SettingError", "Settings", "Source",
            "PrepareConfig", "TrainConfig", "ScoreConfig", "Deployment", "Runtime", "TABLES",
            "markdown_table", "options", "env_value", "from_env", "TOPK_INDEXES",
-           "from_values", "parse", "check", "config_dict", "json_safe", "SOFTMAX",
-           "resolve_softmax"]
+           "from_values", "parse", "check", "check_fields", "bounds", "config_dict",
+           "json_safe", "SOFTMAX", "resolve_softmax"]
 
 
 if __name__ == "__main__":

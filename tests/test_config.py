@@ -48,8 +48,10 @@ def test_a_bad_variable_is_one_sentence_naming_it(variable, value, message):
 
 
 def test_the_dataclass_checks_combinations_too():
-    with pytest.raises(config.SettingError, match="lr_decay_rate"):
+    with pytest.raises(config.SettingError, match="SRGNN_LR_DECAY_RATE must be in \\(0, 1\\]"):
         config.from_env(TrainConfig, {"SRGNN_LR_DECAY_RATE": "1.5"})
+    with pytest.raises(config.SettingError, match="popularity_penalty needs the full softmax"):
+        config.from_env(TrainConfig, {"SRGNN_POPULARITY_PENALTY": "0.1", "SRGNN_SOFTMAX": "sampled"})
 
 
 def test_every_variable_is_distinct_and_named_after_srgnn():

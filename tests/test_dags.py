@@ -194,6 +194,55 @@ def test_training_params_are_validated(bag):
             params[name] = bad
 
 
+def test_training_form_refuses_out_of_range_values_and_keeps_valid_ones(bag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    params = bag().dags["srgnn_training"].params
+    for name, bad, good in [("dropout", 1.0, 0.99), ("dropout", 1, 0), ("scale", 0.0, 0.01),
+                            ("scale", -2.0, 16.0), ("lr", 0.0, 1e-4), ("lr_decay_rate", 0.0, 1.0),
+                            ("lr_decay_rate", 1.01, 0.5), ("propensity_weighting", 1.5, 1.0),
+                            ("propensity_clip", 0.5, 1.0), ("multitask_weight", -0.1, 0.0)]:
+        with pytest.raises(ParamValidationError):
+            params[name] = bad
+        params[name] = good
+    resolved = params.validate()  # the whole form, as a triggered run sees it
+    assert (resolved["dropout"], resolved["scale"], resolved["lr"], resolved["lr_decay_rate"],
+            resolved["propensity_weighting"], resolved["propensity_clip"]) == (
+        0, 16.0, 1e-4, 0.5, 1.0, 1.0)
+
+
+def test_training_form_and_training_task_agree_at_every_bound(bag):
+    """At each bound of each training param, and one step either side, the form accepts a value
+    exactly when the training task (``_common.build``) does."""
+    import _common
+    from airflow.sdk.definitions.param import ParamValidationError
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from srgnn import config
+
+    params = bag().dags["srgnn_training"].params
+    tried = 0
+    for opt in config.options(config.TrainConfig):
+        if not opt.cli or opt.type not in (int, float):
+            continue
+        step = 1 if opt.type is int else 1e-3
+        for bound in config.bounds(opt).values():
+            for value in (opt.type(bound - step), opt.type(bound), opt.type(bound + step)):
+                try:
+                    params[opt.name] = value
+                    form = True
+                except ParamValidationError:
+                    form = False
+                try:
+                    _common.build(config.TrainConfig, {opt.name: value})
+                    task = True
+                except AirflowFailException:
+                    task = False
+                assert form == task, (opt.name, value, form, task)
+                tried += 1
+    assert tried >= 60  # every bounded numeric training setting, not a handful
+
+
 def test_training_schedule_and_retries_come_from_the_environment(bag):
     dag = bag(SRGNN_TRAINING_SCHEDULE="0 3 * * 1", SRGNN_TASK_RETRIES="4").dags["srgnn_training"]
     assert dag.schedule == "0 3 * * 1"

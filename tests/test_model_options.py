@@ -283,9 +283,9 @@ def test_bad_option_values_are_refused_in_one_line():
         ModelConfig(num_items=5, dropout=1.0)
     with pytest.raises(ValueError, match="scale must be positive"):
         ModelConfig(num_items=5, scale=0.0)
-    with pytest.raises(config.SettingError, match="dropout must be in"):
+    with pytest.raises(config.SettingError, match=r"SRGNN_DROPOUT must be in \[0, 1\), not 1.5"):
         config.from_env(TrainConfig, {"SRGNN_DROPOUT": "1.5"})
-    with pytest.raises(config.SettingError, match="scale must be positive"):
+    with pytest.raises(config.SettingError, match="SRGNN_SCALE must be positive, not 0.0"):
         config.from_env(TrainConfig, {"SRGNN_SCALE": "0"})
     with pytest.raises(config.SettingError, match="SRGNN_STAR_NODE must be true or false"):
         config.from_env(TrainConfig, {"SRGNN_STAR_NODE": "sometimes"})

@@ -87,7 +87,7 @@ def test_each_variant_gives_finite_gradients_for_every_parameter(name):
 
 
 def test_bad_multitask_weight_is_refused():
-    with pytest.raises(ValueError, match="multitask_weight must be non-negative"):
+    with pytest.raises(ValueError, match="multitask_weight must be at least 0"):
         TrainConfig(multitask_weight=-1.0)
     with pytest.raises(ValueError, match="multitask_weight must be non-negative"):
         ModelConfig(num_items=3, multitask_weight=-0.5)

@@ -264,9 +264,9 @@ def test_config_validation_and_vocab_size(tmp_path):
         TrainConfig(lr=0)
     with pytest.raises(ValueError, match="max_examples_per_epoch"):
         TrainConfig(max_examples_per_epoch=0)
-    with pytest.raises(ValueError, match="lr_floor must be non-negative"):
+    with pytest.raises(ValueError, match="lr_floor must be at least 0, not -1e-05"):
         TrainConfig(lr_floor=-1e-5)
-    with pytest.raises(ValueError, match="min_improvement must be non-negative"):
+    with pytest.raises(ValueError, match="min_improvement must be at least 0, not nan"):
         TrainConfig(min_improvement=float("nan"))
     assert torch_threads(TrainConfig()) == usable_cores() >= 1
     assert torch_threads(TrainConfig(num_threads=3)) == 3
