@@ -306,7 +306,7 @@ def score(ctx, ds, warehouse_url, **values) -> None:
     result = score_step(build(Source, values), ds, build(ScoreConfig, values), settings)
     click.echo(f"scored {result['ds']} with {result['model_version']} ({result['engine']}, {result['seconds']} s)")
     for key in ("clicks_read", "quarantined", "duplicates_dropped", "unknown_clicks_skipped", "sessions_in",
-                "fallbacks", "rows_written", "rows_replaced"):
+                "fallbacks", "category_fallbacks", "rows_written", "rows_replaced"):
         click.echo(f"  {key:<24} {result[key]:>10,}")
     click.echo(f"  warehouse                {result['warehouse']}")
     click.echo(f"  quarantine               {result['quarantine']}")

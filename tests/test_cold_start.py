@@ -70,7 +70,7 @@ def test_scoring_a_day_with_a_category_column_serves_and_counts_cold_start_sessi
         spark, tmp_path, recommender, engine):
     from conftest import write_text
     from srgnn.serving.score import score_day
-    from test_score import DAY, T, settings_for, stored
+    from test_score import DAY, T, logged_run, settings_for, stored
 
     plain, with_categories = recommender
     with_categories.save(tmp_path / "rec")
@@ -84,6 +84,9 @@ def test_scoring_a_day_with_a_category_column_serves_and_counts_cold_start_sessi
     result = score_day(settings, day, DAY, model_uri=str(tmp_path / "rec"), top_k=4, spark=spark,
                        engine=engine)
     assert result["category_fallbacks"] == 1 and result["fallbacks"] == 3
+    run = logged_run(settings.warehouse)
+    # only "cold" ends on an unknown item of a known category; "hat" and "bare" get popularity
+    assert (run["category_fallbacks"], run["fallbacks"]) == (1, 3)
     rows = stored(settings.warehouse)
     versions = {r[0]: r[4] for r in rows}
     assert versions == {"cold": "fallback:category", "warm": "srgnn:local", "hat": "fallback:pop",
@@ -97,6 +100,7 @@ def test_scoring_a_day_with_a_category_column_serves_and_counts_cold_start_sessi
     result = score_day(settings, without, DAY, model_uri=str(tmp_path / "rec"), top_k=4, spark=spark,
                        engine=engine)
     assert result["category_fallbacks"] == 0
+    assert logged_run(settings.warehouse)["category_fallbacks"] == 0
     assert {r[0]: r[4] for r in stored(settings.warehouse)}["cold"] == "srgnn:local"
 
 

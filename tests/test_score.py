@@ -53,6 +53,13 @@ def stored(url, ds=DAY):
     return sorted((r["session_id"], r["rank"], r["item_id"], round(r["score"], 5), r["model_version"]) for r in rows)
 
 
+def logged_run(url, ds=DAY):
+    """The day's only row of ``scoring_runs``."""
+    with Warehouse.connect(url) as warehouse:
+        [run] = warehouse.run_query("scoring_runs", start_ds=ds, end_ds=ds).to_dicts()
+    return run
+
+
 def settings_for(tmp_path, url=None):
     return Settings(home=tmp_path / "home", warehouse_url=url or f"duckdb:///{tmp_path / 'wh.duckdb'}")
 
@@ -182,18 +189,19 @@ def test_what_scoring_reads_and_drops_is_counted_and_logged(spark, tmp_path, mod
              "broken line", "s4,not-a-time,a"]                           # 2 quarantined
     mix = write_text(tmp_path / "mix" / "day.csv", "\n".join(lines) + "\n")
     expected = {"clicks_read": 10, "quarantined": 2, "duplicates_dropped": 3,
-                "unknown_clicks_skipped": 2, "sessions_in": 3, "fallbacks": 1}
+                "unknown_clicks_skipped": 2, "sessions_in": 3, "fallbacks": 1,
+                "category_fallbacks": 0}  # no category column: s3 gets popularity
     for engine in ("local", "spark"):
         settings = settings_for(tmp_path / engine)
         result = score_day(settings, mix, DAY, model_uri=model_dir, top_k=3, spark=spark,
                            engine=engine)
         assert {k: result[k] for k in expected} == expected, engine
-        with Warehouse.connect(settings.warehouse) as warehouse:
-            [run] = warehouse.run_query("scoring_runs", start_ds=DAY, end_ds=DAY).to_dicts()
+        run = logged_run(settings.warehouse)
         assert {k: run[k] for k in ("clicks_read", "quarantined", "duplicates_dropped",
-                                    "unknown_clicks", "sessions_in", "fallbacks")} == {
+                                    "unknown_clicks", "sessions_in", "fallbacks",
+                                    "category_fallbacks")} == {
             "clicks_read": 10, "quarantined": 2, "duplicates_dropped": 3, "unknown_clicks": 2,
-            "sessions_in": 3, "fallbacks": 1}, engine
+            "sessions_in": 3, "fallbacks": 1, "category_fallbacks": 0}, engine
 
 
 def test_the_score_command_prints_the_counts(spark, tmp_path, model_dir, day_clicks):
@@ -206,11 +214,11 @@ def test_the_score_command_prints_the_counts(spark, tmp_path, model_dir, day_cli
                                       "--warehouse", f"duckdb:///{tmp_path / 'wh.duckdb'}"],
                                 env={"SRGNN_WAREHOUSE_URL": None})
     assert result.exit_code == 0, result.output
-    printed = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:9])
+    printed = dict(line.split(None, 1) for line in result.stdout.splitlines()[1:10])
     assert {k: printed[k].strip() for k in ("clicks_read", "quarantined", "duplicates_dropped",
-                                           "unknown_clicks_skipped")} == {
+                                           "unknown_clicks_skipped", "category_fallbacks")} == {
         "clicks_read": "12", "quarantined": "2", "duplicates_dropped": "0",
-        "unknown_clicks_skipped": "3"}
+        "unknown_clicks_skipped": "3", "category_fallbacks": "0"}
 
 
 def test_the_local_engine_scores_a_day_batch_by_batch_with_the_same_rows(spark, tmp_path, model_dir,

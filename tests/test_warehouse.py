@@ -119,7 +119,7 @@ TABLE_COLUMNS = {
                      "sessions_scored", "fallbacks", "quarantined", "expected_k",
                      "rows_written", "rows_replaced", "duration_seconds", "started_at",
                      "finished_at", "message", "clicks_read", "duplicates_dropped",
-                     "unknown_clicks"],
+                     "unknown_clicks", "category_fallbacks"],
 }
 
 BASE = {  # three sessions, K = 3
@@ -945,14 +945,16 @@ def test_concurrent_loads_of_a_day_are_serialised_on_postgres(request, monkeypat
 # ------------------------------------------------------------------------------------------
 # Upgrades, locks held by other connections, warehouses that cannot be opened
 # ------------------------------------------------------------------------------------------
-OLD_SCORING_RUNS = TABLE_COLUMNS["scoring_runs"][:16]  # the run log before the count columns
-
-
-def test_connect_upgrades_a_run_log_made_before_the_count_columns(url, tmp_path):
-    # A warehouse made by the previous release: its DDL without the files that add columns.
+@pytest.mark.parametrize("missing, old_columns", [
+    ("0[4-7]_*.sql", 16),  # the run log before any count column
+    ("07_*.sql", 19),  # the release before category_fallbacks
+], ids=["before-counts", "before-category-fallbacks"])
+def test_connect_upgrades_a_run_log_made_before_the_count_columns(url, tmp_path, missing,
+                                                                   old_columns):
+    # A warehouse made by an earlier release: its DDL without the files that add columns.
     old_sql = tmp_path / "old_sql"
     shutil.copytree(DEFAULT_SQL_DIR, old_sql)
-    for path in (old_sql / "ddl").glob("0[456]_*.sql"):
+    for path in (old_sql / "ddl").glob(missing):
         path.unlink()
     with Warehouse.connect(url, sql_dir=old_sql) as old:
         old._execute("INSERT INTO scoring_runs (run_id, ds, status, finished_at, sessions_in) "
@@ -960,7 +962,7 @@ def test_connect_upgrades_a_run_log_made_before_the_count_columns(url, tmp_path)
                      "CAST('2024-03-01 01:00:00' AS TIMESTAMP), 7)", {"ds": DAY})
         found = old._execute("SELECT column_name FROM information_schema.columns WHERE "
                              "table_name = 'scoring_runs' ORDER BY ordinal_position")
-        assert [row[0] for row in found.rows] == OLD_SCORING_RUNS
+        assert [row[0] for row in found.rows] == TABLE_COLUMNS["scoring_runs"][:old_columns]
     for _ in range(2):  # upgraded once, then left alone
         with Warehouse.connect(url) as warehouse:
             found = warehouse._execute("SELECT column_name FROM information_schema.columns "
@@ -970,15 +972,17 @@ def test_connect_upgrades_a_run_log_made_before_the_count_columns(url, tmp_path)
     with Warehouse.connect(url) as warehouse:
         warehouse.replace_day(DAY, day_table(BASE), expected_k=3,
                               run={**RUN, "clicks_read": 40, "duplicates_dropped": 3,
-                                   "unknown_clicks": 2, "quarantined": 1})
+                                   "unknown_clicks": 2, "quarantined": 1, "fallbacks": 2,
+                                   "category_fallbacks": 1})
         logged = {r["run_id"]: r for r in runs(warehouse, DAY)}
     old_row = logged.pop("old-run")
     assert (old_row["sessions_in"], old_row["clicks_read"], old_row["duplicates_dropped"],
-            old_row["unknown_clicks"]) == (7, None, None, None)
+            old_row["unknown_clicks"], old_row["category_fallbacks"]) == (7, None, None, None, None)
     [new_row] = logged.values()
     assert {k: new_row[k] for k in ("clicks_read", "quarantined", "duplicates_dropped",
-                                    "unknown_clicks")} == \
-        {"clicks_read": 40, "quarantined": 1, "duplicates_dropped": 3, "unknown_clicks": 2}
+                                    "unknown_clicks", "fallbacks", "category_fallbacks")} == \
+        {"clicks_read": 40, "quarantined": 1, "duplicates_dropped": 3, "unknown_clicks": 2,
+         "fallbacks": 2, "category_fallbacks": 1}
 
 
 def test_a_failed_run_the_run_log_cannot_take_goes_to_the_failed_runs_file(tmp_path,

@@ -16,8 +16,8 @@ warehouse in one transaction, with the SQL checks, and log the run.
 
 What a run reads and drops is counted, in its result and in ``scoring_runs``: ``clicks_read``
 (input rows: parsed clicks plus quarantined rows), ``quarantined``, ``duplicates_dropped``
-(exact duplicate clicks), ``unknown_clicks`` (clicks on items the model does not know); the
-result adds ``category_fallbacks`` (sessions answered by ``fallback:category``).
+(exact duplicate clicks), ``unknown_clicks`` (clicks on items the model does not know) and
+``category_fallbacks`` (sessions answered by ``fallback:category``, also in ``fallbacks``).
 
 The day's quarantine (``<home>/quarantine/scoring/ds=DAY``) is replaced together with its
 rows: it is written to a staging folder and moved into place only after the warehouse
@@ -298,7 +298,8 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
         logger.info("score %s: %d session(s) whose last click is on an unknown item got the "
                     "popular items of its category", ds, totals["category_fallbacks"])
     counts = {"clicks_read": totals["raw_clicks"] + int(quarantined), "quarantined": int(quarantined),
-              "duplicates_dropped": totals["duplicate_clicks"], "unknown_clicks": totals["unknown_clicks"]}
+              "duplicates_dropped": totals["duplicate_clicks"], "unknown_clicks": totals["unknown_clicks"],
+              "category_fallbacks": totals["category_fallbacks"]}
     run = {"model_name": model.name, "model_version": model.label, "sessions_in": sessions_in,
            "sessions_scored": sessions_in, "fallbacks": fallbacks, **counts, "started_at": attempt.run["started_at"]}
     attempt.run.update(run)
@@ -323,7 +324,7 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
         "clicks_read": counts["clicks_read"], "quarantined": counts["quarantined"],
         "duplicates_dropped": counts["duplicates_dropped"], "unknown_clicks_skipped": counts["unknown_clicks"],
         "sessions_in": sessions_in, "sessions_scored": sessions_in, "fallbacks": fallbacks,
-        "category_fallbacks": totals["category_fallbacks"], "rows_written": result.rows_written, "rows_replaced": result.rows_replaced, "top_k": k_eff,
+        "category_fallbacks": counts["category_fallbacks"], "rows_written": result.rows_written, "rows_replaced": result.rows_replaced, "top_k": k_eff,
         "warehouse": warehouse.url, "quarantine": str(quarantine_dir), "run_id": result.run_id,
         "seconds": round(time.time() - clock, 1), "stage_seconds": stages,
         # exact, or the approximate index and its recall (over the executors' on ``spark``)

@@ -260,7 +260,8 @@ class Warehouse:
         ``fallbacks``, ``quarantined``, ``started_at`` (also the rows' default
         ``generated_at``). ``expected_rows`` defaults to ``sessions_scored * expected_k``.
 
-        ``run`` may also give ``clicks_read``, ``duplicates_dropped`` and ``unknown_clicks``.
+        ``run`` may also give ``clicks_read``, ``duplicates_dropped``, ``unknown_clicks`` and
+        ``category_fallbacks``.
 
         In one transaction: stage, run ``sql/checks``, delete the day, insert, log the run.
         A failed check raises :class:`DataQualityError`, the table lock of another load held

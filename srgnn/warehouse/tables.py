@@ -41,7 +41,7 @@ REQUIRED_COLUMNS = ("session_id", "rank", "item_id", "score")
 OPTIONAL_COLUMNS = ("ds", "model_name", "model_version", "generated_at")  # default: the run's
 # The counts a run reports (columns of scoring_runs): non-negative ints or None.
 RUN_COUNTS = ("sessions_in", "sessions_scored", "fallbacks", "quarantined", "clicks_read",
-              "duplicates_dropped", "unknown_clicks")
+              "duplicates_dropped", "unknown_clicks", "category_fallbacks")
 RUN_KEYS = frozenset({"model_name", "model_version", "started_at", *RUN_COUNTS})
 
 

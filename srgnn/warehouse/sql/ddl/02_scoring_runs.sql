@@ -5,7 +5,7 @@
 -- A scoring run that could not open the warehouse at all is recorded in the JSON Lines file
 -- <home>/logs/scoring_runs_failed.jsonl instead, with the same fields.
 -- Rows are appended by load/insert_run.sql; its index on ds is 03_scoring_runs_ds_index.sql.
--- Columns added later each have their own file (04-06: ALTER TABLE ... ADD COLUMN IF NOT
+-- Columns added later each have their own file (04-07: ALTER TABLE ... ADD COLUMN IF NOT
 -- EXISTS), which upgrades a warehouse created before them.
 CREATE TABLE IF NOT EXISTS scoring_runs (
     run_id           VARCHAR          NOT NULL,  -- random hex id of the attempt
