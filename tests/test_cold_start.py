@@ -64,6 +64,40 @@ def test_category_input_that_does_not_fit_is_refused(recommender):
         with_categories.recommend([["z"], ["a"], []], k=2, last_categories=["shoes", None])
 
 
+def test_run_folders_and_saved_recommenders_share_one_category_reader(recommender, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from srgnn.data.runfolder import RunFolder
+
+    plain, with_categories = recommender
+    folder = tmp_path / "rec"
+    with_categories.save(folder)  # vocab.parquet and item_categories.parquet, as prepare writes
+    read = RunFolder(folder).item_categories()
+    assert read.tolist() == CATEGORIES.tolist()
+    # the per-index array of a run folder, given to the one method, answers as ItemCategories
+    sessions, last = [["a", "new-shoe"], ["new-bag"], ["b"]], ["shoes", "bags", "bags"]
+    from_array = plain.with_categories(read).recommend(sessions, k=4, last_categories=last)
+    expected = with_categories.recommend(sessions, k=4, last_categories=last)
+    assert from_array.item_ids.tolist() == expected.item_ids.tolist()
+    assert from_array.source.tolist() == [SOURCE_CATEGORY, SOURCE_CATEGORY, SOURCE_MODEL]
+    assert with_categories.with_categories(None).categories is None
+
+    def write(index, names):
+        pq.write_table(pa.table({"item_index": pa.array(index, pa.int32()),
+                                 "category": pa.array(names, pa.string())}),
+                       folder / "item_categories.parquet")
+
+    write([2, 7], ["bags", "hats"])  # the vocabulary has items 1..6
+    for read_again in (lambda: RunFolder(folder).item_categories(),
+                       lambda: Recommender.load(folder)):
+        with pytest.raises(ValueError, match="item indices outside the vocabulary"):
+            read_again()
+    write([], [])
+    assert RunFolder(folder).item_categories() is None
+    assert Recommender.load(folder).categories is None
+
+
 @pytest.mark.spark
 @pytest.mark.parametrize("engine", ["local", "spark"])
 def test_scoring_a_day_with_a_category_column_serves_and_counts_cold_start_sessions(

@@ -29,7 +29,7 @@ import numpy as np
 
 from srgnn.data.inputs import InputError
 from srgnn.data.ragged import from_arrow
-from srgnn.data.vocab import Vocabulary
+from srgnn.data.vocab import Vocabulary, read_item_categories
 
 __all__ = ["RunFolder", "Examples", "Sessions", "SPLITS", "CHECKPOINT_DIR", "SUMMARY",
            "IN_PROGRESS"]
@@ -132,20 +132,9 @@ class RunFolder:
     def item_categories(self):
         """(N + 1,) object array: the category of each item index from the input's
         ``category`` column (``None`` where none); ``None`` when the input had no categories
-        (or the folder predates them)."""
-        import numpy as np
-        import pyarrow.dataset as pads
-
+        (or the folder predates them). :func:`srgnn.data.vocab.read_item_categories`."""
         path = self.path / CATEGORIES_FILE
-        if not path.exists():
-            return None
-        table = pads.dataset(str(path), format="parquet").to_table()
-        if table.num_rows == 0:
-            return None
-        out = np.full(self.vocabulary.num_items + 1, None, dtype=object)
-        out[table.column("item_index").to_numpy().astype(np.int64)] = (
-            table.column("category").to_numpy(zero_copy_only=False))
-        return out
+        return read_item_categories(path, self.vocabulary.num_items) if path.exists() else None
 
     @property
     def num_items(self) -> int:

@@ -2,7 +2,9 @@
 
 Built by ``prepare`` from the training window and written as ``vocab.parquet`` (columns
 ``item_id string, item_index int32, train_clicks int64``, see docs/contracts.md); a saved
-recommender carries its own copy, so that scoring maps ids exactly as training did.
+recommender carries its own copy, so that scoring maps ids exactly as training did. The same
+goes for the vocabulary's categories, ``item_categories.parquet`` (``item_index int32, category
+string``), read by :func:`read_item_categories` from a run folder and from a saved recommender.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Vocabulary"]
+__all__ = ["Vocabulary", "read_item_categories"]
 
 
 class Vocabulary:
@@ -76,3 +78,25 @@ class Vocabulary:
             "item_index": pa.array(np.arange(1, self.num_items + 1, dtype=np.int32)),
             "train_clicks": pa.array(self.popularity[1:], pa.int64()),
         }), Path(path))
+
+
+def read_item_categories(path, num_items: int) -> np.ndarray | None:
+    """The category of each item index of a vocabulary of ``num_items`` items, from an
+    ``item_categories.parquet`` (a file or a Spark output folder): an (N + 1,) object array,
+    ``None`` where an item has no category (entry 0 is the padding item); ``None`` when the
+    file holds no rows (the input had no ``category`` column).
+
+    Raises:
+        ValueError: when an item index is outside ``1..num_items``.
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if table.num_rows == 0:
+        return None
+    index = table.column("item_index").to_numpy().astype(np.int64)
+    if index.min() < 1 or index.max() > num_items:
+        raise ValueError(f"{path}: item indices outside the vocabulary.")
+    categories = np.full(num_items + 1, None, dtype=object)
+    categories[index] = table.column("category").to_numpy(zero_copy_only=False)
+    return categories

@@ -44,7 +44,7 @@ import numpy as np
 
 from srgnn.config import K
 from srgnn.data.ragged import filter_values, gather_lists, row_of_value
-from srgnn.data.vocab import Vocabulary
+from srgnn.data.vocab import Vocabulary, read_item_categories
 from srgnn.serving.predict import TopK
 
 __all__ = ["Recommender", "Recommendations", "ShortSessionFallback", "BaselineRanker",
@@ -175,18 +175,6 @@ class ItemCategories:
         pq.write_table(pa.table({"item_index": pa.array(index, pa.int32()),
                                  "category": pa.array(self.categories[index].astype(str), pa.string())}),
                        path)
-
-    @classmethod
-    def read(cls, path, popularity) -> "ItemCategories":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        categories = np.full(len(popularity), None, dtype=object)
-        index = table.column("item_index").to_numpy().astype(np.int64)
-        if len(index) and (index.min() < 1 or index.max() >= len(popularity)):
-            raise ValueError(f"{path}: item indices outside the vocabulary.")
-        categories[index] = table.column("category").to_numpy(zero_copy_only=False)
-        return cls(categories, popularity)
 
 
 @dataclass(frozen=True)
@@ -330,16 +318,14 @@ class Recommender:
         """The same model and vocabulary with another short-session fallback (or none)."""
         return type(self)(self.ranker, self.vocabulary, short_fallback, self.categories)
 
-    def with_categories(self, categories: ItemCategories | None) -> "Recommender":
-        """The same recommender with the training items' categories (or none)."""
+    def with_categories(self, categories) -> "Recommender":
+        """The same recommender with the training items' categories: an :class:`ItemCategories`,
+        or the category of each item index (an (N + 1,) array, as
+        :meth:`srgnn.data.runfolder.RunFolder.item_categories` returns; ordered by this
+        vocabulary's training clicks), or ``None`` (no categories)."""
+        if categories is not None and not isinstance(categories, ItemCategories):
+            categories = ItemCategories(categories, self.vocabulary.popularity)
         return type(self)(self.ranker, self.vocabulary, self.short_fallback, categories)
-
-    def with_item_categories(self, categories) -> "Recommender":
-        """With the categories of a run folder (:meth:`srgnn.data.runfolder.RunFolder.item_categories`:
-        one per item index, or ``None``: this recommender as it is)."""
-        if categories is None:
-            return self
-        return self.with_categories(ItemCategories(categories, self.vocabulary.popularity))
 
     @property
     def kind(self) -> str:
@@ -389,9 +375,9 @@ class Recommender:
         vocabulary = Vocabulary.read(path / "vocab.parquet")
         categories = None
         if meta.get("item_categories"):
-            categories = ItemCategories.read(path / meta["item_categories"].get("file", _CATEGORIES_FILE),
-                                             vocabulary.popularity)
-        return cls(ranker, vocabulary, short_fallback, categories)
+            categories = read_item_categories(
+                path / meta["item_categories"].get("file", _CATEGORIES_FILE), vocabulary.num_items)
+        return cls(ranker, vocabulary, short_fallback).with_categories(categories)
 
     # --- recommending ------------------------------------------------------------------------
     def topk_report(self) -> dict:

@@ -276,7 +276,7 @@ def _train_and_register(run: RunFolder, trained: dict, config: TrainConfig | Non
         fitted, _ = fit_baselines(run, ["iknn"], splits=splits)
         recommender = recommender.with_short_fallback(ShortSessionFallback.from_summary(
             fitted["iknn"].ranker.baseline, short, short.get("validation_by_length")))
-    recommender = recommender.with_item_categories(run.item_categories())
+    recommender = recommender.with_categories(run.item_categories())
     if result is None:  # a fitted baseline: no training to log
         info = tracking.log_model(run, recommender, {"kind": kind, **tags},
                                   model_name=model_name, k=k)

@@ -193,7 +193,7 @@ def run_training(
         if chosen.kind != KIND_SRGNN and short_fallback is not None:  # SR-GNN's routes only
             short_fallback, fallback_text = None, f"none (the registered kind is {chosen.kind})"
             mlflow.set_tag("short_fallback", fallback_text)
-        recommender = chosen.recommender.with_item_categories(run.item_categories())
+        recommender = chosen.recommender.with_categories(run.item_categories())
         figures = {"plots/training_curve.png": plot_training_curve(result.history, top,
                                                                     result.best_epoch)}
         info, metrics = tracking.log_training_run(result, run, recommender, figures=figures,
