@@ -20,7 +20,7 @@ from srgnn.data.runfolder import RunFolder
 from srgnn.data.synth import SynthConfig, generate_events
 from srgnn.data.vocab import Vocabulary
 from srgnn.evaluation.evaluate import fit_baselines
-from srgnn.evaluation.selection import select_candidate, summary_line
+from srgnn.evaluation.selection import fit_candidate, select_candidate, summary_line
 from srgnn.model.baselines import BASELINES, FirstOrderMarkov, make_baseline
 from srgnn.model.network import SRGNN, ModelConfig
 from srgnn.serving.blend import BlendRanker
@@ -219,6 +219,41 @@ def test_selection_scores_the_first_max_examples_of_validation_and_says_so(first
     assert {row["examples"] for row in whole["candidates"].values()} == {len(every)}
     with pytest.raises(ValueError, match="max_examples must be positive"):
         heldout.from_run(run, "valid", max_examples=0)
+
+
+def test_baseline_and_blend_candidates_are_fitted_by_one_function(first_order_run):
+    """fit_candidate builds the selection's winner and the final refit's champion."""
+    run = first_order_run
+    srgnn = Recommender(untrained_scorer(run.num_items), run.vocabulary)
+    fitted, _ = fit_baselines(run, ["markov"])
+    # on train alone, the baseline selection fitted is taken as it is
+    same, seconds = fit_candidate(run, "markov", ("train",), fitted=fitted)
+    assert same is fitted["markov"] and seconds == 0.0
+    # on more days it is fitted on them: other scores than train's, Markov's of train + valid
+    wider, seconds = fit_candidate(run, "markov", ("train", "valid"), fitted=fitted)
+    assert wider is not fitted["markov"] and seconds > 0
+    sessions = run.raw_examples("valid")[0].slice(0, 200)
+    scores = wider.recommend(sessions, k=5).scores
+    assert not np.allclose(scores, fitted["markov"].recommend(sessions, k=5).scores,
+                           equal_nan=True)
+    markov = make_baseline("markov").fit_flat(
+        *concatenated_sessions(run, ("train", "valid")), num_items=run.num_items)
+    assert (wider.recommend(sessions, k=5).item_ids.tolist()
+            == Recommender(BaselineRanker(markov), run.vocabulary).recommend(sessions, k=5)
+            .item_ids.tolist())
+    # with SR-GNN: the blend of the two at SR-GNN's share
+    blend, _ = fit_candidate(run, "markov", ("train",), srgnn=srgnn, weight=0.25, fitted=fitted)
+    assert blend.kind == "blend:srgnn+markov" and blend.ranker.weight == 0.25
+    assert blend.ranker.srgnn is srgnn.ranker and blend.ranker.baseline is fitted["markov"].ranker
+    assert blend.vocabulary is srgnn.vocabulary
+    with pytest.raises(ValueError, match="needs SR-GNN's weight"):
+        fit_candidate(run, "markov", srgnn=srgnn, fitted=fitted)
+
+
+def concatenated_sessions(run, splits):
+    values = np.concatenate([run.sessions(split).values for split in splits])
+    lengths = np.concatenate([np.diff(run.sessions(split).offsets) for split in splits])
+    return values, np.concatenate([[0], np.cumsum(lengths)])
 
 
 def test_candidates_srgnn_keeps_srgnn_without_evaluating(first_order_run):

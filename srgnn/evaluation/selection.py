@@ -15,7 +15,8 @@ The best one, by HR@K and then MRR@K (ties keep the earlier candidate, SR-GNN fi
 gets registered; its ``kind`` (``srgnn``, ``markov``, ``blend:srgnn+markov``, ...) becomes a
 tag of the model version. When the final model trains on train + valid (``refit``), a winning
 baseline is fitted again on those days, and a winning blend mixes the refitted SR-GNN with the
-refitted baseline at the chosen weight. ``TrainConfig.candidates = "srgnn"`` skips all of this
+refitted baseline at the chosen weight (:func:`fit_candidate`, which the final refit of
+:mod:`srgnn.training.final` uses too). ``TrainConfig.candidates = "srgnn"`` skips all of this
 and registers SR-GNN, as before.
 
 Every candidate's validation figures go to the training's MLflow run (metrics
@@ -41,8 +42,8 @@ from srgnn.evaluation.gate import is_better
 from srgnn.serving.blend import BlendRanker, blend_kind
 from srgnn.serving.recommender import KIND_SRGNN, Recommender
 
-__all__ = ["CANDIDATE_BASELINES", "BLEND_WEIGHTS", "Selection",
-           "select_candidate", "log_selection", "summary_line", "candidate_row"]
+__all__ = ["CANDIDATE_BASELINES", "BLEND_WEIGHTS", "Selection", "select_candidate",
+           "fit_candidate", "blended", "log_selection", "summary_line", "candidate_row"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +138,8 @@ def select_candidate(run, final: Recommender, selection: Recommender, *, mode: s
             best_baseline = name
     if best_baseline is not None:
         for weight in weights:
-            blend = BlendRanker(selection.ranker, fitted[best_baseline].ranker, weight)
             results[_blend_name(best_baseline, weight)] = evaluate(
-                Recommender(blend, selection.vocabulary), valid, k)
+                blended(selection, fitted[best_baseline], weight), valid, k)
     winner = KIND_SRGNN
     for name in results:
         if is_better(results[name], results[winner], k):
@@ -152,18 +152,50 @@ def select_candidate(run, final: Recommender, selection: Recommender, *, mode: s
         return Selection(KIND_SRGNN, final, results, mode=mode, reason=reason, **scored)
     if "@" in winner:  # a blend
         weight = float(winner.rsplit("@", 1)[1])
-        baseline = _refitted(run, fitted, best_baseline, training_splits)
-        chosen = Recommender(BlendRanker(final.ranker, baseline.ranker, weight), final.vocabulary)
+        chosen, _ = fit_candidate(run, best_baseline, training_splits, srgnn=final,
+                                  weight=weight, fitted=fitted)
         return Selection(chosen.kind, chosen, results, weight, mode, reason, **scored)
-    chosen = _refitted(run, fitted, winner, training_splits)
+    chosen, _ = fit_candidate(run, winner, training_splits, fitted=fitted)
     return Selection(winner, chosen, results, mode=mode, reason=reason, **scored)
 
 
-def _refitted(run, fitted: dict, name: str, training_splits) -> Recommender:
-    """Baseline ``name`` fitted on ``training_splits`` (the one at hand for train only)."""
-    if tuple(training_splits) == ("train",):
-        return fitted[name]
-    return fit_baselines(run, [name], splits=tuple(training_splits))[0][name]
+def fit_candidate(run, baseline: str, splits=("train",), *, srgnn: Recommender | None = None,
+                  weight: float | None = None,
+                  fitted: dict | None = None) -> tuple[Recommender, float]:
+    """A baseline candidate, or with ``srgnn`` a blend candidate, fitted on ``splits``: what
+    the selection registers and what the final refit (:mod:`srgnn.training.final`) fits on
+    every day.
+
+    Args:
+        run: the :class:`~srgnn.data.runfolder.RunFolder`.
+        baseline: the baseline's name (:mod:`srgnn.model.baselines`).
+        splits: the splits the baseline is fitted on.
+        srgnn: SR-GNN's recommender to blend the baseline with (``None``: the baseline alone).
+        weight: SR-GNN's share in the blend (:func:`blended`); needed with ``srgnn``.
+        fitted: ``{name: Recommender}`` of baselines fitted on train alone
+            (:func:`~srgnn.evaluation.evaluate.fit_baselines`), reused when ``splits`` is
+            train alone instead of fitting again.
+
+    Returns:
+        ``(recommender, seconds the baseline's fit took)``; 0 seconds when it came from
+        ``fitted``.
+    """
+    if fitted is not None and baseline in fitted and tuple(splits) == ("train",):
+        recommender, seconds = fitted[baseline], 0.0
+    else:
+        fits, times = fit_baselines(run, [baseline], splits=tuple(splits))
+        recommender, seconds = fits[baseline], times[baseline]
+    if srgnn is not None:
+        if weight is None:
+            raise ValueError("a blend candidate needs SR-GNN's weight.")
+        recommender = blended(srgnn, recommender, weight)
+    return recommender, seconds
+
+
+def blended(srgnn: Recommender, baseline: Recommender, weight: float) -> Recommender:
+    """SR-GNN's and a fitted baseline's rankers mixed with SR-GNN's share ``weight``
+    (:class:`srgnn.serving.blend.BlendRanker`), over SR-GNN's vocabulary."""
+    return Recommender(BlendRanker(srgnn.ranker, baseline.ranker, weight), srgnn.vocabulary)
 
 
 def candidate_row(kind: str, taken=()) -> str:

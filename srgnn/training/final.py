@@ -240,7 +240,7 @@ def _train_and_register(run: RunFolder, trained: dict, config: TrainConfig | Non
     import mlflow
 
     from srgnn.evaluation.evaluate import fit_baselines
-    from srgnn.serving.blend import BlendRanker
+    from srgnn.evaluation.selection import fit_candidate
     from srgnn.serving.recommender import Recommender
     from srgnn.training import tracking
     from srgnn.training.loop import refit
@@ -262,12 +262,11 @@ def _train_and_register(run: RunFolder, trained: dict, config: TrainConfig | Non
                            "refit_train_loss", stats.train_loss, step=stats.epoch))
         recommender = Recommender.from_training(result.best_state_dict, result.model_config,
                                                 run.vocabulary)
-    if baseline is not None:
+    if baseline is not None:  # alone, or blended with the SR-GNN just trained
         logger.info("final fit of %s on %s", baseline, "+".join(splits))
-        fitted, seconds = fit_baselines(run, [baseline], splits=splits)
-        mlflow.log_metric("fit_seconds", seconds[baseline])
-        recommender = fitted[baseline] if result is None else Recommender(
-            BlendRanker(recommender.ranker, fitted[baseline].ranker, weight), run.vocabulary)
+        recommender, seconds = fit_candidate(run, baseline, splits, weight=weight,
+                                             srgnn=None if result is None else recommender)
+        mlflow.log_metric("fit_seconds", seconds)
     short = trained.get("short_fallback") or {}
     if kind == "srgnn" and (short.get("lengths") or short.get("augmented")):
         # validation's routes, item-KNN of every day
