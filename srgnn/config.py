@@ -413,7 +413,8 @@ class TrainConfig:
     temporal_edges: bool = option(False, help="Edge weights also by a learned weight of the "
                                               "log2-bucketed seconds between the edge's two "
                                               "clicks (graphs from a prepare that writes "
-                                              "edge_gap; scoring uses gap 0).")
+                                              "edge_gap; scoring takes the gaps from the "
+                                              "clicks' times, 0 where none are given).")
     multitask_weight: float = option(0.0, minimum=0, help="Weight of an auxiliary loss (Poisson, "
                                                           "on the session's clicks after the "
                                                           "target) from the session vector; 0 = "

@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from srgnn.data.graph import build_graphs, graphs_to_arrow
+from srgnn.data.graph import build_graphs, click_gaps, graphs_to_arrow
 from srgnn.data.ragged import counts_to_offsets, from_arrow, to_arrow
 
 SPLITS = ("train", "valid", "test")
@@ -223,16 +223,13 @@ def _with_indices(batch, events, flat, parents, positions):
 
 def _click_gaps(ts, offsets):
     """float32 seconds from the previous kept click of the session to each kept click (0 for
-    a session's first)."""
+    a session's first): :func:`srgnn.data.graph.click_gaps` of the Arrow timestamps."""
     import numpy as np
     import pyarrow as pa
 
     micros = np.asarray(ts.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False),
                         dtype=np.int64)
-    gaps = np.zeros(len(micros), dtype=np.float64)
-    gaps[1:] = np.diff(micros) / 1e6
-    gaps[np.asarray(offsets[:-1])[np.diff(offsets) > 0]] = 0.0  # every session's first click
-    return np.maximum(gaps, 0.0).astype(np.float32)
+    return click_gaps(micros.astype("datetime64[us]"), offsets)
 
 
 def index_sessions(sessions: DataFrame, vocab: DataFrame) -> DataFrame:

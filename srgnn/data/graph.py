@@ -18,6 +18,10 @@ item indices (``values``) and ``offsets`` such that session ``s`` is
 * ``edge_gap`` (only when the clicks' time gaps are given): for every edge, the seconds between
   its two clicks; an edge taken several times keeps the gap of its latest transition.
 
+The gaps themselves come from the clicks' times through :func:`click_gaps`: prepare (the kept
+clicks of an indexed session) and scoring (the known clicks of a session) both call it, so a
+model with ``temporal_edges`` sees the same gaps at scoring as in training.
+
 Nothing here loops over sessions in Python: every step is a whole-array numpy operation.
 
 Example (items A=1, B=2, C=3 in the session A, B, C, B)::
@@ -37,7 +41,7 @@ import numpy as np
 
 from srgnn.data.ragged import check_lists, counts_to_offsets, to_arrow
 
-__all__ = ["SessionGraphs", "build_graphs", "graphs_to_arrow", "normalized_adjacency"]
+__all__ = ["SessionGraphs", "build_graphs", "click_gaps", "graphs_to_arrow", "normalized_adjacency"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,34 @@ class SessionGraphs:
                              *rows(self.alias_values, self.alias_offsets),
                              edge_src, rows(self.edge_dst, self.edge_offsets)[0], edge_offsets,
                              edge_gap)
+
+
+def click_gaps(times, offsets) -> np.ndarray:
+    """float32 seconds from the previous click of the same list to each click, 0 for every
+    list's first click; a click earlier than its predecessor (times out of order) gets 0.
+
+    This is the gap :func:`build_graphs` takes, the one definition prepare and scoring share:
+    the ``times`` are those of the clicks that remain (unknown or rare items already removed),
+    so an edge across a removed click gets the time between the two clicks it joins.
+
+    Args:
+        times: (total_clicks,) click times: ``datetime64`` (the difference is taken exactly
+            in whole microseconds, as prepare does) or numbers of seconds.
+        offsets: (S + 1,) list ``s`` is ``times[offsets[s]:offsets[s + 1]]``.
+
+    Raises:
+        ValueError: if the offsets do not describe ``times``.
+    """
+    times = np.asarray(times)
+    _, offsets, lengths = check_lists(np.zeros(len(times), dtype=np.int64), offsets)
+    if np.issubdtype(times.dtype, np.datetime64):
+        steps = np.diff(times.astype("datetime64[us]").astype(np.int64)) / 1e6
+    else:
+        steps = np.diff(times.astype(np.float64))
+    gaps = np.zeros(len(times), dtype=np.float64)
+    gaps[1:] = steps
+    gaps[offsets[:-1][lengths > 0]] = 0.0  # every list's first click
+    return np.maximum(gaps, 0.0).astype(np.float32)
 
 
 def build_graphs(values: np.ndarray, offsets: np.ndarray,

@@ -70,7 +70,8 @@ the same parameters, state-dict keys and outputs):
   ``edge_gap``), ``bucket = min(floor(log2(1 + gap)), 23)`` and ``w`` a learned value per
   bucket and direction (initially all equal: the baseline weights). With
   ``attention_edges`` too, the two multiply before the renormalisation. Block-diagonal
-  batches with ``edge_gap`` only.
+  batches with ``edge_gap`` only; scoring builds it from the clicks' times with the function
+  prepare uses (:func:`srgnn.data.graph.click_gaps`), or 0 everywhere without times.
 * ``multitask_weight`` ``w > 0``: a linear head predicts the log-rate of the session's clicks
   after the target (``remaining``) from ``s_h``; the training loss adds ``w`` times its Poisson
   negative log-likelihood (:meth:`SRGNN.remaining_loss`). Scores do not use the head.

@@ -79,10 +79,14 @@ class BlendRanker:
     def topk_report(self) -> dict:
         return self.srgnn.topk_report()
 
-    def top_k(self, values, offsets, k: int = 20) -> TopK:
+    @property
+    def uses_times(self) -> bool:
+        return self.srgnn.uses_times
+
+    def top_k(self, values, offsets, k: int = 20, times=None) -> TopK:
         k = min(k, self.num_items)
         m = min(max(self.pool, k), self.num_items)
-        ours = self.srgnn.top_k(values, offsets, m)
+        ours = self.srgnn.top_k(values, offsets, m, times=times)  # the baseline has no use for times
         theirs = self.baseline.top_k(values, offsets, m)
         rows = len(ours.empty)
         # Both lists side by side: (S, 2m) items, blended parts, and each list's positions.

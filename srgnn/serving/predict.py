@@ -59,7 +59,7 @@ import torch
 
 from srgnn.config import PRECISIONS, TOPK_INDEXES
 from srgnn.cpu import native_bfloat16
-from srgnn.data.graph import build_graphs
+from srgnn.data.graph import build_graphs, click_gaps
 from srgnn.data.ragged import check_lists, gather_lists
 from srgnn.model.batching import collate
 from srgnn.model.network import SRGNN, ModelConfig
@@ -93,9 +93,10 @@ class TopK:
 class Scorer:
     """Holds a trained model and returns top-K items for batches of prefixes.
 
-    Prefixes come as item lists without click times, so a model with ``temporal_edges`` is
-    scored with every edge's time gap taken as 0 (one bucket for all edges: the degree
-    normalisation), a known limitation of scoring that model.
+    Prefixes come as item lists, with their clicks' times when known (:meth:`top_k`): a model
+    with ``temporal_edges`` weighs each edge by the gap prepare would have written for it
+    (:func:`srgnn.data.graph.click_gaps`). Without times every gap counts as 0 (one bucket for
+    all edges).
 
     Args:
         model: a trained :class:`SRGNN` (put in eval mode here).
@@ -194,7 +195,12 @@ class Scorer:
         """Whether top-K comes from the approximate index."""
         return self._approximate is not None
 
-    def top_k(self, values, offsets, k: int = 20) -> TopK:
+    @property
+    def uses_times(self) -> bool:
+        """Whether the clicks' times change the scores (a model with ``temporal_edges``)."""
+        return bool(self.config.temporal_edges)
+
+    def top_k(self, values, offsets, k: int = 20, times=None) -> TopK:
         """The ``k`` best items (``min(k, N)`` columns) for each of ``S`` prefixes.
 
         Args:
@@ -202,12 +208,17 @@ class Scorer:
             offsets: (S + 1,) prefix ``s`` is ``values[offsets[s]:offsets[s + 1]]``; equal
                 neighbouring offsets make an empty prefix.
             k: recommendations per prefix.
+            times: optional, the time of every click, aligned with ``values`` (``datetime64``
+                or seconds): a ``temporal_edges`` model's edge gaps are
+                :func:`~srgnn.data.graph.click_gaps` of them, as prepare computes them.
+                ``None``: every gap counts as 0. Other models ignore them.
 
         Returns:
             A :class:`TopK`.
 
         Raises:
-            ValueError: for bad offsets, ``k < 1``, or an item index outside ``1..N``.
+            ValueError: for bad offsets, ``k < 1``, an item index outside ``1..N`` or
+                ``times`` not one per click.
         """
         if k < 1:
             raise ValueError(f"k must be a positive integer, got {k}.")
@@ -217,23 +228,35 @@ class Scorer:
                 f"item indices must lie in 1..{self.num_items}; map raw ids through the model's "
                 "vocabulary and drop unknown ones first."
             )
+        gaps = None
+        if self.uses_times:  # without times every gap counts as 0
+            gaps = np.zeros(len(values), dtype=np.float32)
+            if times is not None:
+                if len(times) != len(values):
+                    raise ValueError(f"times must hold one value per click ({len(values)}), "
+                                     f"got {len(times)}.")
+                gaps = click_gaps(times, offsets)
         k = min(k, self.num_items)
         empty = lengths == 0
         items = np.zeros((len(lengths), k), dtype=np.int64)
         scores = np.full((len(lengths), k), np.nan, dtype=np.float32)
 
-        # Identical prefixes (many one-click sessions on the same popular item) are scored once.
+        # Identical prefixes (many one-click sessions on the same popular item) are scored
+        # once; with gaps, a prefix is its (item, gap) pairs (the gap's float32 bits beside
+        # the item index in one int64: the key is exact).
         rows = np.flatnonzero(~empty)
-        first, inverse = unique_lists(*gather_lists(values, offsets, rows))
+        keys = values
+        if gaps is not None and gaps.any():
+            keys = (values << 32) | gaps.view(np.uint32).astype(np.int64)
+        first, inverse = unique_lists(*gather_lists(keys, offsets, rows))
         unique_rows = rows[first]
         unique_items = np.zeros((len(unique_rows), k), dtype=np.int64)
         unique_scores = np.zeros((len(unique_rows), k), dtype=np.float32)
         for start in range(0, len(unique_rows), self.batch_size):
             chunk = unique_rows[start : start + self.batch_size]
-            graphs = build_graphs(*gather_lists(values, offsets, chunk))
-            batch = collate(graphs)
-            if self.model.config.temporal_edges:  # no click times here: every gap counts as 0
-                batch.edge_gap = torch.zeros(len(batch.edge_src))
+            chunk_values, chunk_offsets = gather_lists(values, offsets, chunk)
+            chunk_gaps = None if gaps is None else gather_lists(gaps, offsets, chunk)[0]
+            batch = collate(build_graphs(chunk_values, chunk_offsets, chunk_gaps))
             top_scores, top_items = self._top_k_batch(batch.to(self.device), k)
             unique_items[start : start + len(chunk)] = top_items
             unique_scores[start : start + len(chunk)] = top_scores

@@ -7,7 +7,9 @@ The logged model's only artifact is the folder written by :meth:`Recommender.sav
 raw item ids, strings, in click order) and the parameter ``k`` (default :data:`srgnn.config.K`),
 and returns the columns ``item_ids`` (list of raw ids, best first), ``scores`` (list of floats)
 and ``source`` (``"model"``, ``"fallback:pop"`` or ``"fallback:iknn"``). The signature is
-inferred from a real batch and its real output.
+inferred from a real batch and its real output. The input has no click times, so an SR-GNN
+with ``temporal_edges`` scores every edge with gap 0 here (the nightly scoring, which has the
+times, gives it the gaps prepare computes).
 
 The model is logged "from code" (a three-line script that builds
 :class:`SessionRecommenderModel`, instead of a cloudpickled object) and without

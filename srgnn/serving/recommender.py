@@ -5,7 +5,9 @@ scoring job calls it (in-process or once per Spark executor), and evaluation and
 judge champions, candidates and baselines through it. It
 
 1. maps each session's raw item ids through the vocabulary (unknown items are skipped and
-   counted),
+   counted; the clicks' times, when given, go with the known clicks to a ranker that uses
+   them: an SR-GNN with ``temporal_edges``, whose edge across a skipped click gets the time
+   between the two clicks it joins, as prepare does when it removes an item),
 2. ranks the known prefixes with its ranker: SR-GNN's :class:`srgnn.serving.predict.Scorer`
    (graphs built by :func:`srgnn.data.graph.build_graphs`, the code that prepared the
    training data) or a fitted baseline (:class:`BaselineRanker`),
@@ -99,14 +101,20 @@ class ShortSessionFallback:
         """The same routes with another fitted item-KNN (e.g. one fitted on other days)."""
         return dataclasses.replace(self, item_knn=item_knn)
 
-    def augment(self, values, offsets):
-        """``(values, offsets)`` with the sessions of an augmented length augmented."""
+    def augment(self, values, offsets, times=None):
+        """``(values, offsets, times)`` with the sessions of an augmented length augmented.
+
+        The added neighbours take the time of their session's first click (``times`` given,
+        else ``None``): the gaps among them and into the first click are 0."""
         if not self.augmented or len(offsets) < 2:
-            return values, offsets
+            return values, offsets, times
         rows = np.isin(np.diff(offsets), self.augmented)
         if not rows.any():
-            return values, offsets
-        return self.item_knn.augment(values, offsets, self.neighbors, rows=rows)
+            return values, offsets, times
+        new_values, new_offsets = self.item_knn.augment(values, offsets, self.neighbors, rows=rows)
+        if times is not None:
+            times = _times_of_prepended(times, offsets, new_offsets)
+        return new_values, new_offsets, times
 
     def summary(self) -> dict:
         """The routes as JSON (``training.json``, ``recommender.json``)."""
@@ -213,7 +221,10 @@ class Recommendations:
 
 class BaselineRanker:
     """A fitted baseline (:mod:`srgnn.model.baselines`) with the ranker interface of
-    :class:`srgnn.serving.predict.Scorer`: ``num_items`` and ``top_k(values, offsets, k)``."""
+    :class:`srgnn.serving.predict.Scorer`: ``num_items`` and ``top_k(values, offsets, k,
+    times)`` (the baselines do not use the clicks' times)."""
+
+    uses_times = False
 
     def __init__(self, baseline) -> None:
         self.baseline = baseline
@@ -239,11 +250,52 @@ class BaselineRanker:
             raise ValueError(f"{path}: unknown baseline kind {spec.get('kind')!r}.")
         return cls(BASELINES[spec["kind"]].load(Path(path) / spec.get("file", _BASELINE_FILE)))
 
-    def top_k(self, values, offsets, k: int = K) -> TopK:
+    def top_k(self, values, offsets, k: int = K, times=None) -> TopK:
         k = min(k, self.num_items)
         offsets = np.asarray(offsets, dtype=np.int64)
         items, scores = self.baseline.recommend(values, offsets, k)
         return TopK(items=items, scores=scores, empty=np.diff(offsets) == 0)
+
+
+def _times_of_prepended(times, offsets, new_offsets):
+    """Click times for lists that got items prepended (``offsets`` -> ``new_offsets``, the
+    original clicks last): each added item takes the time of its list's first click."""
+    times = np.asarray(times)
+    lengths, new_lengths = np.diff(offsets), np.diff(new_offsets)
+    filled = lengths > 0  # a list without clicks gets nothing prepended
+    out = np.repeat(times[offsets[:-1][filled]], new_lengths[filled])
+    click_row = row_of_value(offsets)
+    added = new_lengths - lengths
+    out[new_offsets[click_row] + added[click_row] + np.arange(len(times)) - offsets[click_row]] = times
+    return out
+
+
+def _flat_times(times, offsets) -> np.ndarray:
+    """The flat click times of ``times`` (a pyarrow list array of timestamps or numbers of
+    seconds, or a sequence of such lists), checked to hold one time per click of the sessions
+    ``offsets``: ``datetime64[us]`` for timestamps, float64 seconds for numbers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(times, pa.ChunkedArray):
+        times = times.combine_chunks()
+    if not isinstance(times, (pa.ListArray, pa.LargeListArray)):
+        try:
+            times = pa.array([[] if t is None else list(t) for t in times])
+        except (pa.ArrowException, TypeError) as error:
+            raise ValueError(f"times must be lists of timestamps or of seconds: {error}") from None
+    time_offsets = np.asarray(times.offsets, dtype=np.int64)
+    if len(time_offsets) != len(offsets) or not np.array_equal(time_offsets - time_offsets[0], offsets):
+        raise ValueError("times must hold one time per click of every session.")
+    flat = pc.list_flatten(times)
+    if flat.null_count:
+        raise ValueError(f"times holds {flat.null_count} missing value(s); every click needs its time.")
+    if pa.types.is_timestamp(flat.type):
+        micros = flat.cast(pa.timestamp("us", tz=flat.type.tz), safe=False).cast(pa.int64())
+        return micros.to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    if pa.types.is_integer(flat.type) or pa.types.is_floating(flat.type) or pa.types.is_null(flat.type):
+        return flat.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    raise ValueError(f"times must be timestamps or numbers of seconds, got {flat.type}.")
 
 
 def _as_flat_strings(sessions):
@@ -296,6 +348,12 @@ class Recommender:
     @property
     def num_items(self) -> int:
         return self.vocabulary.num_items
+
+    @property
+    def uses_times(self) -> bool:
+        """Whether the ranker's scores depend on the clicks' times (SR-GNN with
+        ``temporal_edges``, alone or blended): only then are ``times`` worth reading."""
+        return bool(getattr(self.ranker, "uses_times", False))
 
     @property
     def item_ids(self) -> np.ndarray:
@@ -390,7 +448,7 @@ class Recommender:
         """Raw ids -> item indices (1..N), 0 where the id is not in the vocabulary."""
         return self.vocabulary.indices(raw_ids)
 
-    def recommend(self, sessions, k: int = K, last_categories=None) -> Recommendations:
+    def recommend(self, sessions, k: int = K, last_categories=None, times=None) -> Recommendations:
         """Top-``k`` raw item ids for each session (a list of raw item ids in click order).
 
         ``sessions`` is a ``pyarrow`` ``list<string>`` array (any list array is cast) or a
@@ -399,24 +457,40 @@ class Recommender:
         ``None``): a session whose last click is on an unknown item of a category the
         recommender knows (:class:`ItemCategories`) gets that category's most clicked
         training items first, then its usual answer (``fallback:category``).
+        ``times`` (optional, laid out like ``sessions``: each click's time, as timestamps or
+        numbers of seconds) reach a ranker that uses them (:attr:`uses_times`) for the known
+        clicks, so that an SR-GNN with ``temporal_edges`` weighs each edge by the seconds
+        between the two known clicks it joins (:func:`srgnn.data.graph.click_gaps`, as
+        prepare); without them every gap counts as 0.
         """
         values, offsets = _as_flat_strings(sessions)
         num_sessions = len(offsets) - 1
+        click_times = _flat_times(times, offsets) if times is not None and self.uses_times else None
         indices = (self.vocabulary.indices(values.to_numpy(zero_copy_only=False)) if len(values)
                    else np.zeros(0, np.int64))
         known = indices > 0
         unknown = np.bincount(row_of_value(offsets)[~known], minlength=num_sessions)
         raw_offsets = offsets
         values, offsets = filter_values(indices, offsets, known)
+        if click_times is not None:
+            click_times = click_times[known]
         kept_per_session = np.diff(offsets)
         short = np.zeros(num_sessions, dtype=bool)
         if self.short_fallback is not None:
             short = np.isin(kept_per_session, self.short_fallback.lengths)
         long_rows = np.flatnonzero(~short)
-        long_lists = gather_lists(values, offsets, long_rows) if short.any() else (values, offsets)
+        long_values, long_offsets = (gather_lists(values, offsets, long_rows) if short.any()
+                                     else (values, offsets))
+        long_times = click_times
+        if click_times is not None and short.any():
+            long_times = gather_lists(click_times, offsets, long_rows)[0]
         if self.short_fallback is not None:
-            long_lists = self.short_fallback.augment(*long_lists)
-        top = self.ranker.top_k(*long_lists, k)
+            long_values, long_offsets, long_times = self.short_fallback.augment(
+                long_values, long_offsets, long_times)
+        if long_times is None:
+            top = self.ranker.top_k(long_values, long_offsets, k)
+        else:
+            top = self.ranker.top_k(long_values, long_offsets, k, times=long_times)
         k_eff = top.items.shape[1]
         items = np.zeros((num_sessions, k_eff), dtype=np.int64)
         scores = np.zeros((num_sessions, k_eff), dtype=np.float64)
@@ -490,19 +564,22 @@ def load_ranker(path: Path, spec: dict, **scorer_options):
 
 
 def recommend_batches(recommender, sessions, k: int = K, batch_size: int = SESSION_BATCH, *,
-                      last_categories=None) -> Iterator[tuple[int, Recommendations]]:
+                      last_categories=None, times=None) -> Iterator[tuple[int, Recommendations]]:
     """``(start, recommendations)`` for ``sessions[start:start + batch_size]``, batch by batch.
 
     ``sessions`` is a pyarrow list array of raw ids (or anything with ``len`` and ``slice``);
-    ``last_categories``, if given, the category of each session's last click
-    (:meth:`Recommender.recommend`). The batch size bounds the memory of the score matrices.
+    ``last_categories``, if given, the category of each session's last click, and ``times``
+    (a list array like ``sessions``), each click's time (:meth:`Recommender.recommend`). The
+    batch size bounds the memory of the score matrices.
     """
     for start in range(0, len(sessions), batch_size):
         part = sessions.slice(start, batch_size)
-        if last_categories is None:
-            yield start, recommender.recommend(part, k)
-        else:
-            yield start, recommender.recommend(part, k, last_categories[start:start + len(part)])
+        options = {}
+        if last_categories is not None:
+            options["last_categories"] = last_categories[start:start + len(part)]
+        if times is not None:
+            options["times"] = times.slice(start, batch_size)
+        yield start, recommender.recommend(part, k, **options)
 
 
 def recommend_all(recommender, sessions, k: int = K,

@@ -31,7 +31,9 @@ from srgnn.serving.recommender import SOURCE_CATEGORY, SOURCE_MODEL, recommend_b
 
 # Columns of the scored rows that only feed the run's counts (one value per session).
 COUNT_COLUMNS = ("unknown_clicks", "raw_clicks", "duplicate_clicks")
-SESSION_COLUMNS = ("session_id", "items", "raw_clicks", "last_category")  # what the engines score
+# What the engines score; ``times`` (each click's timestamp) is read only for a recommender
+# whose ranker uses it (an SR-GNN with temporal_edges).
+SESSION_COLUMNS = ("session_id", "items", "raw_clicks", "last_category", "times")
 
 _ROWS_SCHEMA = None
 
@@ -50,9 +52,10 @@ def rows_schema():
 
 
 def recommend_table(recommender, sessions, k: int, model_label: str):
-    """Arrow table ``session_id, items[, raw_clicks]`` -> recommendation rows (one per session
-    and rank), with the session's counts: unknown clicks, clicks before de-duplication
-    (``raw_clicks``, default: its items) and duplicates dropped."""
+    """Arrow table ``session_id, items[, raw_clicks, last_category, times]`` -> recommendation
+    rows (one per session and rank), with the session's counts: unknown clicks, clicks before
+    de-duplication (``raw_clicks``, default: its items) and duplicates dropped. ``times`` (the
+    clicks' timestamps, laid out like ``items``) goes to a recommender that uses them."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -65,7 +68,11 @@ def recommend_table(recommender, sessions, k: int, model_label: str):
     last_categories = None
     if "last_category" in sessions.column_names and sessions.column("last_category").null_count < len(sessions):
         last_categories = sessions.column("last_category").to_numpy(zero_copy_only=False)
-    for start, out in recommend_batches(recommender, items, k, last_categories=last_categories):
+    times = None
+    if "times" in sessions.column_names and getattr(recommender, "uses_times", False):
+        times = sessions.column("times").combine_chunks()
+    for start, out in recommend_batches(recommender, items, k, last_categories=last_categories,
+                                        times=times):
         n, kk = out.item_ids.shape
         version = np.where(out.source == SOURCE_MODEL, model_label, out.source).astype(object)
         part_ids = session_ids.slice(start, n).to_numpy(zero_copy_only=False)
@@ -167,7 +174,10 @@ def score_files(recommender, sessions: Iterable[Path], out: Path, k: int, model_
     for index, path in enumerate(sessions):
         target = out / f"part-{index:05d}.parquet"
         with pq.ParquetFile(path) as parquet, pq.ParquetWriter(target, rows_schema()) as writer:
-            for batch in parquet.iter_batches(batch_size=batch_sessions, columns=list(SESSION_COLUMNS)):
+            present = set(parquet.schema_arrow.names)
+            columns = [name for name in SESSION_COLUMNS if name in present
+                       and (name != "times" or getattr(recommender, "uses_times", False))]
+            for batch in parquet.iter_batches(batch_size=batch_sessions, columns=columns):
                 writer.write_table(recommend_table(recommender, pa.Table.from_batches([batch]), k,
                                                    model_label))
         written.append(target)

@@ -9,7 +9,8 @@ the model exists (:func:`locate_model`: the registry version an alias points to,
 folder); read the day's clicks with the same readers and quarantine as ``prepare``; order each
 session's clicks and drop exact duplicates (:func:`srgnn.data.etl.sessionize`); score every
 session with the model's :class:`~srgnn.serving.recommender.Recommender` (unknown items skipped and
-counted; sessions without a known item get the popularity fallback; with a ``category``
+counted; the clicks' times go along, for a model with ``temporal_edges`` to weigh its edges by
+the gaps prepare computes; sessions without a known item get the popularity fallback; with a ``category``
 column, a session whose last click is on an unknown item of a category the model knows gets
 that category's popular items first, ``fallback:category``); replace the day in the
 warehouse in one transaction, with the SQL checks, and log the run.
@@ -269,7 +270,8 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
 
                 sessions = etl.sessionize(raw.clicks, last_category=True).select(
                     "session_id", F.transform("events", lambda e: e["item_id"]).alias("items"),
-                    "raw_clicks", "last_category")
+                    "raw_clicks", "last_category",
+                    F.transform("events", lambda e: e["ts"]).alias("times"))  # temporal_edges
                 rows_dir = rows_staging / "rows"
                 if engine == "local":
                     sessions.write.parquet(str(rows_staging / "sessions"))
