@@ -215,7 +215,7 @@ def test_both_scoring_engines_score_a_temporal_model_with_the_click_times(spark,
     from srgnn.warehouse import Warehouse
 
     items = ["a", "b", "c", "d", "e"]
-    recommender = Recommender(Scorer(temporal_model(len(items), seed=4), precision="float32"),
+    recommender = Recommender(Scorer(temporal_model(len(items), seed=16), precision="float32"),
                               Vocabulary(np.array(items, dtype=object), np.array([0, 5, 4, 3, 2, 1])))
     folder = tmp_path / "recommender"
     recommender.save(folder)
@@ -257,5 +257,21 @@ def test_both_scoring_engines_score_a_temporal_model_with_the_click_times(spark,
     assert found["local"].keys() == timed.keys()
     for key, score in timed.items():
         assert found["local"][key] == pytest.approx(score, abs=1e-6)
-    untimed = expected(recommender.recommend(lists, 5))
-    assert max(abs(untimed.get(key, 0.0) - score) for key, score in timed.items()) > 1e-3
+    untimed = recommender.recommend(lists, 5)
+    assert max(abs(expected(untimed).get(key, 0.0) - score) for key, score in timed.items()) > 1e-3
+
+    # Held-out raw clicks (srgnn evaluate --clicks) keep their times too: each session's
+    # target is the timed list's item at the first rank where the untimed list differs.
+    from srgnn.evaluation import heldout
+    from srgnn.evaluation.evaluate import evaluate
+
+    lists_timed = recommender.recommend(lists, 5, times=stamps).item_ids
+    differs = lists_timed != untimed.item_ids
+    assert differs.any()
+    ranks = np.where(differs.any(axis=1), differs.argmax(axis=1), 0)  # 0-based
+    targets = write_text(tmp_path / "targets.csv", "\n".join(
+        ["session_id,item_id", *[f"{sid},{lists_timed[i, r]}" for i, (sid, r) in enumerate(zip(names, ranks))],
+         "never-seen,a"]) + "\n")
+    held_out = heldout.from_clicks(spark, clicks, targets, recommender.vocabulary)
+    assert held_out.times is not None and held_out.absent.tolist() == [False, False, False, True]
+    assert evaluate(recommender, held_out, k=5)["MRR@5"] == pytest.approx(sum(1 / (ranks + 1)) / 4)

@@ -159,7 +159,8 @@ def evaluate(recommender, held_out: HeldOut, k: int = K, batch_size: int = SESSI
     """
     started = time.perf_counter()
     parts, fallbacks = [], 0
-    for _, recs in recommend_batches(recommender, held_out.sessions, k, batch_size):
+    for _, recs in recommend_batches(recommender, held_out.sessions, k, batch_size,
+                                     times=held_out.times):
         parts.append(np.asarray(recs.item_ids, dtype=object))
         fallbacks += recs.fallbacks
     seconds = time.perf_counter() - started

@@ -33,6 +33,9 @@ class HeldOut:
         absent: (S,) bool, True where the prefix has no session at all (a miss whatever is
             recommended), or ``None``.
         description: where the examples come from, for tables.
+        times: pyarrow list array of each prefix click's timestamp, laid out like
+            ``sessions`` (raw held-out clicks have them: a ``temporal_edges`` model gets
+            their gaps, as in scoring), or ``None`` (a run folder's examples: every gap 0).
     """
 
     sessions: object
@@ -41,6 +44,7 @@ class HeldOut:
     catalogue: Vocabulary
     absent: np.ndarray | None = None
     description: str = ""
+    times: object = None
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -97,7 +101,8 @@ def from_clicks(spark, clicks: str, targets: str, catalogue: Vocabulary,
     with spark_input_errors(clicks):
         raw = read_clicks(spark, clicks, fmt, encoding)
         sessions = etl.sessionize(raw.clicks).select(
-            "session_id", F.transform("events", lambda e: e["item_id"]).alias("items")).toArrow()
+            "session_id", F.transform("events", lambda e: e["item_id"]).alias("items"),
+            F.transform("events", lambda e: e["ts"]).alias("times")).toArrow()
 
     position = {sid: i for i, sid in enumerate(sessions.column("session_id").to_pylist())}
     rows = np.array([position.get(sid, -1) for sid in truth.column("session_id").to_pylist()],
@@ -105,7 +110,9 @@ def from_clicks(spark, clicks: str, targets: str, catalogue: Vocabulary,
     found = rows >= 0
     # a null index takes a null (empty) prefix for a target without a session
     picks = pa.array(np.where(found, rows, 0), pa.int64(), mask=~found)
-    items = sessions.take(picks).column("items").combine_chunks()
+    picked = sessions.take(picks)
+    items = picked.column("items").combine_chunks()
     lengths = np.diff(np.asarray(items.offsets))
     return HeldOut(items, np.asarray(truth.column("item_id").to_pylist(), dtype=object), lengths,
-                   catalogue, absent=~found, description=f"{clicks} with targets {targets}")
+                   catalogue, absent=~found, description=f"{clicks} with targets {targets}",
+                   times=picked.column("times").combine_chunks())

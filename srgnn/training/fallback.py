@@ -156,7 +156,8 @@ def _examples_of_lengths(held_out, lengths):
     return dataclasses.replace(
         held_out, sessions=held_out.sessions.take(rows), targets=held_out.targets[rows],
         prefix_lengths=held_out.prefix_lengths[rows],
-        absent=None if held_out.absent is None else held_out.absent[rows])
+        absent=None if held_out.absent is None else held_out.absent[rows],
+        times=None if held_out.times is None else held_out.times.take(rows))
 
 
 def describe_fallback(fallback, k: int) -> str:
