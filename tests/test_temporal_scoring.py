@@ -58,6 +58,29 @@ def test_click_gaps_by_hand():
         click_gaps(times, np.array([0, 4]))
 
 
+def test_times_rebuilt_from_edge_gaps_give_the_same_graphs():
+    from srgnn.data.graph import build_graphs, edge_gap_times
+
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(0, 9, 200)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    values = rng.integers(1, 5, offsets[-1])  # few items: many repeated transitions
+    gaps = np.where(rng.random(len(values)) < 0.2, rng.random(len(values)) * 1e-4,
+                    rng.exponential(3000.0, len(values)))
+    graphs = build_graphs(values, offsets, gaps)
+    again = build_graphs(values, offsets, click_gaps(edge_gap_times(graphs), offsets))
+    assert np.array_equal(again.edge_src, graphs.edge_src) and np.array_equal(again.edge_dst, graphs.edge_dst)
+    large = graphs.edge_gap >= 0.01
+    assert np.array_equal(again.edge_gap[large], graphs.edge_gap[large])
+    np.testing.assert_allclose(again.edge_gap[~large], graphs.edge_gap[~large], atol=1e-9)
+    # A, B, C, B, C with gaps 1, 2, 4, 8: B -> C keeps 8, so both of its transitions get 8
+    abcbc = build_graphs(np.array([1, 2, 3, 2, 3]), np.array([0, 5]), np.array([0.0, 1, 2, 4, 8]))
+    seconds = edge_gap_times(abcbc).astype(np.int64) / 1e9
+    assert seconds.tolist() == [0, 1, 9, 13, 21]
+    with pytest.raises(ValueError, match="no edge_gap"):
+        edge_gap_times(build_graphs(np.array([1, 2]), np.array([0, 2])))
+
+
 def test_the_scorer_gives_each_edge_the_seconds_between_its_clicks():
     scorer = Scorer(temporal_model(5), precision="float32")
     seen = SeenBatches(scorer)
@@ -205,6 +228,21 @@ def test_scoring_with_click_times_gives_the_scores_of_the_prepared_graphs(spark,
     # Without the times (gap 0 everywhere) the same prefixes score otherwise.
     untimed = scored(table.drop_columns(["times"]))
     assert np.abs(untimed - evaluated).max() > 1e-3
+
+    # The run folder's examples as evaluation gives them to a recommender (srgnn evaluate
+    # --run, the gate): click times rebuilt from edge_gap give the same scores again.
+    from srgnn.evaluation import heldout
+    from srgnn.evaluation.evaluate import evaluate, evaluate_graphs
+
+    held = heldout.from_run(out, "train")
+    assert list(held.targets) == list(vocabulary.ids(examples.column("target").to_numpy()))
+    table = pa.table({"session_id": table.column("session_id"), "items": held.sessions,
+                      "times": held.times})
+    np.testing.assert_allclose(scored(table), evaluated, rtol=1e-5, atol=1e-5)
+    by_recommender = evaluate(recommender, held, k=3)
+    by_graphs = evaluate_graphs(model, files, vocabulary.popularity, k=3)
+    assert (by_recommender["HR@3"], by_recommender["MRR@3"]) == pytest.approx(
+        (by_graphs["HR@3"], by_graphs["MRR@3"]))
 
 
 @pytest.mark.spark

@@ -41,7 +41,8 @@ import numpy as np
 
 from srgnn.data.ragged import check_lists, counts_to_offsets, to_arrow
 
-__all__ = ["SessionGraphs", "build_graphs", "click_gaps", "graphs_to_arrow", "normalized_adjacency"]
+__all__ = ["SessionGraphs", "build_graphs", "click_gaps", "edge_gap_times", "graphs_to_arrow",
+           "normalized_adjacency"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,9 @@ class SessionGraphs:
                              edge_gap)
 
 
+_TICKS_PER_SECOND = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
 def click_gaps(times, offsets) -> np.ndarray:
     """float32 seconds from the previous click of the same list to each click, 0 for every
     list's first click; a click earlier than its predecessor (times out of order) gets 0.
@@ -97,7 +101,7 @@ def click_gaps(times, offsets) -> np.ndarray:
 
     Args:
         times: (total_clicks,) click times: ``datetime64`` (the difference is taken exactly
-            in whole microseconds, as prepare does) or numbers of seconds.
+            in whole ticks of its unit, as prepare does in microseconds) or numbers of seconds.
         offsets: (S + 1,) list ``s`` is ``times[offsets[s]:offsets[s + 1]]``.
 
     Raises:
@@ -106,13 +110,54 @@ def click_gaps(times, offsets) -> np.ndarray:
     times = np.asarray(times)
     _, offsets, lengths = check_lists(np.zeros(len(times), dtype=np.int64), offsets)
     if np.issubdtype(times.dtype, np.datetime64):
-        steps = np.diff(times.astype("datetime64[us]").astype(np.int64)) / 1e6
+        unit = np.datetime_data(times.dtype)[0]
+        if unit not in _TICKS_PER_SECOND:
+            times, unit = times.astype("datetime64[us]"), "us"
+        steps = np.diff(times.astype(np.int64)) / _TICKS_PER_SECOND[unit]
     else:
         steps = np.diff(times.astype(np.float64))
     gaps = np.zeros(len(times), dtype=np.float64)
     gaps[1:] = steps
     gaps[offsets[:-1][lengths > 0]] = 0.0  # every list's first click
     return np.maximum(gaps, 0.0).astype(np.float32)
+
+
+def edge_gap_times(graphs: SessionGraphs) -> np.ndarray:
+    """Click times that give the graphs' ``edge_gap`` back: ``datetime64[ns]``, each list's
+    first click at 0, one per click of ``graphs.alias_values``.
+
+    Every transition is given the gap of its edge (an edge keeps its latest transition's gap,
+    so the latest one has it either way), in whole nanoseconds; :func:`click_gaps` of these
+    times then builds the same graphs with the same gaps, exactly from 0.01 s up (a float32
+    gap's spacing is above a nanosecond there) and within it below, where every gap lies in
+    the first bucket of ``temporal_edges`` anyway. For the examples of a graph Parquet, whose
+    per-click times prepare does not keep.
+
+    Raises:
+        ValueError: when the graphs have no ``edge_gap`` or a transition has no edge.
+    """
+    if graphs.edge_gap is None:
+        raise ValueError("the graphs carry no edge_gap to take click times from.")
+    alias, offsets = graphs.alias_values, graphs.alias_offsets
+    lengths = np.diff(offsets)
+    session_of_click = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    same_session = session_of_click[:-1] == session_of_click[1:]
+    span = int(alias.max()) + 1 if len(alias) else 1
+    keys = (session_of_click[:-1][same_session] * span + alias[:-1][same_session]) * span \
+        + alias[1:][same_session]
+    edge_session = np.repeat(np.arange(len(lengths), dtype=np.int64), np.diff(graphs.edge_offsets))
+    edge_keys = (edge_session * span + graphs.edge_src) * span + graphs.edge_dst  # sorted
+    edge = np.minimum(np.searchsorted(edge_keys, keys), max(len(edge_keys) - 1, 0))
+    if len(keys) and (not len(edge_keys) or (edge_keys[edge] != keys).any()):
+        raise ValueError("a transition between two clicks has no edge in the graphs.")
+    steps = np.zeros(len(alias), dtype=np.int64)
+    steps[np.flatnonzero(same_session) + 1] = np.rint(
+        np.asarray(graphs.edge_gap, dtype=np.float64)[edge] * 1e9).astype(np.int64)
+    # Running sums wrap past 2**63 over a long split; each list's differences stay exact.
+    with np.errstate(over="ignore"):
+        total = np.cumsum(steps)
+        starts = np.repeat(total[offsets[:-1][lengths > 0]], lengths[lengths > 0])
+        return (total - starts).astype("datetime64[ns]")
 
 
 def build_graphs(values: np.ndarray, offsets: np.ndarray,

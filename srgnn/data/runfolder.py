@@ -219,6 +219,28 @@ class RunFolder:
             pa.array(examples.prefix_offsets, pa.int64()).cast(pa.int32()), values)
         return prefixes, vocabulary.ids(examples.targets), examples.prefix_lengths
 
+    def example_times(self, split: str = "test"):
+        """Click times for the examples of ``split``, laid out like :meth:`raw_examples`'
+        prefixes (a pyarrow ``list<timestamp[ns]>`` array, each prefix from 0), whose gaps are
+        the graphs' ``edge_gap`` (:func:`srgnn.data.graph.edge_gap_times`); ``None`` for
+        graphs prepared without it."""
+        import pyarrow as pa
+        import pyarrow.dataset as pads
+
+        from srgnn.data.graph import SessionGraphs, edge_gap_times
+
+        path = self._existing(self.graphs(split))
+        if "edge_gap" not in pads.dataset(str(path), format="parquet").schema.names:
+            return None
+        table = self._read(path, ["nodes", "alias", "edge_src", "edge_dst", "edge_gap"])
+        edge_src, edge_offsets = from_arrow(table.column("edge_src"))
+        alias, offsets = from_arrow(table.column("alias"))
+        graphs = SessionGraphs(*from_arrow(table.column("nodes")), alias, offsets, edge_src,
+                               from_arrow(table.column("edge_dst"))[0], edge_offsets,
+                               from_arrow(table.column("edge_gap"), np.float32)[0])
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int64()).cast(pa.int32()),
+                                        pa.array(edge_gap_times(graphs), pa.timestamp("ns")))
+
     # -- helpers ---------------------------------------------------------------------------------
     def _existing(self, path: Path) -> Path:
         self._refuse_unfinished()

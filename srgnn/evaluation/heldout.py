@@ -34,8 +34,10 @@ class HeldOut:
             recommended), or ``None``.
         description: where the examples come from, for tables.
         times: pyarrow list array of each prefix click's timestamp, laid out like
-            ``sessions`` (raw held-out clicks have them: a ``temporal_edges`` model gets
-            their gaps, as in scoring), or ``None`` (a run folder's examples: every gap 0).
+            ``sessions``, for a ``temporal_edges`` model's gaps (as in scoring): raw held-out
+            clicks' own times, or for a run folder's examples times rebuilt from the graphs'
+            ``edge_gap`` (:meth:`RunFolder.example_times`); ``None`` when neither exists
+            (every gap 0).
     """
 
     sessions: object
@@ -56,19 +58,23 @@ def from_run(run: RunFolder | str, split: str | None = None, *,
     ids through the run's vocabulary; the catalogue is the run's.
 
     ``max_examples`` keeps the first that many in the split's order: the examples the training
-    loop validates on under ``TrainConfig.max_valid_examples`` (``None``: all of them).
+    loop validates on under ``TrainConfig.max_valid_examples`` (``None``: all of them). Graphs
+    with ``edge_gap`` give the prefixes click times with those gaps (:attr:`HeldOut.times`).
     """
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples must be positive or None, got {max_examples}.")
     run = run if isinstance(run, RunFolder) else RunFolder(run)
     split = split or run.held_out_split()
     sessions, targets, lengths = run.raw_examples(split)
+    times = run.example_times(split)
     description = f"{split} split of {run.path}"
     if max_examples is not None and max_examples < len(targets):
         sessions, targets, lengths = (sessions.slice(0, max_examples), targets[:max_examples],
                                       lengths[:max_examples])
+        times = None if times is None else times.slice(0, max_examples)
         description = f"first {max_examples} examples of the {description}"
-    return HeldOut(sessions, targets, lengths, run.vocabulary, description=description)
+    return HeldOut(sessions, targets, lengths, run.vocabulary, description=description,
+                   times=times)
 
 
 def from_clicks(spark, clicks: str, targets: str, catalogue: Vocabulary,
