@@ -147,6 +147,24 @@ def test_neighbours_prepended_to_a_short_session_take_its_first_click_s_time():
     assert edges == {(1, 4): 0.0, (4, 2): 50.0, (3, 1): 4.0, (1, 3): 1.0}
 
 
+def test_a_blend_gives_the_times_to_its_srgnn_part():
+    from srgnn.model.baselines import BASELINES
+    from srgnn.serving.blend import BlendRanker
+    from srgnn.serving.recommender import BaselineRanker
+
+    pop = BASELINES["pop"]().fit([[1, 2], [2, 3], [3, 4], [4, 5], [5, 1]], num_items=5)
+    scorer = Scorer(temporal_model(5, seed=12), precision="float32")  # times change its order
+    blend = Recommender(BlendRanker(scorer, BaselineRanker(pop), weight=1.0, pool=5),
+                        Vocabulary(np.array(list("abcde"), dtype=object), np.array([0, 2, 2, 2, 2, 2])))
+    assert blend.uses_times
+    times = [[0.0, 1.0, 2.0, 3002.0]]
+    alone = Recommender(scorer, blend.vocabulary).recommend([list("abcb")], 5, times=times)
+    # weight 1: SR-GNN's own ranking, the timed one
+    assert blend.recommend([list("abcb")], 5, times=times).item_ids.tolist() == alone.item_ids.tolist()
+    assert blend.recommend([list("abcb")], 5).item_ids.tolist() != alone.item_ids.tolist()
+    assert not BaselineRanker(pop).uses_times
+
+
 def test_a_model_without_temporal_edges_ignores_the_times():
     torch.manual_seed(0)
     scorer = Scorer(SRGNN(ModelConfig(num_items=5, hidden_size=8)), precision="float32")

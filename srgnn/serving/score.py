@@ -286,6 +286,8 @@ def _score(settings: Settings, clicks: str, day: dt.date, attempt: _Attempt, sta
 
                     (recommender, model), stages["load_model"] = loading.result()
                     stage("wait_for_model")
+                    if not getattr(recommender, "uses_times", False):  # no click times needed
+                        sessions = sessions.drop("times")
                     schema = from_arrow_schema(rows_schema())  # the rows recommend_table builds
                     scorer = spark_scorer(model.uri, settings.tracking_uri if model.version != "local" else None,
                                           top_k, model.label, str(rows_staging / "topk"))
