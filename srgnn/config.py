@@ -470,7 +470,7 @@ class TrainConfig:
     progress: bool = option(True, cli=False, help="Show a progress bar per epoch on a terminal.")
     short_fallback: bool = option(True, help="Answer 1-3 click sessions with item-KNN where "
                                              "validation by length shows it better.")
-    short_augment: int = option(0, minimum=0, help="Neighbours to prepend to a 1-3 click session "
+    short_augment: int = option(3, minimum=0, help="Neighbours to prepend to a 1-3 click session "
                                                    "(the items co-clicked most with its clicks in "
                                                    "training) before SR-GNN scores it, for the "
                                                    "lengths where validation by length shows it "

@@ -26,6 +26,9 @@ from test_registry import synthetic_splits, write_run_folder
 CONFIG = TrainConfig(hidden_size=32, batch_size=50, epochs=2, progress=False, num_threads=1, seed=7,
                      refit=False)
 CONFIG = replace(CONFIG, candidates="srgnn")  # SR-GNN's own training and gate, whatever wins
+# Short sessions here choose between SR-GNN and item-KNN only; augmentation, the third way, has
+# its tests in test_short_sessions.py.
+CONFIG = replace(CONFIG, short_augment=0)
 BASELINES = ("pop", "markov")
 
 
