@@ -69,14 +69,17 @@ def model_with(seed: int = 0, **options) -> SRGNN:
 # ------------------------------------------------------------------------------------------
 # Every option off: the reference model
 # ------------------------------------------------------------------------------------------
-def test_every_option_is_off_by_default_and_leaves_the_reference_parameters():
+def test_the_model_config_is_the_reference_and_training_turns_three_options_on():
     shape = ModelConfig(num_items=NUM_ITEMS)
     assert (shape.normalize, shape.scale, shape.position_embeddings, shape.dropout,
             shape.star_node, shape.max_position) == (False, 12.0, False, 0.0, False, 50)
     assert shape.options == []
+    # Training's defaults: the three options validation favoured (README), dropout off.
     train = TrainConfig()
     assert (train.normalize, train.scale, train.position_embeddings, train.dropout,
-            train.star_node) == (False, 12.0, False, 0.0, False)
+            train.star_node) == (True, 12.0, True, 0.0, True)
+    paper = TrainConfig(normalize=False, position_embeddings=False, star_node=False)
+    assert model_config(paper, NUM_ITEMS) == shape
     model = model_with()
     assert sorted(model.state_dict()) == sorted(REFERENCE_KEYS)
     d, n = 8, NUM_ITEMS
@@ -359,7 +362,8 @@ def test_training_settings_reach_the_model_config_and_the_command_line(tmp_path)
     assert (shape.normalize, shape.scale, shape.position_embeddings, shape.dropout,
             shape.star_node) == (True, 16.0, True, 0.25, True)
     assert shape.options == ["normalize", "position_embeddings", "dropout", "star_node"]
-    assert model_config(TrainConfig(), 77) == ModelConfig(num_items=77)
+    assert model_config(TrainConfig(), 77) == ModelConfig(num_items=77, normalize=True,
+                                                          position_embeddings=True, star_node=True)
     help_text = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output
     for flag in ("--normalize", "--scale", "--position-embeddings", "--dropout", "--star-node",
                  "SRGNN_DROPOUT", "SRGNN_STAR_NODE"):
@@ -414,7 +418,8 @@ def test_a_checkpoint_from_before_the_options_resumes_with_them_off(tmp_path):
     model = SRGNN(shape)
     optimizer = torch.optim.Adam(model.parameters())
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3)
-    save_checkpoint(tmp_path, RunState(epoch=1), TrainConfig(), shape, model, optimizer, scheduler)
+    paper = TrainConfig(normalize=False, position_embeddings=False, star_node=False)
+    save_checkpoint(tmp_path, RunState(epoch=1), paper, shape, model, optimizer, scheduler)
     checkpoint = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     for name in ("normalize", "scale", "position_embeddings", "dropout", "star_node",
                  "popularity_penalty", "propensity_weighting", "propensity_clip", "search",
@@ -424,14 +429,18 @@ def test_a_checkpoint_from_before_the_options_resumes_with_them_off(tmp_path):
                  "star_node"):
         del checkpoint["model_config"][name]
     torch.save(checkpoint, tmp_path / CHECKPOINT_NAME)
-    state = load_checkpoint(tmp_path, TrainConfig(), shape, model, optimizer, scheduler)
+    state = load_checkpoint(tmp_path, paper, shape, model, optimizer, scheduler)
     assert state.epoch == 1
     with pytest.raises(ValueError, match=r"\(dropout differ\)"):
-        load_checkpoint(tmp_path, TrainConfig(dropout=0.1), replace(shape, dropout=0.1), model,
+        load_checkpoint(tmp_path, replace(paper, dropout=0.1), replace(shape, dropout=0.1), model,
                         optimizer, scheduler)
     with pytest.raises(ValueError, match="other settings"):  # the model's shape differs
-        load_checkpoint(tmp_path, TrainConfig(), replace(shape, normalize=True), model, optimizer,
+        load_checkpoint(tmp_path, paper, replace(shape, normalize=True), model, optimizer,
                         scheduler)
+    # Today's defaults turn three options on: such a checkpoint resumes only with them off,
+    # and the refusal names them.
+    with pytest.raises(ValueError, match=r"\(normalize, position_embeddings, star_node differ\)"):
+        load_checkpoint(tmp_path, TrainConfig(), shape, model, optimizer, scheduler)
 
 
 @pytest.mark.parametrize("softmax", ["full", "sampled"])

@@ -69,7 +69,7 @@ def test_the_variants_are_off_by_default_and_add_no_parameters():
     assert (defaults.attention_edges, defaults.temporal_edges, defaults.multitask_weight) == (
         False, False, 0.0)
     config = model_config(defaults, NUM_ITEMS)
-    assert config.options == []
+    assert config.options == ["normalize", "position_embeddings", "star_node"]  # none of these
     reference = model_with()
     assert reference.edges is None and reference.remaining_head is None
     assert not any(k.startswith(("edges.", "remaining_head.")) for k in reference.state_dict())
@@ -270,7 +270,8 @@ def test_every_variant_trains_and_its_saved_model_reloads(tmp_path):
     config = TrainConfig(hidden_size=8, epochs=1, progress=False, num_threads=1, batch_size=50,
                          attention_edges=True, temporal_edges=True, multitask_weight=0.2)
     result = train(tmp_path / "new", tmp_path / "new", NUM_ITEMS, config)
-    assert result.model_config.options == ["attention_edges", "temporal_edges",
+    assert result.model_config.options == ["normalize", "position_embeddings", "star_node",
+                                           "attention_edges", "temporal_edges",
                                            "multitask_weight"]
     rebuilt = SRGNN(ModelConfig(**asdict(result.model_config)))
     rebuilt.load_state_dict(result.best_state_dict)
