@@ -27,9 +27,20 @@ WORKER_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free now: all are held open together while they are chosen,
+    so that no two launches of one cluster are handed the same port."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 @dataclass
@@ -79,7 +90,7 @@ def start_cluster(logs: Path, workers: int = WORKERS, timeout: float = 120,
     spark_class = os.path.join(spark_home, "bin", "spark-class")
     if not os.path.exists(spark_class):
         raise FileNotFoundError(spark_class)
-    port, ui_port = free_port(), free_port()
+    port, ui_port, *worker_ui_ports = free_ports(2 + workers)
     cluster = StandaloneCluster(f"spark://127.0.0.1:{port}", ui_port, spark_home, logs)
     env = {**os.environ, "SPARK_HOME": spark_home, "SPARK_LOG_DIR": str(logs),
            "SPARK_WORKER_DIR": str(logs / "work"), "PATH": WORKER_PATH}
@@ -90,21 +101,25 @@ def start_cluster(logs: Path, workers: int = WORKERS, timeout: float = 120,
         launches.append((f"worker{index}", [
             "org.apache.spark.deploy.worker.Worker", cluster.master, "--host", "127.0.0.1",
             "--cores", str(WORKER_CORES), "--memory", memory,
-            "--webui-port", str(free_port())]))
+            "--webui-port", str(worker_ui_ports[index])]))
     for name, args in launches:
         with open(logs / f"{name}.log", "w") as log:
             cluster.processes.append(subprocess.Popen(
                 [spark_class, *args], env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True))
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if sum(w["state"] == "ALIVE" for w in cluster.state()["workers"]) >= workers:
-                return cluster
-        except OSError:
-            pass
-        if time.monotonic() > deadline or any(p.poll() is not None for p in cluster.processes):
-            cluster.stop()
-            tail = "".join(f"--- {n}\n" + (logs / f"{n}.log").read_text()[-1500:] for n, _ in launches)
-            raise RuntimeError(f"the standalone cluster did not come up:\n{tail}")
-        time.sleep(0.5)
+    try:
+        while True:
+            try:
+                if sum(w["state"] == "ALIVE" for w in cluster.state()["workers"]) >= workers:
+                    return cluster
+            except (OSError, ValueError):  # not listening yet, or not the master's JSON yet
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in cluster.processes):
+                tail = "".join(f"--- {n}\n" + (logs / f"{n}.log").read_text()[-1500:]
+                               for n, _ in launches)
+                raise RuntimeError(f"the standalone cluster did not come up:\n{tail}")
+            time.sleep(0.5)
+    except BaseException:
+        cluster.stop()  # never leave a half-started cluster behind
+        raise
