@@ -54,7 +54,9 @@ def test_train_with_two_processes_on_a_standalone_cluster(standalone_cluster, tm
     for metric in ("train_loss", "valid_hr_at_20", "examples_per_second"):  # rank 0 alone
         history = client.get_metric_history(trained["run_id"], metric)
         assert [m.step for m in history] == [1], (metric, history)
-    assert 0 < run.data.metrics["train_loss"] < 10
+    # Cross-entropy over the catalogue after one epoch: positive and not blown up (scale x cosine
+    # scores, on by default, start a little above the uniform ln N).
+    assert 0 < run.data.metrics["train_loss"] < 15
     # Both ranks ran on the cluster, in the training's application (the refused one started
     # its own, which let it count the slots).
     apps = [a for a in standalone_cluster.completed_apps() if a["id"] not in before]
