@@ -53,6 +53,10 @@ def data_arguments(p: argparse.ArgumentParser, **defaults) -> argparse.ArgumentP
     p.add_argument("--sessions", type=int, default=20_000, help="synth: sessions generated")
     p.add_argument("--items", type=int, default=2_000, help="synth: catalogue size")
     p.add_argument("--days", type=int, default=7, help="synth: days of clicks")
+    p.add_argument("--users", type=int, default=0,
+                   help="synth: accounts that log in (0: anonymous sessions, no user_id)")
+    p.add_argument("--return-days", type=int, default=None,
+                   help="prepare's return_days (the user-returns label's window)")
     p.add_argument("--valid-days", type=int, default=None,
                    help="validation days (default: 1 for synth, 3 for Diginetica)")
     p.add_argument("--diginetica", type=Path, default=DIGINETICA)
@@ -80,12 +84,14 @@ def prepare(args, run_dir: Path) -> None:
 
         clicks = args.home / "clicks.csv"
         write_clickstream(str(clicks), SynthConfig(sessions=args.sessions, items=args.items,
-                                                   days=args.days))
+                                                   days=args.days, users=args.users))
         tail = ["--test-days", "1", "--valid-days", str(args.valid_days or 1)]
     else:
         clicks = args.diginetica / "train_clicks.csv.gz"
         tail = ["--min-item-support", "1", "--test-days", "0",
                 "--valid-days", str(args.valid_days or 3)]
+    if args.return_days is not None:
+        tail += ["--return-days", str(args.return_days)]
     command = [sys.executable, "-m", "srgnn.cli", "--home", str(args.home), "prepare",
                "--clicks", str(clicks), "--out", str(run_dir), *tail]
     print("prepare:", " ".join(command[1:]), flush=True)

@@ -1,13 +1,17 @@
 """Every option of the model and of its serving against the model without them, in one table.
 
     .venv/bin/python bench/bench_variants.py --threads 1                             # generated
+    .venv/bin/python bench/bench_variants.py --threads 1 --users 1500 --days 14 \
+        --return-days 2 --home var/bench/variants/synth-users        # + the user-returns row
     .venv/bin/python bench/bench_variants.py --data diginetica --epochs 2 \\
         --max-examples 60000 --max-valid-examples 10000 --threads 1                  # Diginetica
 
 One row per setting: every option off, then each one on alone:
 
 * the graph variants ``attention_edges`` and ``temporal_edges``;
-* the multi-task head (``--multitask-weight``);
+* the multi-task head (``--multitask-weight``), and its user-returns target
+  (``--return-weight``) where the data has labels: a generated clickstream with ``--users``
+  (Diginetica's benchmark files carry no ``user_id``);
 * the popularity penalty in the loss (``--penalty``) and inverse-propensity weighting
   (``--ipw-power``), the fixes of the popularity bias;
 * augmentation of 1-3 click sessions with ``--short-augment`` co-clicked items (item-KNN fitted
@@ -51,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", choices=("synth", "diginetica"), default="synth")
     p.add_argument("--multitask-weight", type=float, default=0.1)
+    p.add_argument("--return-weight", type=float, default=0.1,
+                   help="the user-returns row's weight (only where the graphs have labels)")
     p.add_argument("--penalty", type=float, default=0.1, help="popularity_penalty (0: no row)")
     p.add_argument("--ipw-power", type=float, default=0.5,
                    help="propensity_weighting (0: no row)")
@@ -59,12 +65,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return data_arguments(p, sessions=6_000, items=600, epochs=3, hidden_size=64).parse_args(argv)
 
 
-def settings(args) -> list[tuple[str, dict]]:
-    """``(label, TrainConfig changes)`` of every run, every variant off first."""
+def settings(args, labelled: bool = False) -> list[tuple[str, dict]]:
+    """``(label, TrainConfig changes)`` of every run, every variant off first; the user-returns
+    row only when the graphs have ``labelled`` examples."""
     runs = [("all off", {}), ("attention_edges", {"attention_edges": True}),
             ("temporal_edges", {"temporal_edges": True}),
             (f"multitask_weight {args.multitask_weight:g}",
              {"multitask_weight": args.multitask_weight})]
+    if labelled and args.return_weight > 0:
+        runs.append((f"return_weight {args.return_weight:g}", {"return_weight": args.return_weight}))
     if args.penalty > 0:
         runs.append((f"popularity_penalty {args.penalty:g}", {"popularity_penalty": args.penalty}))
     if args.ipw_power > 0:
@@ -122,7 +131,11 @@ def main(argv=None) -> None:
     k = args.k
     test_prefixes = held_out_sets(args, run)["test"] if args.data == "diginetica" else None
     results, rows, plain = [], [], None
-    for label, changes in settings(args):
+    from srgnn.model.reader import GraphParquetReader
+
+    labels = GraphParquetReader(run.graphs("train"), batch_size=1).known_values("returns")
+    print(f"training examples with a user-returns label: {labels:,}", flush=True)
+    for label, changes in settings(args, labelled=labels > 0):
         result = train(run.graphs("train"), run.graphs("valid"), run.num_items,
                        replace(base, **changes))
         model = result.best_model()

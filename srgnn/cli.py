@@ -182,8 +182,12 @@ def _print_prepare_summary(s: dict) -> None:
 @click.option("--successor-share", type=float, default=0.55, show_default=True,
               help="Share of next clicks that follow the current item in its browsing order; "
                    "near 1 the next item depends mostly on the last one.")
+@click.option("--users", type=int, default=0, show_default=True,
+              help="Accounts that log in: half of the sessions then carry a user_id (a fourth "
+                   "column), the active users' sessions browsing other intents than the rest's; "
+                   "0 = every session anonymous.")
 def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, compress,
-             successor_share) -> None:
+             successor_share, users) -> None:
     """Write a realistic synthetic clickstream (latent intents, popularity skew, bad lines)."""
     from srgnn.data.synth import SynthConfig, write_clickstream
 
@@ -191,9 +195,11 @@ def generate(out, sessions, items, days, end_date, bad_share, seed, by_day, comp
         raise click.UsageError("--sessions >= 1, --items >= 2, --days >= 1 and 0 <= --bad-share < 1 are required.")
     if not 0 <= successor_share <= 1:
         raise click.UsageError("--successor-share must lie between 0 and 1.")
+    if users < 0:
+        raise click.UsageError("--users must be 0 or more.")
     result = write_clickstream(out, SynthConfig(sessions=sessions, items=items, days=days, end_date=end_date,
                                                 bad_share=bad_share, seed=seed,
-                                                successor_share=successor_share),
+                                                successor_share=successor_share, users=users),
                                by_day=by_day, compress=compress)
     click.echo(f"wrote {result.clicks:,} clicks ({result.duplicates:,} logged twice) and "
                f"{result.bad_lines:,} malformed lines in {len(result.files)} file(s): {out}")

@@ -375,6 +375,11 @@ class PrepareConfig:
                                          "before its target, so prepare's cost stays linear in "
                                          "the clicks of very long (bot) sessions; the cut is "
                                          "counted in summary.json.")
+    return_days: int = option(7, minimum=1,
+                              help="A session of a known user_id 'returns' (return_weight's "
+                                   "label) when the user's next session starts within N days "
+                                   "of its last click; no label for anonymous sessions and "
+                                   "where the N days run past the input's last click.")
 
     def __post_init__(self) -> None:
         if self.min_item_support < 1:
@@ -422,6 +427,12 @@ class TrainConfig:
                                                           "on the session's clicks after the "
                                                           "target) from the session vector; 0 = "
                                                           "off. Scores do not use it.")
+    return_weight: float = option(0.0, minimum=0, help="Weight of an auxiliary loss (binary "
+                                                       "cross-entropy, on whether the session's "
+                                                       "user comes back within return_days) "
+                                                       "from the session vector, over the "
+                                                       "examples whose user_id is known; 0 = "
+                                                       "off. Scores do not use it.")
     batch_size: int = option(100, minimum=1, help="Training examples per optimizer step.")
     lr: float = option(0.001, exclusive_minimum=0, help="Adam learning rate.")
     lr_decay_step: int = option(3, minimum=1, help="Multiply the learning rate by lr_decay_rate "

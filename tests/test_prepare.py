@@ -70,7 +70,7 @@ def test_prepare_small_log_accounts_for_every_click(spark, tmp_path):
     assert [(r["session_id"], r["prefix"], r["target"]) for r in test] == [("g", [1], 2)]
     train = pq.read_table(out / "graphs" / "train")
     assert train.schema.names == ["session_id", "prefix", "nodes", "alias", "edge_src", "edge_dst",
-                                  "target", "prefix_length", "edge_gap", "remaining"]
+                                  "target", "prefix_length", "edge_gap", "remaining", "returns"]
     rows = {(r["session_id"], r["prefix_length"]): r for r in train.to_pylist()}
     b3 = rows[("b", 3)]  # b c a -> next b
     assert (b3["prefix"], b3["nodes"], b3["alias"], b3["target"]) == ([2, 3, 1], [1, 2, 3], [1, 2, 0], 2)

@@ -38,8 +38,9 @@ def sessionize(clicks: DataFrame, last_category: bool = False) -> DataFrame:
     """Group clicks into sessions ordered by time, removing exact duplicate events.
 
     Input: ``session_id, ts, item_id, user_id, event_type, _seq``. Output: ``session_id,
-    events array<struct<ts timestamp, item_id string>>, raw_clicks int`` where ``raw_clicks``
-    counts the clicks before duplicates were removed. Ties on ``ts`` keep input order
+    events array<struct<ts timestamp, item_id string>>, raw_clicks int, user_id string`` where
+    ``raw_clicks`` counts the clicks before duplicates were removed and ``user_id`` is the
+    first known user of the session in click order (null for an anonymous session). Ties on ``ts`` keep input order
     (``_seq``). Two events are duplicates when session, time, item, user and event type are
     all equal; the first one is kept. With ``last_category`` the input also has ``category``
     and the output adds ``last_category string``, the category of the session's last click.
@@ -64,12 +65,44 @@ def sessionize(clicks: DataFrame, last_category: bool = False) -> DataFrame:
         e["ts"].alias("ts"), e["_seq"].alias("_seq"), e["item_id"].alias("item_id"),
         *[e[name].alias(name) for name in carried])))
     extra = [F.element_at(in_time_order, -1)["category"].alias("last_category")] if last_category else []
+    # The clicks' users in time order (``_ev`` is sorted by time too); the first known one.
+    users = F.filter(F.transform("_ev", lambda e: e["user_id"]), lambda u: u.isNotNull())
     return grouped.select(
         "session_id",
         F.transform(in_time_order, lambda e: F.struct(e["ts"].alias("ts"), e["item_id"].alias("item_id"))).alias("events"),
         F.size("_ev").alias("raw_clicks"),
+        F.when(F.size(users) > 0, users[0]).alias("user_id"),
         *extra,
     )
+
+
+def return_labels(sessions: DataFrame, horizon_days: int, data_end) -> DataFrame:
+    """``session_id, returns`` of the sessions with a ``user_id``: whether the user comes back
+    within ``horizon_days``.
+
+    ``returns`` is 1 when the user's next session (by first click, ties by session id) starts
+    at most ``horizon_days`` days after this session's last click; 0 when it does not and
+    ``data_end`` (the input's last click, a ``datetime``) lies at least ``horizon_days`` days
+    after this session's last click; null otherwise, for a session whose horizon runs past the
+    end of the input (a return there could not be seen yet). Anonymous sessions get no row.
+    Input: :func:`sessionize`'s output (``session_id, events, user_id``), every session, the
+    short ones too: a one-click visit is still a return.
+    """
+    from pyspark.sql.window import Window
+
+    if horizon_days < 1:
+        raise ValueError(f"horizon_days must be at least 1, got {horizon_days}.")
+    visits = sessions.where(F.col("user_id").isNotNull()).select(
+        "session_id", "user_id",
+        F.element_at("events", 1)["ts"].alias("start_ts"),
+        F.element_at("events", -1)["ts"].alias("end_ts"))
+    # The user's next session in order of start (ties: the session id).
+    following = F.lead("start_ts").over(Window.partitionBy("user_id").orderBy("start_ts", "session_id"))
+    deadline = F.col("end_ts") + F.expr(f"INTERVAL {int(horizon_days)} DAYS")
+    returns = (F.when(F.col("_next").isNotNull() & (F.col("_next") <= deadline), F.lit(1))
+               .when(deadline <= F.lit(data_end), F.lit(0)))
+    return (visits.withColumn("_next", following)
+            .select("session_id", returns.cast("int").alias("returns")))
 
 
 def drop_short_sessions(sessions: DataFrame, min_length: int, column: str = "events") -> DataFrame:
@@ -259,10 +292,11 @@ def prefix_examples(sessions: DataFrame, max_prefix_length: int | None = None) -
 
     With ``max_prefix_length`` ``N``, a prefix keeps only the last ``N`` clicks before its
     target, ``[v(k-N+1)..vk]`` when ``k > N``; every target stays an example. Input
-    ``session_id, split, items`` and optionally ``gaps`` (:func:`index_sessions`); output
-    ``session_id, split, prefix, target, prefix_length`` (the length kept), ``remaining`` (the
-    session's clicks after the target, ``n - k - 1``) and, with ``gaps``, ``prefix_gaps`` (the
-    prefix clicks' gaps).
+    ``session_id, split, items`` and optionally ``gaps`` (:func:`index_sessions`) and
+    ``returns`` (:func:`return_labels`); output ``session_id, split, prefix, target,
+    prefix_length`` (the length kept), ``remaining`` (the session's clicks after the target,
+    ``n - k - 1``), with ``gaps`` ``prefix_gaps`` (the prefix clicks' gaps) and with
+    ``returns`` the session's ``returns`` on every example.
     """
     if max_prefix_length is not None and max_prefix_length < 1:
         raise ValueError(f"max_prefix_length must be at least 1, got {max_prefix_length}.")
@@ -284,10 +318,11 @@ def prefix_examples(sessions: DataFrame, max_prefix_length: int | None = None) -
     # The examples are built inside the session's row and then exploded, so that no example
     # row carries the whole session (which would copy n clicks for each of its n examples).
     examples = F.transform(F.sequence(F.lit(1), F.size("items") - 1), example)
+    labelled = ["returns"] if "returns" in sessions.columns else []
     return (sessions.where(F.size("items") >= 2)
-            .select("session_id", "split", F.explode(examples).alias("e"))
+            .select("session_id", "split", *labelled, F.explode(examples).alias("e"))
             .select("session_id", "split", "e.prefix", "e.target", "e.prefix_length",
-                    "e.remaining", *(["e.prefix_gaps"] if timed else [])))
+                    "e.remaining", *(["e.prefix_gaps"] if timed else []), *labelled))
 
 
 GRAPH_FIELDS = ("nodes", "alias", "edge_src", "edge_dst")

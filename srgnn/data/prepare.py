@@ -162,6 +162,7 @@ def _prepare(spark, raw, clicks_path: str, out_dir: str, config: PrepareConfig,
     # 1. sessions, duplicates, single-click sessions: one pass.
     sessions = keep(etl.sessionize(raw.clicks))
     row = sessions.agg(F.coalesce(F.sum("raw_clicks"), F.lit(0)).alias("raw"),
+                       F.max(F.element_at("events", -1)["ts"]).alias("data_end"),
                        *size_stats(sessions, "events", "s")).collect()[0]
     clicks_parsed = int(row["raw"])
     clicks_read = clicks_parsed + clicks_quarantined
@@ -172,7 +173,11 @@ def _prepare(spark, raw, clicks_path: str, out_dir: str, config: PrepareConfig,
                "short_sessions": int(row["s_short_clicks"])}
     sessions_removed = {"short_sessions": int(row["s_short_n"])}
     sessions_read = int(row["s_n"])
-    long_sessions = etl.drop_short_sessions(sessions.drop("raw_clicks"), min_len)
+    # whether each known user comes back (return_weight's label), from every session
+    labels = keep(etl.return_labels(sessions, config.return_days, row["data_end"]))
+    label_counts = {r["returns"]: int(r["n"]) for r in labels.groupBy("returns").agg(
+        F.count(F.lit(1)).alias("n")).collect()}
+    long_sessions = etl.drop_short_sessions(sessions.drop("raw_clicks", "user_id"), min_len)
     clicks_long = int(row["s_clicks"]) - int(row["s_short_clicks"])
     stage("sessionize")
 
@@ -246,7 +251,8 @@ def _prepare(spark, raw, clicks_path: str, out_dir: str, config: PrepareConfig,
     stage("index_items")
 
     # 5. load: sessions and session graphs per split.
-    indexed = etl.drop_short_sessions(indexed, min_len, column="items")
+    indexed = keep(etl.drop_short_sessions(indexed, min_len, column="items")
+                   .join(labels, "session_id", "left"))
     cluster = not spark.sparkContext.master.startswith("local")
     for name in etl.SPLITS:
         part = indexed.where(F.col("split") == name)
@@ -256,10 +262,10 @@ def _prepare(spark, raw, clicks_path: str, out_dir: str, config: PrepareConfig,
         part.select("session_id", "items", "start_ts", "end_ts").write.mode("overwrite").parquet(
             _out_path(out_dir, "sessions", name))
         examples = etl.add_graph_columns(etl.prefix_examples(
-            part.select("session_id", "split", "items", "gaps"), config.max_prefix_length))
+            part.select("session_id", "split", "items", "gaps", "returns"), config.max_prefix_length))
         (examples.select("session_id", "prefix", "nodes", "alias", "edge_src", "edge_dst",
                          F.col("target").cast("int").alias("target"), "prefix_length",
-                         "edge_gap", "remaining")
+                         "edge_gap", "remaining", "returns")
          .write.mode("overwrite").parquet(_out_path(out_dir, "graphs", name)))
     for frame in persisted:
         frame.unpersist()
@@ -279,6 +285,10 @@ def _prepare(spark, raw, clicks_path: str, out_dir: str, config: PrepareConfig,
         "clicks_kept": clicks_kept,
         "balanced": clicks_read == clicks_kept + clicks_quarantined + total_removed,
         "sessions_read": sessions_read,
+        # sessions with a user_id by their return label (return_days): 1, 0, unknown (null)
+        "return_labels": {"returns": label_counts.get(1, 0), "stays": label_counts.get(0, 0),
+                          "unknown": label_counts.get(None, 0),
+                          "return_days": config.return_days},
         "last_day": str(last_day),
         "vocab_size": int(vocab_size),
         "splits": splits,

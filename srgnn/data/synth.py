@@ -11,11 +11,17 @@ Sessions are driven by latent shopping intents, so that there is something to le
 * session lengths are geometric (mean about 4 clicks, many single clicks, a few long ones);
 * sessions start over ``days`` days with a daily rhythm, clicks 5 s to a few minutes apart;
 * a configurable share of lines is malformed the way real logs are (wrong field count, bad or
-  out-of-range timestamp, empty ids), and a small share of events is logged twice.
+  out-of-range timestamp, empty ids), and a small share of events is logged twice;
+* with ``users`` > 0, a ``user_share`` of the sessions is logged in: its user is drawn from
+  ``users`` accounts with Zipf-like activity (a few users have many sessions and come back
+  often), and 70% of a user's sessions browse the user's favourite intent, one of the first
+  half of the intents for the most active fifth of the users and of the second half for the
+  others; so whether a user comes back shows in what the session browses. The output then
+  has a fourth column ``user_id`` (empty for anonymous sessions).
 
 Everything is vectorised over sessions (one loop over click positions, not over sessions), so
 ten million clicks take well under a minute. Output is the generic CSV format
-(``session_id,timestamp,item_id``, epoch seconds), optionally one file per day under
+(``session_id,timestamp,item_id[,user_id]``, epoch seconds), optionally one file per day under
 ``ds=YYYY-MM-DD/`` folders and gzip-compressed.
 """
 
@@ -50,6 +56,8 @@ class SynthConfig:
     # steps ahead); the rest is split as by default (re-clicks 12/45, intent switches 8/45,
     # popular items 25/45). Near 1 the next item depends mostly on the last one (first order).
     successor_share: float = 0.55
+    users: int = 0  # accounts that log in (0: every session anonymous, no user_id column)
+    user_share: float = 0.5  # share of sessions logged in when users > 0
 
 
 @dataclass
@@ -69,9 +77,19 @@ def _zipf_weights(n: int, exponent: float, rng: np.random.Generator) -> np.ndarr
 
 def generate_events(config: SynthConfig):
     """Generate the good events: arrays ``session (int), ts (epoch s, int), item_id (int)``,
-    ordered by session then time."""
+    ordered by session then time, and the days covered."""
+    session, ts, item, _, days = generate_events_with_users(config)
+    return session, ts, item, days
+
+
+def generate_events_with_users(config: SynthConfig):
+    """:func:`generate_events` plus ``user`` (int per event, -1 for an anonymous session)
+    before the days."""
     if not 0.0 <= config.successor_share <= 1.0:
         raise ValueError(f"successor_share must lie in [0, 1], got {config.successor_share}.")
+    if config.users < 0 or not 0.0 <= config.user_share <= 1.0:
+        raise ValueError(f"users must be >= 0 and user_share in [0, 1], got {config.users} and "
+                         f"{config.user_share}.")
     rng = np.random.default_rng(config.seed)
     n_items, n_intents, n_sessions = config.items, config.intents, config.sessions
     item_ids = rng.choice(np.arange(100_000, 100_000 + 50 * n_items), size=n_items, replace=False)
@@ -103,6 +121,21 @@ def generate_events(config: SynthConfig):
     p = 1.0 / config.mean_length
     lengths = np.minimum(rng.geometric(p, size=n_sessions), config.max_length)
     intent = rng.choice(n_intents, size=n_sessions, p=intent_weights)
+    user = np.full(n_sessions, -1, dtype=np.int64)
+    if config.users > 0:  # no draws at all without users: the anonymous stream stays the same
+        activity = _zipf_weights(config.users, 1.0, rng)
+        logged_in = rng.random(n_sessions) < config.user_share
+        user[logged_in] = rng.choice(config.users, size=int(logged_in.sum()), p=activity)
+        active = np.argsort(np.argsort(-activity)) < max(1, config.users // 5)
+        half = max(1, n_intents // 2)
+        first, second = intent_weights.copy(), intent_weights.copy()
+        first[half:], second[:half] = 0.0, 0.0
+        if second.sum() == 0:
+            second = first
+        favourite = np.where(active, rng.choice(n_intents, size=config.users, p=first / first.sum()),
+                             rng.choice(n_intents, size=config.users, p=second / second.sum()))
+        browse = logged_in & (rng.random(n_sessions) < 0.7)
+        intent[browse] = favourite[user[browse]]
     clicks = np.full((n_sessions, config.max_length), -1, dtype=np.int64)
     clicks[:, 0] = popular_item(intent)
     for t in range(1, config.max_length):
@@ -152,7 +185,8 @@ def generate_events(config: SynthConfig):
     session = np.broadcast_to(np.arange(n_sessions)[:, None], mask.shape)[mask] + 1
     ts = times[order][mask]
     item = item_ids[clicks[order][mask]]
-    return session, ts, item, [str(first_day + dt.timedelta(days=d)) for d in range(config.days)]
+    users = np.broadcast_to(user[order][:, None], mask.shape)[mask]
+    return session, ts, item, users, [str(first_day + dt.timedelta(days=d)) for d in range(config.days)]
 
 
 def _bad_lines(n: int, rng: np.random.Generator, ts_hint: int) -> list[str]:
@@ -183,13 +217,14 @@ def write_clickstream(out: str, config: SynthConfig = SynthConfig(), by_day: boo
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    session, ts, item, days = generate_events(config)
+    session, ts, item, user, days = generate_events_with_users(config)
     rng = np.random.default_rng(config.seed + 1)
     n_dup = int(len(session) * config.duplicate_share)
     if n_dup:
         dup = np.sort(rng.choice(len(session), size=n_dup, replace=False))
         idx = np.sort(np.concatenate([np.arange(len(session)), dup]), kind="stable")
-        session, ts, item = session[idx], ts[idx], item[idx]
+        session, ts, item, user = session[idx], ts[idx], item[idx], user[idx]
+    with_users = config.users > 0
 
     if by_day:
         first_ts = np.zeros(session.max() + 1, dtype=np.int64)
@@ -209,18 +244,24 @@ def write_clickstream(out: str, config: SynthConfig = SynthConfig(), by_day: boo
         else:
             path = os.path.join(out, f"ds={ds}", "clicks" + suffix)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        s, t, it = session[sel], ts[sel], item[sel]
+        s, t, it, us = session[sel], ts[sel], item[sel], user[sel]
         n_bad = int(round(len(s) * config.bad_share / max(1e-9, 1 - config.bad_share)))
         bad = _bad_lines(n_bad, rng, int(t[0]) if len(t) else 0)
+        if with_users:  # the same faults, with the empty user_id field a good line would have
+            bad = [line if line.count(",") < 2 else line + "," for line in bad]
         bad_at = np.sort(rng.integers(0, max(1, len(s)), size=n_bad))
         bad_total += n_bad
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "wb") as handle:
-            handle.write(b"session_id,timestamp,item_id\n")
+            handle.write(b"session_id,timestamp,item_id,user_id\n" if with_users
+                         else b"session_id,timestamp,item_id\n")
             b = 0
             for lo in range(0, max(len(s), 1), chunk_rows):
                 hi = min(lo + chunk_rows, len(s))
-                table = pa.table({"session_id": s[lo:hi], "timestamp": t[lo:hi], "item_id": it[lo:hi]})
+                columns = {"session_id": s[lo:hi], "timestamp": t[lo:hi], "item_id": it[lo:hi]}
+                if with_users:  # anonymous: an empty field
+                    columns["user_id"] = pa.array(us[lo:hi], mask=us[lo:hi] < 0)
+                table = pa.table(columns)
                 buf = io.BytesIO()
                 pacsv.write_csv(table, buf, pacsv.WriteOptions(include_header=False))
                 handle.write(buf.getvalue())

@@ -91,6 +91,8 @@ class GraphBatch(_TensorBatch):
             Parquet's optional ``edge_gap``), or ``None`` when the graphs do not carry it.
         remaining: (B,) float32 clicks of the session after every example's target (the
             optional ``remaining`` column), or ``None``.
+        returns: (B,) float32 whether the session's user came back (the optional ``returns``
+            column: 1, 0, NaN where unknown), or ``None``.
 
     The last six are derived from the others in :func:`collate` (numpy, with the batch),
     so that a training step does not rebuild them with a dozen small tensor operations.
@@ -115,6 +117,7 @@ class GraphBatch(_TensorBatch):
     route_weights: torch.Tensor
     edge_gap: torch.Tensor | None = None
     remaining: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
 
     def message_routes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Both directions' messages as one gather and one scatter over ``(2T, d)`` rows.
@@ -195,7 +198,8 @@ class PaddedGraphBatch(_TensorBatch):
 
 
 def collate(graphs: SessionGraphs, targets: np.ndarray | None = None,
-            remaining: np.ndarray | None = None) -> GraphBatch:
+            remaining: np.ndarray | None = None,
+            returns: np.ndarray | None = None) -> GraphBatch:
     """Stack the graphs of ``B`` sessions into one block-diagonal :class:`GraphBatch`.
 
     Args:
@@ -203,6 +207,7 @@ def collate(graphs: SessionGraphs, targets: np.ndarray | None = None,
             back from the session-graph Parquet). Every session needs at least one click.
         targets: (B,) item index of each session's next click; ``None`` (scoring) gives zeros.
         remaining: (B,) clicks after each target (``GraphBatch.remaining``), or ``None``.
+        returns: (B,) return labels, NaN where unknown (``GraphBatch.returns``), or ``None``.
 
     Returns:
         The batch, every tensor on the CPU.
@@ -231,6 +236,8 @@ def collate(graphs: SessionGraphs, targets: np.ndarray | None = None,
         raise ValueError(f"expected {batch_size} targets, got an array of shape {targets.shape}.")
     if remaining is not None and np.shape(remaining) != (batch_size,):
         raise ValueError(f"expected {batch_size} remaining counts, got shape {np.shape(remaining)}.")
+    if returns is not None and np.shape(returns) != (batch_size,):
+        raise ValueError(f"expected {batch_size} return labels, got shape {np.shape(returns)}.")
 
     node_base = node_offsets[:-1]  # (B,) first global node of each session
     alias_values = np.asarray(graphs.alias_values, dtype=np.int64)
@@ -292,4 +299,6 @@ def collate(graphs: SessionGraphs, targets: np.ndarray | None = None,
             np.array(graphs.edge_gap, dtype=np.float32)),  # a copy: Arrow's views are read-only
         remaining=None if remaining is None else torch.from_numpy(
             np.asarray(remaining, dtype=np.float32)),
+        returns=None if returns is None else torch.from_numpy(
+            np.array(returns, dtype=np.float32)),
     )

@@ -75,6 +75,10 @@ the same parameters, state-dict keys and outputs):
 * ``multitask_weight`` ``w > 0``: a linear head predicts the log-rate of the session's clicks
   after the target (``remaining``) from ``s_h``; the training loss adds ``w`` times its Poisson
   negative log-likelihood (:meth:`SRGNN.remaining_loss`). Scores do not use the head.
+* ``return_weight`` ``w > 0``: a linear head predicts from ``s_h`` the logit of whether the
+  session's user comes back (the graph Parquet's ``returns``, known only for sessions with a
+  ``user_id``); the loss adds ``w`` times the binary cross-entropy over the batch's examples
+  with a known label (:meth:`SRGNN.return_loss`). Scores do not use the head.
 
 The options use ordinary torch operations where the fused kernels of
 :mod:`srgnn.model.kernels` do not cover them (positions: the composed readout; the star node);
@@ -129,6 +133,7 @@ class ModelConfig:
     attention_edges: bool = False  # learned attention over neighbours instead of 1 / degree
     temporal_edges: bool = False  # edge weights also by the bucketed time gap of the edge
     multitask_weight: float = 0.0  # weight of the remaining-length loss (0: no head)
+    return_weight: float = 0.0  # weight of the user-returns loss (0: no head)
 
     def __post_init__(self) -> None:
         if self.num_items < 1:
@@ -145,6 +150,8 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
         if not self.multitask_weight >= 0:
             raise ValueError(f"multitask_weight must be non-negative, got {self.multitask_weight}.")
+        if not self.return_weight >= 0:
+            raise ValueError(f"return_weight must be non-negative, got {self.return_weight}.")
 
     @property
     def options(self) -> list[str]:
@@ -152,7 +159,8 @@ class ModelConfig:
         flags = {"normalize": self.normalize, "position_embeddings": self.position_embeddings,
                  "dropout": self.dropout > 0, "star_node": self.star_node,
                  "attention_edges": self.attention_edges, "temporal_edges": self.temporal_edges,
-                 "multitask_weight": self.multitask_weight > 0}
+                 "multitask_weight": self.multitask_weight > 0,
+                 "return_weight": self.return_weight > 0}
         return [name for name, on in flags.items() if on]
 
 
@@ -534,6 +542,7 @@ class SRGNN(nn.Module):
                       if config.attention_edges or config.temporal_edges else None)
         self.remaining_head = (nn.Linear(config.hidden_size, 1) if config.multitask_weight > 0
                                else None)
+        self.return_head = nn.Linear(config.hidden_size, 1) if config.return_weight > 0 else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -629,12 +638,34 @@ class SRGNN(nn.Module):
         log_rate = self.remaining_head(session_embedding).squeeze(1)  # (B,)
         return F.poisson_nll_loss(log_rate, batch.remaining, log_input=True, full=False)
 
+    def return_loss(self, session_embedding: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+        """Mean binary cross-entropy of ``batch.returns`` (1: the user came back) with logit
+        ``head(s_h)``, over the examples whose label is known (not NaN); 0 (still joined to
+        the graph) when none is. The auxiliary loss of ``return_weight``.
+
+        Raises:
+            ValueError: without the head (``return_weight`` 0) or without ``returns``.
+        """
+        if self.return_head is None:
+            raise ValueError("this model has no user-returns head (return_weight is 0).")
+        if batch.returns is None:
+            raise ValueError("return_weight needs the graphs' returns column, which this batch "
+                             "lacks: run srgnn prepare again to write it.")
+        logits = self.return_head(session_embedding).squeeze(1)  # (B,)
+        known = ~torch.isnan(batch.returns)
+        if not bool(known.any()):
+            return logits.sum() * 0.0
+        return F.binary_cross_entropy_with_logits(logits[known], batch.returns[known])
+
     def with_auxiliary(self, loss: torch.Tensor, session_embedding: torch.Tensor,
                        batch: GraphBatch) -> torch.Tensor:
-        """``loss + multitask_weight * remaining_loss``; ``loss`` itself without the head."""
-        if self.remaining_head is None:
-            return loss
-        return loss + self.config.multitask_weight * self.remaining_loss(session_embedding, batch)
+        """``loss + multitask_weight * remaining_loss + return_weight * return_loss`` (the
+        terms of the heads the model has); ``loss`` itself without heads."""
+        if self.remaining_head is not None:
+            loss = loss + self.config.multitask_weight * self.remaining_loss(session_embedding, batch)
+        if self.return_head is not None:
+            loss = loss + self.config.return_weight * self.return_loss(session_embedding, batch)
+        return loss
 
     def query_vectors(self, session_embedding: torch.Tensor) -> torch.Tensor:
         """What the item vectors are multiplied with: ``s_h``, or ``scale * s_h / ||s_h||`` when

@@ -40,8 +40,8 @@ __all__ = ["GraphParquetReader", "GRAPH_COLUMNS", "OPTIONAL_COLUMNS", "parquet_f
 # Columns of the session-graph Parquet (docs/contracts.md) that training needs.
 GRAPH_COLUMNS = ("nodes", "alias", "edge_src", "edge_dst", "target")
 # Columns that later prepares write and the readers supply when a folder has them
-# (GraphBatch.edge_gap, GraphBatch.remaining); older folders lack them.
-OPTIONAL_COLUMNS = ("edge_gap", "remaining")
+# (GraphBatch.edge_gap, GraphBatch.remaining, GraphBatch.returns); older folders lack them.
+OPTIONAL_COLUMNS = ("edge_gap", "remaining", "returns")
 
 
 def parquet_files(*sources: str | Path) -> list[str]:
@@ -72,6 +72,7 @@ class _Rows:
     graphs: SessionGraphs
     target: np.ndarray
     remaining: np.ndarray | None = None
+    returns: np.ndarray | None = None  # float32, NaN where the label is unknown
 
     def __len__(self) -> int:
         return len(self.target)
@@ -87,12 +88,18 @@ class _Rows:
                                edge_gap)
         remaining = (table.column("remaining").to_numpy().astype(np.float32)
                      if "remaining" in names else None)
-        return cls(graphs, table.column("target").to_numpy().astype(np.int64), remaining)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        returns = (pc.fill_null(table.column("returns").cast(pa.float32()), float("nan"))
+                   .to_numpy() if "returns" in names else None)
+        return cls(graphs, table.column("target").to_numpy().astype(np.int64), remaining, returns)
 
     def collate(self, low: int, high: int) -> GraphBatch:
         """The batch of rows ``low:high``."""
         remaining = None if self.remaining is None else self.remaining[low:high]
-        return collate(self.graphs.slice(low, high), self.target[low:high], remaining)
+        returns = None if self.returns is None else self.returns[low:high]
+        return collate(self.graphs.slice(low, high), self.target[low:high], remaining, returns)
 
 
 class GraphParquetReader:
@@ -151,6 +158,7 @@ class GraphParquetReader:
         else:
             source_arg = [str(p) for p in source]
         dataset = pads.dataset(source_arg, format="parquet")
+        self._dataset = dataset
         if not dataset.files:
             raise FileNotFoundError(f"no Parquet file found in {source}.")
         missing = [name for name in GRAPH_COLUMNS if name not in dataset.schema.names]
@@ -186,6 +194,14 @@ class GraphParquetReader:
     def has_column(self, name: str) -> bool:
         """Whether the Parquet holds the optional column ``name`` (:data:`OPTIONAL_COLUMNS`)."""
         return name in self.columns
+
+    def known_values(self, name: str) -> int:
+        """How many rows hold a value (not null) in the optional column ``name``: 0 when the
+        Parquet lacks the column. Reads that one column of every row."""
+        if not self.has_column(name):
+            return 0
+        column = self._dataset.to_table(columns=[name]).column(name)
+        return len(column) - column.null_count
 
     def part_of(self, rank: int, world_size: int) -> "GraphParquetReader":
         """This reader restricted to rank ``rank`` of ``world_size`` (the ``part`` argument)."""

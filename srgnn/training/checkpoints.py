@@ -152,6 +152,7 @@ def _loss(values: dict, num_items: int) -> tuple:
 _EARLIER_VALUES = {"precision": "float32", "normalize": False, "scale": 12.0,
                    "position_embeddings": False, "dropout": 0.0, "star_node": False,
                    "attention_edges": False, "temporal_edges": False, "multitask_weight": 0.0,
+                   "return_weight": 0.0,
                    "popularity_penalty": 0.0, "propensity_weighting": 0.0,
                    "propensity_clip": 10.0}
 

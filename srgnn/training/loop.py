@@ -106,18 +106,27 @@ def model_config(config: TrainConfig, num_items: int) -> ModelConfig:
                        position_embeddings=config.position_embeddings, dropout=config.dropout,
                        star_node=config.star_node, attention_edges=config.attention_edges,
                        temporal_edges=config.temporal_edges,
-                       multitask_weight=config.multitask_weight)
+                       multitask_weight=config.multitask_weight,
+                       return_weight=config.return_weight)
 
 
 def check_graph_columns(config: TrainConfig, reader: GraphParquetReader, source) -> None:
     """Refuse, in one line, graphs without the optional column an option needs (``edge_gap``
-    for temporal_edges, ``remaining`` for multitask_weight): folders prepared before them."""
+    for temporal_edges, ``remaining`` for multitask_weight, ``returns`` for return_weight):
+    folders prepared before them; and return_weight where no example has a return label (no
+    session with a ``user_id``, or none old enough for its return window)."""
     needs = {"temporal_edges": ("edge_gap", config.temporal_edges),
-             "multitask_weight": ("remaining", config.multitask_weight > 0)}
+             "multitask_weight": ("remaining", config.multitask_weight > 0),
+             "return_weight": ("returns", config.return_weight > 0)}
     for option, (column, on) in needs.items():
         if on and not reader.has_column(column):
             raise SettingError(f"{option} needs the {column} column, which the graphs in {source} "
                              "lack (prepared before it): run srgnn prepare again.")
+    if config.return_weight > 0 and reader.known_values("returns") == 0:
+        raise SettingError(f"return_weight needs examples whose user is known, but no example in "
+                           f"{source} has a return label: the input has no user_id, or every "
+                           "user's session ends within return_days of the last click; set "
+                           "return_weight to 0.")
 
 
 def torch_threads(config: TrainConfig) -> int:
@@ -382,7 +391,8 @@ def _train(train_data, valid_data, config, shape, out, resume, on_epoch_end,
         raise ValueError(f"the training split {train_data} holds no examples.")
     check_graph_columns(config, train_reader, train_data)
     if valid_reader is not None:
-        check_graph_columns(replace(config, multitask_weight=0.0), valid_reader, valid_data)
+        check_graph_columns(replace(config, multitask_weight=0.0, return_weight=0.0),
+                            valid_reader, valid_data)
 
     torch.manual_seed(config.seed)  # the initial weights
     model = SRGNN(shape)
