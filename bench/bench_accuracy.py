@@ -149,6 +149,13 @@ def load_prefixes(data: Path):
     return sessions.tolist(), target_ids.to_numpy(dtype=object)
 
 
+def peak_mib() -> float:
+    """The peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main(argv=None) -> None:
     from srgnn.logs import configure
 
@@ -269,7 +276,9 @@ def main(argv=None) -> None:
           + (f" of at most {args.max_examples:,} examples" if args.max_examples else "")
           + f", hidden size {args.hidden_size}; prepare {timings['prepare']:.0f}s, "
           f"train+log {timings['train']:.0f}s"
-          + (f", refit {timings['refit']:.0f}s" if "refit" in timings else ""))
+          + (f", refit {timings['refit']:.0f}s" if "refit" in timings else "")
+          + f"; peak memory of this process {peak_mib():,.0f} MiB (training and refit run in "
+          "it; prepare runs in its own)")
     print(machine())
     rows = []
     for label, hr, mrr, ours in PUBLISHED:
