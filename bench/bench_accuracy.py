@@ -108,6 +108,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--candidates", choices=["srgnn", "auto"], default="srgnn",
                    help="auto: register the best on validation of SR-GNN, the baselines and "
                         "their blend, as srgnn train does by default")
+    p.add_argument("--blend", action="store_true",
+                   help="after training (or --resume of a finished run): choose on validation "
+                        "among SR-GNN, the baselines and SR-GNN's blend with the best of them, "
+                        "as --candidates auto does, fit the winner on the days the scored "
+                        "SR-GNN saw (train + valid with --refit) and score it (row chosen)")
     p.add_argument("--ablation", action="store_true",
                    help="instead of the test figures: train the configuration given, then each "
                         "model option alone on top of it, and print validation HR/MRR, "
@@ -243,8 +248,27 @@ def main(argv=None) -> None:
         for stats in refitted.history:
             print(f"  refit epoch {stats.epoch}: loss {stats.train_loss:.4f}, "
                   f"{stats.examples_per_second:.0f} examples/s", flush=True)
-        score(Recommender.from_training(refitted.best_state_dict, refitted.model_config, vocabulary),
-              "srgnn_refit", f"train + valid, {epochs} epoch(s)")
+        refit_recommender = Recommender.from_training(refitted.best_state_dict,
+                                                      refitted.model_config, vocabulary)
+        score(refit_recommender, "srgnn_refit", f"train + valid, {epochs} epoch(s)")
+
+    if args.blend:
+        from srgnn.evaluation.selection import select_candidate
+        from srgnn.serving.recommender import Recommender
+
+        selection = Recommender(recommender.ranker, vocabulary)  # the valid-chosen model alone
+        final = refit_recommender if args.refit else selection
+        started = time.perf_counter()
+        chosen = select_candidate(run, final, selection, mode="auto",
+                                  training_splits=("train", "valid") if args.refit else ("train",),
+                                  k=k)
+        print(f"blend: {chosen.reason}; chose {chosen.kind}"
+              + (f" at weight {chosen.blend_weight:g}" if chosen.blend_weight is not None else "")
+              + f" ({time.perf_counter() - started:.0f}s)", flush=True)
+        for name, row in chosen.results.items():
+            print(f"  valid {name:24s} HR@{k} {100 * row[f'HR@{k}']:.2f}  "
+                  f"MRR@{k} {100 * row[f'MRR@{k}']:.2f}", flush=True)
+        score(chosen.recommender, "chosen", chosen.kind)
 
     if args.baselines:
         # Each baseline on the prefixes' item indices (unknown items, 0, are ignored by the
