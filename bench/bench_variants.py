@@ -1,9 +1,10 @@
 """Every option of the model and of its serving against the model without them, in one table.
 
-    .venv/bin/python bench/bench_variants.py --threads 1                             # generated
-    .venv/bin/python bench/bench_variants.py --threads 1 --users 1500 --days 14 \
-        --return-days 2 --home var/bench/variants/synth-users        # + the user-returns row
-    .venv/bin/python bench/bench_variants.py --data diginetica --epochs 2 \\
+    .venv/bin/python bench/bench_variants.py --base paper --threads 1 --epochs 8     # generated
+    .venv/bin/python bench/bench_variants.py --threads 1 --epochs 8 --users 5000 \\
+        --sessions 20000 --items 2000 --days 14 --return-days 2 \\
+        --home var/bench/variants/synth-users                       # + the user-returns row
+    .venv/bin/python bench/bench_variants.py --base paper --data diginetica --epochs 2 \\
         --max-examples 60000 --max-valid-examples 10000 --threads 1                  # Diginetica
 
 One row per setting: every option off, then each one on alone:
@@ -55,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", choices=("synth", "diginetica"), default="synth")
     p.add_argument("--multitask-weight", type=float, default=0.1)
+    p.add_argument("--base", choices=("default", "paper"), default="default",
+                   help="what every row adds its option to: the default configuration, or the "
+                        "paper's model (normalize, position embeddings and star node off)")
     p.add_argument("--return-weight", type=float, default=0.1,
                    help="the user-returns row's weight (only where the graphs have labels)")
     p.add_argument("--penalty", type=float, default=0.1, help="popularity_penalty (0: no row)")
@@ -127,6 +131,8 @@ def main(argv=None) -> None:
     from srgnn.training.loop import train
 
     run, base, load = start(args, "variants")
+    if args.base == "paper":
+        base = replace(base, normalize=False, position_embeddings=False, star_node=False)
     popularity = run.vocabulary.popularity
     k = args.k
     test_prefixes = held_out_sets(args, run)["test"] if args.data == "diginetica" else None
@@ -166,7 +172,8 @@ def main(argv=None) -> None:
         rows.append(row_of(label, figures, k, epoch_seconds))
         print(f"  {label}: valid HR@{k} {100 * figures['valid'][f'HR@{k}']:.2f}", flush=True)
 
-    describe(args, run, load, "Percent; HR by length on validation.")
+    describe(args, run, load, f"Base: the {args.base} configuration. Percent; HR by length on "
+             "validation.")
     header = (["setting"] + [f"valid {n}" for n in ("HR", "MRR", "cov", "LT HR")]
               + [f"test {n}" for n in ("HR", "MRR", "cov", "LT HR")]
               + [f"HR len {n}" for n in LENGTHS] + ["s/epoch"])
