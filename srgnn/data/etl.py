@@ -40,10 +40,11 @@ def sessionize(clicks: DataFrame, last_category: bool = False) -> DataFrame:
     Input: ``session_id, ts, item_id, user_id, event_type, _seq``. Output: ``session_id,
     events array<struct<ts timestamp, item_id string>>, raw_clicks int, user_id string`` where
     ``raw_clicks`` counts the clicks before duplicates were removed and ``user_id`` is the
-    first known user of the session in click order (null for an anonymous session). Ties on ``ts`` keep input order
-    (``_seq``). Two events are duplicates when session, time, item, user and event type are
-    all equal; the first one is kept. With ``last_category`` the input also has ``category``
-    and the output adds ``last_category string``, the category of the session's last click.
+    first known user of the session in click order (null for an anonymous session). Ties on
+    ``ts`` keep input order (``_seq``). Two events are duplicates when session, time, item,
+    user and event type are all equal; the first one is kept. With ``last_category`` the input
+    also has ``category`` and the output adds ``last_category string``, the category of the
+    session's last click.
     """
     # Sorted by the event and then input order, a duplicate directly follows the event's first
     # occurrence: one comparison with the previous element finds it (sorts and a linear pass,
