@@ -60,6 +60,17 @@ def test_generic_csv_parses_units_and_quarantines_bad_rows(spark, tmp_path):
     assert bad_ts == [{"session_id": "s3", "timestamp": "yesterday", "item_id": "i4", "event_type": "view"}]
 
 
+def test_generic_csv_user_id_is_anonymous_only_when_empty(spark, tmp_path):
+    # docs/contracts.md: blank means anonymous; "NA" or "null" in a generic file are real ids
+    path = write_text(tmp_path / "clicks.csv", "session_id,timestamp,item_id,user_id\n"
+                      "s1,1451606400,i1,\ns2,1451606400,i2,  \ns3,1451606400,i3,NA\n"
+                      "s4,1451606400,i4, u7 \ns5,1451606400,i5,null\n")
+    clicks, quarantine = collect(read_clicks(spark, path))
+    assert [(c[0], c[3]) for c in clicks] == [("s1", None), ("s2", None), ("s3", "NA"),
+                                              ("s4", "u7"), ("s5", "null")]
+    assert quarantine == []
+
+
 def test_gzip_csv_and_folder_and_glob_inputs(spark, tmp_path):
     folder = tmp_path / "logs"
     folder.mkdir()
