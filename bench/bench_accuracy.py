@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/bench_accuracy.py                                  # paper settings
     .venv/bin/python bench/bench_accuracy.py --epochs 7 --refit               # the README's figures
-    .venv/bin/python bench/bench_accuracy.py --epochs 6 --refit --lr-decay-step 2   # and the best
+    .venv/bin/python bench/bench_accuracy.py --epochs 6 --refit --lr-decay-step 2   # the paper's model
+    .venv/bin/python bench/bench_accuracy.py --epochs 4 --lr-decay-step 2 --normalize --scale 12 \
+        --star-node --position-embeddings --refit --blend     # the best, as srgnn train chooses
     .venv/bin/python bench/bench_accuracy.py --epochs 1 --max-examples 20000  # a quick check
     .venv/bin/python bench/bench_accuracy.py --run-dir var/bench/accuracy/run --epochs 5
     .venv/bin/python bench/bench_accuracy.py --search 2h --epochs 8 --refit  # choices on validation
