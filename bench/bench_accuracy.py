@@ -296,11 +296,13 @@ def main(argv=None) -> None:
                   f"{100 * result[f'MRR@{k}']:.2f}  (fit {t1 - t0:.1f}s, recommend {t2 - t1:.1f}s)",
                   flush=True)
 
+    hidden_size = ((trained.get("search") or {}).get("chosen") or {}).get("hidden_size",
+                                                                          args.hidden_size)
     print()
     print(f"Diginetica, {len(sessions):,} published test prefixes; model {trained['model_uri']}: "
           f"{trained['epochs']} epoch(s)"
           + (f" of at most {args.max_examples:,} examples" if args.max_examples else "")
-          + f", hidden size {args.hidden_size}; prepare {timings['prepare']:.0f}s, "
+          + f", hidden size {hidden_size}; prepare {timings['prepare']:.0f}s, "
           f"train+log {timings['train']:.0f}s"
           + (f", refit {timings['refit']:.0f}s" if "refit" in timings else "")
           + f"; peak memory of this process {peak_mib():,.0f} MiB (training and refit run in "
